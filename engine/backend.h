@@ -1,0 +1,91 @@
+// Backend: advances a batch of state slots over their tokens and returns logits.
+//
+// One call is one engine step: decode entries carry one token, prompt entries a chunk of several;
+// both mix freely in one call. The big matrix products run as GEMMs over every token of the call.
+//
+// Thread safety: none. One thread owns a backend and its pool (the scheduler's thread).
+#ifndef RWKV_ENGINE_BACKEND_H_
+#define RWKV_ENGINE_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "engine/state_pool.h"
+
+namespace rwkv {
+
+struct BatchEntry {
+  int slot = -1;                      // An acquired slot of the backend's pool; distinct per entry.
+  std::span<const int32_t> tokens;    // At least one token, each in [0, vocab).
+  bool all_logits = false;            // Logits of every token instead of the last one only.
+};
+
+// Logits of one Forward call. Reused across calls: its buffer only grows.
+class Logits {
+ public:
+  int vocab() const { return vocab_; }
+  int entries() const { return static_cast<int>(first_row_.size()) - 1; }
+  // Rows of entry e: 1, or tokens.size() when all_logits was set.
+  int rows(int e) const { return first_row_[e + 1] - first_row_[e]; }
+  // Row r of entry e (r = rows(e) - 1 is the last token).
+  std::span<const float> Row(int e, int r) const {
+    return {data_.data() + static_cast<size_t>(first_row_[e] + r) * vocab_, static_cast<size_t>(vocab_)};
+  }
+  std::span<const float> Last(int e) const { return Row(e, rows(e) - 1); }
+
+  // For backends: sizes the buffer for `batch` and returns the first row of each entry.
+  void Prepare(std::span<const BatchEntry> batch, int vocab);
+  int first_row(int e) const { return first_row_[e]; }
+  float* MutableRow(int e, int r) { return data_.data() + static_cast<size_t>(first_row_[e] + r) * vocab_; }
+
+ private:
+  int vocab_ = 0;
+  std::vector<int> first_row_{0};
+  std::vector<float> data_;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;  // "cpu", "cuda"
+  virtual const ModelConfig& config() const = 0;
+  virtual StatePool& pool() = 0;
+  // Most tokens one internal step processes (scratch is sized for it at construction). Calls with
+  // more tokens are split into several steps; results are the same.
+  virtual int max_step_tokens() const = 0;
+
+  // Advances each entry's slot over its tokens, in order, and writes the logits into `out`.
+  // On INVALID_ARGUMENT (bad slot, duplicate slot, empty or out-of-range tokens) no slot changed.
+  virtual absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) = 0;
+
+ protected:
+  // Shared argument checks for every backend.
+  absl::Status ValidateBatch(std::span<const BatchEntry> batch);
+
+ private:
+  std::vector<bool> seen_slots_;
+};
+
+struct BackendOptions {
+  std::string kind = "cpu";    // "cpu" or "cuda".
+  int pool_slots = 8;          // State pool capacity.
+  int max_step_tokens = 512;   // Scratch size: tokens per internal step.
+  int threads = 0;             // CPU math threads; 0 = library default.
+  int device = 0;              // CUDA device ordinal.
+};
+
+// The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,
+// INVALID_ARGUMENT for an unknown kind or bad sizes.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
+                                                       const BackendOptions& options);
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_BACKEND_H_

@@ -1,0 +1,53 @@
+// The CPU backend: RWKV-7 on OpenBLAS GEMMs plus our own loops (kernels.h).
+//
+// All scratch is sized at construction for max_step_tokens tokens; Forward allocates nothing
+// once its Logits buffer has grown to the batch. Thread safety: one owning thread.
+#ifndef RWKV_ENGINE_CPU_CPU_BACKEND_H_
+#define RWKV_ENGINE_CPU_CPU_BACKEND_H_
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace rwkv {
+
+class CpuBackend final : public Backend {
+ public:
+  // REQUIRES: model->config().arch == kRwkv7; options validated by CreateBackend.
+  CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options);
+
+  std::string_view name() const override { return "cpu"; }
+  const ModelConfig& config() const override { return model_->config(); }
+  StatePool& pool() override { return pool_; }
+  int max_step_tokens() const override { return max_tokens_; }
+  absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) override;
+
+ private:
+  // A run of consecutive tokens of one entry processed in one internal step.
+  struct Piece {
+    int entry;
+    int begin;  // First token index within the entry.
+    int count;
+  };
+  void Step(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
+  void TimeMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
+  // Layer l's part of a slot's state: [s_att (C)][S (H*N*N)][s_ffn (C)].
+  float* LayerState(int slot, int layer);
+
+  std::shared_ptr<const Model> model_;
+  HostStatePool pool_;
+  int max_tokens_;
+  std::vector<Piece> pieces_;  // Reused by Forward.
+  std::vector<int> done_;      // Tokens already processed per entry, reused by Forward.
+  // Scratch, [max_tokens, width] each.
+  std::vector<float> x_, z_, xr_, xw_, xk_, xv_, xa_, xg_, r_, k_, v_, d_, alpha_, g_, kk_, b_, y_, v_first_;
+  std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]
+  std::vector<float> head_in_;     // [max_tokens, C]: normalised rows whose logits are wanted.
+};
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_CPU_CPU_BACKEND_H_

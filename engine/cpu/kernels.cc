@@ -1,0 +1,84 @@
+#include "engine/cpu/kernels.h"
+
+#include <cmath>
+
+namespace rwkv::cpu {
+
+void LayerNormRows(const float* in, int rows, int width, const float* w, const float* b, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* x = in + static_cast<int64_t>(r) * width;
+    float* o = out + static_cast<int64_t>(r) * width;
+    // Double accumulators: cheap at these widths and keep the statistics exact to fp32 rounding.
+    double sum = 0;
+    for (int i = 0; i < width; ++i) sum += x[i];
+    const double mean = sum / width;
+    double var = 0;
+    for (int i = 0; i < width; ++i) var += (x[i] - mean) * (x[i] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / width + kLayerNormEps));
+    const float m = static_cast<float>(mean);
+    for (int i = 0; i < width; ++i) o[i] = (x[i] - m) * inv * w[i] + b[i];
+  }
+}
+
+void GroupNormRows(float* y, int rows, int width, int group, const float* w, const float* b) {
+  for (int r = 0; r < rows; ++r) {
+    float* row = y + static_cast<int64_t>(r) * width;
+    for (int g0 = 0; g0 < width; g0 += group) {
+      float* x = row + g0;
+      double sum = 0;
+      for (int i = 0; i < group; ++i) sum += x[i];
+      const double mean = sum / group;
+      double var = 0;
+      for (int i = 0; i < group; ++i) var += (x[i] - mean) * (x[i] - mean);
+      const float inv = static_cast<float>(1.0 / std::sqrt(var / group + kGroupNormEps));
+      const float m = static_cast<float>(mean);
+      for (int i = 0; i < group; ++i) x[i] = (x[i] - m) * inv * w[g0 + i] + b[g0 + i];
+    }
+  }
+}
+
+void TanhInPlace(float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
+}
+
+void SigmoidInPlace(float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-y[i]));
+}
+
+void ReluSquareInPlace(float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = y[i] > 0.0f ? y[i] : 0.0f;
+    y[i] = v * v;
+  }
+}
+
+void Wkv7Head(float* S, int N, int steps, int64_t stride, const float* r, const float* d, const float* k,
+              const float* v, const float* a, const float* b, float* y) {
+  for (int t = 0; t < steps; ++t) {
+    const int64_t o = t * stride;
+    const float* __restrict rt = r + o;
+    const float* __restrict dt = d + o;
+    const float* __restrict kt = k + o;
+    const float* __restrict at = a + o;
+    const float* __restrict bt = b + o;
+    const float* vt = v + o;
+    float* yt = y + o;
+    for (int i = 0; i < N; ++i) {
+      float* __restrict row = S + static_cast<int64_t>(i) * N;
+      float sa = 0.0f;
+#pragma omp simd reduction(+ : sa)
+      for (int j = 0; j < N; ++j) sa += row[j] * at[j];
+      const float vi = vt[i];
+      float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+      for (int j = 0; j < N; ++j) {
+        const float s = row[j] * dt[j] + sa * bt[j] + vi * kt[j];
+        row[j] = s;
+        acc += s * rt[j];
+      }
+      yt[i] = acc;
+    }
+  }
+}
+
+}  // namespace rwkv::cpu

@@ -1,0 +1,197 @@
+#include "engine/model.h"
+
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/name_map.h"
+#include "engine/status.h"
+
+namespace rwkv {
+namespace {
+
+// One tensor the model needs: where it goes and the shape it must have.
+struct Slot {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float** target;
+  size_t offset = 0;  // In the arena, in floats.
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+std::vector<int64_t> Squeezed(const std::vector<int64_t>& s) {
+  size_t i = 0;
+  while (i + 1 < s.size() && s[i] == 1) ++i;
+  return {s.begin() + i, s.end()};
+}
+
+std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+// The tensors of an RWKV-7 model, in arena order. ln0 goes to the two locals, folded after loading.
+std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layers, const float** emb,
+                            const float** ln_out_w, const float** ln_out_b, const float** head,
+                            const float** ln0_w, const float** ln0_b) {
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
+  std::vector<Slot> plan;
+  plan.push_back({"emb.weight", {V, C}, emb});
+  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
+  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  layers->assign(c.n_layer, Rwkv7Layer{});
+  for (int l = 0; l < c.n_layer; ++l) {
+    Rwkv7Layer& L = (*layers)[l];
+    const std::string p = absl::StrCat("blocks.", l, ".");
+    const std::string a = p + "att.";
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
+      plan.push_back({name, std::move(shape), target});
+    };
+    add(p + "ln1.weight", {C}, &L.ln1_w);
+    add(p + "ln1.bias", {C}, &L.ln1_b);
+    add(p + "ln2.weight", {C}, &L.ln2_w);
+    add(p + "ln2.bias", {C}, &L.ln2_b);
+    add(a + "x_r", {C}, &L.x_r);
+    add(a + "x_w", {C}, &L.x_w);
+    add(a + "x_k", {C}, &L.x_k);
+    add(a + "x_v", {C}, &L.x_v);
+    add(a + "x_a", {C}, &L.x_a);
+    add(a + "x_g", {C}, &L.x_g);
+    add(a + "w0", {C}, &L.w0);
+    add(a + "w1", {C, c.lora_decay}, &L.w1);
+    add(a + "w2", {c.lora_decay, C}, &L.w2);
+    add(a + "a0", {C}, &L.a0);
+    add(a + "a1", {C, c.lora_iclr}, &L.a1);
+    add(a + "a2", {c.lora_iclr, C}, &L.a2);
+    if (l > 0) {
+      add(a + "v0", {C}, &L.v0);
+      add(a + "v1", {C, c.lora_value}, &L.v1);
+      add(a + "v2", {c.lora_value, C}, &L.v2);
+    }
+    add(a + "g1", {C, c.lora_gate}, &L.g1);
+    add(a + "g2", {c.lora_gate, C}, &L.g2);
+    add(a + "k_k", {C}, &L.k_k);
+    add(a + "k_a", {C}, &L.k_a);
+    add(a + "r_k", {c.n_head, c.head_size}, &L.r_k);
+    add(a + "receptance.weight", {A, C}, &L.receptance);
+    add(a + "key.weight", {A, C}, &L.key);
+    add(a + "value.weight", {A, C}, &L.value);
+    add(a + "output.weight", {C, A}, &L.output);
+    add(a + "ln_x.weight", {A}, &L.ln_x_w);
+    add(a + "ln_x.bias", {A}, &L.ln_x_b);
+    add(p + "ffn.x_k", {C}, &L.ffn_x_k);
+    add(p + "ffn.key.weight", {F, C}, &L.ffn_key);
+    add(p + "ffn.value.weight", {C, F}, &L.ffn_value);
+  }
+  plan.push_back({"ln_out.weight", {C}, ln_out_w});
+  plan.push_back({"ln_out.bias", {C}, ln_out_b});
+  plan.push_back({"head.weight", {V, C}, head});
+  size_t offset = 0;
+  for (Slot& s : plan) {
+    s.offset = offset;
+    offset += static_cast<size_t>(s.numel());
+  }
+  return plan;
+}
+
+}  // namespace
+
+void Model::FoldLn0(const float* w, const float* b) {
+  // emb rows <- LayerNorm(row; ln0), in double so the fold adds no error of its own.
+  float* e = const_cast<float*>(emb_);
+  const int C = config_.n_embd;
+  for (int64_t v = 0; v < config_.vocab; ++v) {
+    float* row = e + v * C;
+    double mean = 0, var = 0;
+    for (int i = 0; i < C; ++i) mean += row[i];
+    mean /= C;
+    for (int i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
+    const double inv = 1.0 / std::sqrt(var / C + 1e-5);
+    for (int i = 0; i < C; ++i) row[i] = static_cast<float>((row[i] - mean) * inv * w[i] + b[i]);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, TensorFile::Open(path));
+  std::vector<TensorInfo> tensors = file->tensors();
+  RWKV_RETURN_IF_ERROR(MapToOfficialNames(path, &tensors));
+  file->ReplaceTensors(std::move(tensors));
+  RWKV_ASSIGN_OR_RETURN(ModelConfig config, DetectModelConfig(*file));
+  if (config.arch != Architecture::kRwkv7) {
+    return absl::UnimplementedError(absl::StrCat(path, ": architecture ", ArchitectureName(config.arch), " (",
+                                                 config.Describe(), ") is recognised, but this build runs RWKV-7 only"));
+  }
+  if (config.n_att != config.n_embd) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": attention width ", config.n_att, " differs from the embedding width ",
+                                                   config.n_embd, "; RWKV-7 requires them equal"));
+  }
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = config;
+  m->source_ = path;
+  const float *ln0_w = nullptr, *ln0_b = nullptr;
+  std::vector<Slot> plan =
+      Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
+
+  // Validate everything before allocating, so a bad file never yields a partial model.
+  std::set<std::string> used;
+  for (const Slot& s : plan) {
+    const TensorInfo* t = file->Find(s.name);
+    if (!t) return absl::InvalidArgumentError(absl::StrCat(path, ": missing tensor ", s.name, " (expected shape ", ShapeStr(s.shape), ")"));
+    if (!IsFloat(t->dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", s.name, " has dtype ", DTypeName(t->dtype),
+                                                     ", expected f32, f16 or bf16"));
+    }
+    if (Squeezed(t->shape) != Squeezed(s.shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", s.name, " has shape ", t->ShapeString(),
+                                                     ", expected ", ShapeStr(s.shape), " (", config.Describe(), ")"));
+    }
+    used.insert(s.name);
+  }
+  for (const TensorInfo& t : file->tensors()) {
+    if (used.count(t.name)) continue;
+    // Layer 0's value-residual LoRA ships in official files but is never used (spec 6.2).
+    if (t.name == "blocks.0.att.v0" || t.name == "blocks.0.att.v1" || t.name == "blocks.0.att.v2") continue;
+    std::string why = absl::EndsWith(t.name, "att.time_state") ? " (a state-tuning tensor; initial states are not supported yet)" : "";
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(),
+                                                   " in an RWKV-7 checkpoint", why));
+  }
+  m->arena_.resize(plan.back().offset + plan.back().numel());
+  for (const Slot& s : plan) {
+    float* dst = m->arena_.data() + s.offset;
+    CopyToFloat(*file->Find(s.name), dst);
+    *s.target = dst;
+  }
+  m->FoldLn0(ln0_w, ln0_b);
+  return m;
+}
+
+std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed) {
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = config;
+  m->source_ = absl::StrCat("random(seed=", seed, ")");
+  const float *ln0_w = nullptr, *ln0_b = nullptr;
+  std::vector<Slot> plan =
+      Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
+  m->arena_.resize(plan.back().offset + plan.back().numel());
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  m->config_.parameter_count = 0;
+  for (const Slot& s : plan) {
+    float* dst = m->arena_.data() + s.offset;
+    const bool is_ln_weight = absl::EndsWith(s.name, "ln0.weight") || absl::EndsWith(s.name, "ln1.weight") ||
+                              absl::EndsWith(s.name, "ln2.weight") || absl::EndsWith(s.name, "ln_x.weight") ||
+                              absl::EndsWith(s.name, "ln_out.weight");
+    const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(s.shape[1])) : 0.5f;
+    for (int64_t i = 0; i < s.numel(); ++i) dst[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
+    *s.target = dst;
+    m->config_.parameter_count += s.numel();
+  }
+  m->FoldLn0(ln0_w, ln0_b);
+  return m;
+}
+
+}  // namespace rwkv

@@ -1,0 +1,67 @@
+// A loaded RWKV-7 model: its config and its weights in float32, in one host allocation.
+//
+// Owned by whoever loads it (a backend keeps a shared_ptr to read-only weights). Immutable after
+// Load; any thread may read it.
+#ifndef RWKV_ENGINE_MODEL_H_
+#define RWKV_ENGINE_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+
+namespace rwkv {
+
+// Pointers into Model's arena. Shapes as in spec section 6.1; vectors are squeezed to [C].
+// Linear weights are [out, in] (use W x); LoRA matrices are [in, out] (use x A).
+struct Rwkv7Layer {
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;                  // [C]
+  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;              // [C] token-shift mixes
+  const float *w0, *w1, *w2;                                   // [C], [C, Dw], [Dw, C]
+  const float *a0, *a1, *a2;                                   // [C], [C, Da], [Da, C]
+  const float *v0, *v1, *v2;                                   // [C], [C, Dv], [Dv, C]; null in layer 0
+  const float *g1, *g2;                                        // [C, Dg], [Dg, C]
+  const float *k_k, *k_a;                                      // [C]
+  const float *r_k;                                            // [H * N]
+  const float *receptance, *key, *value, *output;              // [C_att, C] ([C, C_att] for output)
+  const float *ln_x_w, *ln_x_b;                                // [C_att]
+  const float *ffn_x_k;                                        // [C]
+  const float *ffn_key, *ffn_value;                            // [F, C], [C, F]
+};
+
+class Model {
+ public:
+  // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
+  // converts every tensor to float32. Fails, naming the file and the tensor, on a missing tensor,
+  // a wrong shape or dtype, an unexpected tensor, or an architecture this build does not run.
+  // Never returns a partly loaded model.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
+
+  // A model with random weights of the given shape (benchmarks). REQUIRES: config.arch == kRwkv7.
+  static std::unique_ptr<Model> Random(const ModelConfig& config, uint64_t seed);
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& source() const { return source_; }
+  const float* emb() const { return emb_; }  // [V, C], ln0 already applied.
+  const float* ln_out_w() const { return ln_out_w_; }
+  const float* ln_out_b() const { return ln_out_b_; }
+  const float* head() const { return head_; }  // [V, C]
+  const Rwkv7Layer& layer(int i) const { return layers_[i]; }
+  size_t weight_bytes() const { return arena_.size() * sizeof(float); }
+
+ private:
+  Model() = default;
+  void FoldLn0(const float* ln0_w, const float* ln0_b);
+
+  ModelConfig config_;
+  std::string source_;
+  std::vector<float> arena_;
+  const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr, *head_ = nullptr;
+  std::vector<Rwkv7Layer> layers_;
+};
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_MODEL_H_

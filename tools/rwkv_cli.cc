@@ -1,0 +1,291 @@
+// rwkv-cli: the engine from the command line.
+//
+//   rwkv-cli inspect    --model FILE
+//   rwkv-cli logits     --model FILE --tokens 1,2,3 [--chunk N]
+//   rwkv-cli tokenize   --vocab FILE --text STR
+//   rwkv-cli detokenize --vocab FILE --tokens 1,2,3
+//   rwkv-cli generate   --model FILE --vocab FILE --prompt STR --max-tokens N [sampling flags]
+//
+// `logits` prints one line per input position: the logits as space-separated %.9g floats. Outside
+// parity checks parse this format; keep it stable. Errors go to stderr with a non-zero exit.
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "engine/status.h"
+#include "engine/tokenizer.h"
+
+namespace rwkv {
+namespace {
+
+constexpr char kUsage[] = R"(usage: rwkv-cli COMMAND [flags]
+
+commands:
+  inspect    --model FILE                       architecture, dimensions, parameters, state size
+  logits     --model FILE --tokens 1,2,3        logits of every position, one line each (%.9g)
+             [--chunk N]                        feed N tokens per engine call (default: all at once)
+  tokenize   --vocab FILE --text STR            token ids, comma-separated
+  detokenize --vocab FILE --tokens 1,2,3        the text of the tokens
+  generate   --model FILE --vocab FILE --prompt STR --max-tokens N
+             [--temperature 1.0] [--top-p 0.85] [--top-k 0] [--min-p 0]
+             [--presence-penalty 0.2] [--frequency-penalty 0.2] [--penalty-decay 0.996]
+             [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
+common:      [--backend cpu] [--threads N]
+)";
+
+using Flags = std::map<std::string, std::string>;
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  Flags flags;
+  static const char* kBoolean[] = {"ignore-eos"};
+  for (int i = 2; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    if (!absl::ConsumePrefix(&a, "--")) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "'"));
+    std::string name(a), value;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else if (std::find(std::begin(kBoolean), std::end(kBoolean), name) != std::end(kBoolean)) {
+      value = "true";
+    } else {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      value = argv[++i];
+    }
+    flags[name] = value;
+  }
+  return flags;
+}
+
+absl::StatusOr<std::string> Required(const Flags& f, const std::string& name) {
+  auto it = f.find(name);
+  if (it == f.end()) return absl::InvalidArgumentError(absl::StrCat("missing required flag --", name));
+  return it->second;
+}
+
+template <typename T>
+absl::StatusOr<T> Number(const Flags& f, const std::string& name, T fallback) {
+  auto it = f.find(name);
+  if (it == f.end()) return fallback;
+  T v;
+  bool ok;
+  if constexpr (std::is_floating_point_v<T>) ok = absl::SimpleAtof(it->second, &v);
+  else ok = absl::SimpleAtoi(it->second, &v);
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat("flag --", name, ": '", it->second, "' is not a number"));
+  return v;
+}
+
+absl::StatusOr<std::vector<int32_t>> TokenList(const std::string& flag, const std::string& s) {
+  std::vector<int32_t> out;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+    int32_t v;
+    if (!absl::SimpleAtoi(part, &v)) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", part, "' is not a token id"));
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared_ptr<const Model> model, int max_step_tokens) {
+  BackendOptions o;
+  if (auto it = f.find("backend"); it != f.end()) o.kind = it->second;
+  RWKV_ASSIGN_OR_RETURN(o.threads, Number<int>(f, "threads", 0));
+  o.pool_slots = 1;
+  o.max_step_tokens = max_step_tokens;
+  return CreateBackend(std::move(model), o);
+}
+
+absl::Status Inspect(const Flags& f) {
+  RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  const ModelConfig& c = m->config();
+  std::printf("file:            %s\n", path.c_str());
+  std::printf("architecture:    %s\n", ArchitectureName(c.arch));
+  std::printf("layers:          %d\n", c.n_layer);
+  std::printf("embedding:       %d\n", c.n_embd);
+  std::printf("heads:           %d x %d\n", c.n_head, c.head_size);
+  std::printf("ffn:             %d\n", c.ffn_dim);
+  std::printf("vocab:           %d\n", c.vocab);
+  std::printf("lora ranks:      decay %d, iclr %d, value %d, gate %d\n", c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate);
+  std::printf("parameters:      %lld\n", static_cast<long long>(c.parameter_count));
+  std::printf("state bytes:     %lld per session (fp32)\n", static_cast<long long>(c.StateBytes()));
+  std::printf("weights in RAM:  %.1f MiB (fp32)\n", m->weight_bytes() / 1048576.0);
+  return absl::OkStatus();
+}
+
+absl::Status LogitsCmd(const Flags& f) {
+  RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
+  RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
+  RWKV_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenList("tokens", tokens_arg));
+  if (tokens.empty()) return absl::InvalidArgumentError("--tokens: no token ids given");
+  RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", static_cast<int>(tokens.size())));
+  if (chunk < 1) return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be at least 1"));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  std::shared_ptr<const Model> model = std::move(m);
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(f, model, chunk));
+  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
+  Logits logits;
+  std::string line;
+  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
+    const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(chunk));
+    BatchEntry e{slot, std::span<const int32_t>(tokens.data() + begin, n), /*all_logits=*/true};
+    RWKV_RETURN_IF_ERROR(backend->Forward({&e, 1}, &logits));
+    for (int r = 0; r < logits.rows(0); ++r) {
+      line.clear();
+      char buf[32];
+      for (float v : logits.Row(0, r)) {
+        std::snprintf(buf, sizeof buf, "%.9g", v);
+        if (!line.empty()) line.push_back(' ');
+        line += buf;
+      }
+      std::puts(line.c_str());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TokenizeCmd(const Flags& f) {
+  RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
+  RWKV_ASSIGN_OR_RETURN(std::string text, Required(f, "text"));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
+  std::string out;
+  for (int32_t id : tok->Encode(text)) absl::StrAppend(&out, out.empty() ? "" : ",", id);
+  std::puts(out.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status DetokenizeCmd(const Flags& f) {
+  RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
+  RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
+  RWKV_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenList("tokens", tokens_arg));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
+  RWKV_ASSIGN_OR_RETURN(std::string bytes, tok->Decode(tokens));
+  std::string text;
+  AppendValidUtf8(bytes, &text);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::putchar('\n');
+  return absl::OkStatus();
+}
+
+absl::Status GenerateCmd(const Flags& f) {
+  RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
+  RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
+  RWKV_ASSIGN_OR_RETURN(std::string prompt, Required(f, "prompt"));
+  RWKV_ASSIGN_OR_RETURN(int max_tokens, Number<int>(f, "max-tokens", 100));
+  if (max_tokens < 1 || max_tokens > 1'000'000) return absl::InvalidArgumentError(absl::StrCat("--max-tokens is ", max_tokens, "; it must be in [1, 1000000]"));
+  RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", 256));
+  if (chunk < 1) return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be at least 1"));
+  SamplingParams sp;
+  RWKV_ASSIGN_OR_RETURN(sp.temperature, Number<float>(f, "temperature", 1.0f));
+  RWKV_ASSIGN_OR_RETURN(sp.top_p, Number<float>(f, "top-p", 0.85f));
+  RWKV_ASSIGN_OR_RETURN(sp.top_k, Number<int>(f, "top-k", 0));
+  RWKV_ASSIGN_OR_RETURN(sp.min_p, Number<float>(f, "min-p", 0.0f));
+  RWKV_ASSIGN_OR_RETURN(sp.presence_penalty, Number<float>(f, "presence-penalty", 0.2f));
+  RWKV_ASSIGN_OR_RETURN(sp.frequency_penalty, Number<float>(f, "frequency-penalty", 0.2f));
+  RWKV_ASSIGN_OR_RETURN(sp.penalty_decay, Number<float>(f, "penalty-decay", 0.996f));
+  RWKV_ASSIGN_OR_RETURN(sp.seed, Number<uint64_t>(f, "seed", 0));
+  if (auto it = f.find("ban"); it != f.end()) {
+    RWKV_ASSIGN_OR_RETURN(sp.banned_tokens, TokenList("ban", it->second));
+  }
+  if (auto it = f.find("bias"); it != f.end()) {
+    for (absl::string_view part : absl::StrSplit(it->second, ',', absl::SkipWhitespace())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits(':', 1));
+      int32_t id;
+      float bias;
+      if (!absl::SimpleAtoi(kv.first, &id) || !absl::SimpleAtof(kv.second, &bias)) {
+        return absl::InvalidArgumentError(absl::StrCat("--bias: '", part, "' is not ID:VALUE"));
+      }
+      sp.logit_bias.emplace_back(id, bias);
+    }
+  }
+  const bool ignore_eos = f.count("ignore-eos") > 0;
+
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  std::shared_ptr<const Model> model = std::move(m);
+  RWKV_RETURN_IF_ERROR(ValidateSamplingParams(sp, model->config().vocab));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(f, model, chunk));
+  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
+  std::vector<int32_t> prompt_tokens = tok->Encode(prompt);
+  if (prompt_tokens.empty()) prompt_tokens.push_back(Tokenizer::kEndOfText);  // Start from a document boundary.
+
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  Logits logits;
+  BatchEntry e{slot, prompt_tokens, false};
+  RWKV_RETURN_IF_ERROR(backend->Forward({&e, 1}, &logits));
+  const auto t1 = Clock::now();
+
+  Sampler sampler(sp, model->config().vocab);
+  IncrementalDecoder decoder(tok.get());
+  std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+  std::fflush(stdout);
+  int generated = 0;
+  int32_t token = 0;
+  for (; generated < max_tokens; ++generated) {
+    token = sampler.Sample(logits.Last(0));
+    if (token == Tokenizer::kEndOfText && !ignore_eos) break;
+    const std::string text = decoder.Push(token);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    if (generated + 1 == max_tokens) {
+      ++generated;
+      break;  // The last token is not fed: its state update would be unused here.
+    }
+    e.tokens = std::span<const int32_t>(&token, 1);
+    RWKV_RETURN_IF_ERROR(backend->Forward({&e, 1}, &logits));
+  }
+  const std::string rest = decoder.Flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::putchar('\n');
+  const auto t2 = Clock::now();
+  const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+  std::fprintf(stderr, "[%zu prompt tokens in %.3f s (%.1f tok/s); %d generated in %.3f s (%.1f tok/s); backend %s]\n",
+               prompt_tokens.size(), prefill_s, prompt_tokens.size() / std::max(prefill_s, 1e-9), generated, decode_s,
+               generated / std::max(decode_s, 1e-9), std::string(backend->name()).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace rwkv
+
+int main(int argc, char** argv) {
+  using namespace rwkv;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  absl::StatusOr<Flags> flags = ParseFlags(argc, argv);
+  absl::Status st;
+  if (!flags.ok()) {
+    st = flags.status();
+  } else if (cmd == "inspect") {
+    st = Inspect(*flags);
+  } else if (cmd == "logits") {
+    st = LogitsCmd(*flags);
+  } else if (cmd == "tokenize") {
+    st = TokenizeCmd(*flags);
+  } else if (cmd == "detokenize") {
+    st = DetokenizeCmd(*flags);
+  } else if (cmd == "generate") {
+    st = GenerateCmd(*flags);
+  } else {
+    std::fprintf(stderr, "rwkv-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    return 2;
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "rwkv-cli %s: %s\n", cmd.c_str(), std::string(st.message()).c_str());
+    return absl::IsInvalidArgument(st) && !flags.ok() ? 2 : 1;
+  }
+  return 0;
+}

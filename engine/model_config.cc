@@ -64,7 +64,7 @@ absl::StatusOr<int> Dim(const TensorFile& f, const std::string& name, size_t dim
 
 absl::StatusOr<ModelConfig> DetectModelConfig(const TensorFile& f) {
   const std::string& path = f.path();
-  bool any_r_k = false, any_maa_x = false, any_ln_x = false, any_gate = false;
+  bool any_r_k = false, any_maa_x = false, any_ln_x = false, any_gate = false, any_time_first = false;
   std::set<int> layers;
   for (const TensorInfo& t : f.tensors()) {
     const std::string& n = t.name;
@@ -92,13 +92,16 @@ absl::StatusOr<ModelConfig> DetectModelConfig(const TensorFile& f) {
     any_maa_x |= absl::StrContains(n, "att.time_maa_x");
     any_ln_x |= absl::StrContains(n, "att.ln_x");
     any_gate |= absl::EndsWith(n, "att.gate.weight");
+    any_time_first |= absl::EndsWith(n, "att.time_first");
   }
   const TensorInfo* emb = f.Find("emb.weight");
-  if (!emb || layers.empty()) {
+  // Each generation has a marker tensor (spec section 2); RWKV-4's is att.time_first.
+  if (!emb || layers.empty() || !(any_r_k || any_maa_x || any_ln_x || any_time_first)) {
     std::string seen;
     for (size_t i = 0; i < f.tensors().size() && i < 5; ++i) absl::StrAppend(&seen, i ? ", " : "", f.tensors()[i].name);
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": unknown architecture: expected RWKV tensors (emb.weight, blocks.N.*), found ",
+        path, ": unknown architecture: expected RWKV-4/5/6/7 tensors (emb.weight, blocks.N.att.r_k | ",
+        "time_maa_x | ln_x | time_first), found ",
         f.tensors().size(), " tensors starting with: ", seen.empty() ? "(none)" : seen));
   }
   ModelConfig c;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/status.h"
@@ -52,6 +53,9 @@ absl::StatusOr<std::unique_ptr<TensorFile>> TensorFile::Open(const std::string& 
   } else if (file->size() >= 2 && file->data()[0] == 0x80 && file->data()[1] <= 5) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": a legacy (non-zip) torch.save file; re-save it with a PyTorch >= 1.6 default torch.save"));
+  } else if (absl::EndsWith(path, ".pth") || absl::EndsWith(path, ".pt")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a zip archive; a torch.save checkpoint starts with 'PK' (truncated or not a checkpoint?)"));
   } else {
     format = "safetensors";
     RWKV_ASSIGN_OR_RETURN(tensors, ParseSafetensors(*file));

@@ -1,0 +1,92 @@
+// Helpers shared by the engine tests: fixture paths and the float64 reference logits.
+#ifndef RWKV_TESTS_ENGINE_TEST_UTIL_H_
+#define RWKV_TESTS_ENGINE_TEST_UTIL_H_
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include "nlohmann/json.hpp"
+
+namespace rwkv::testing {
+
+inline std::string SourcePath(const std::string& rel) { return std::string(RWKV_SOURCE_DIR) + "/" + rel; }
+inline std::string Fixture(const std::string& name) { return SourcePath("tests/fixtures/" + name); }
+inline std::string VocabPath() { return SourcePath("engine/vocab/rwkv_vocab_v20230424.txt"); }
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void WriteFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline nlohmann::json Manifest() { return nlohmann::json::parse(ReadFile(Fixture("tiny-rwkv7.json"))); }
+
+inline std::vector<int32_t> ManifestTokens() { return Manifest()["tokens"].get<std::vector<int32_t>>(); }
+
+// Reference logits [positions][vocab], float64, from tests/reference/rwkv7_ref.py.
+inline std::vector<std::vector<double>> ReferenceLogits(const std::string& name, int vocab) {
+  std::string raw = ReadFile(Fixture(name));
+  const size_t n = raw.size() / sizeof(double);
+  std::vector<std::vector<double>> rows(n / vocab, std::vector<double>(vocab));
+  const double* d = reinterpret_cast<const double*>(raw.data());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (int v = 0; v < vocab; ++v) rows[r][v] = d[r * vocab + v];
+  }
+  return rows;
+}
+
+// ||got - want|| / ||want||, in double.
+inline double RelL2(std::span<const float> got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+}  // namespace rwkv::testing
+
+#endif  // RWKV_TESTS_ENGINE_TEST_UTIL_H_
+
+namespace rwkv::testing {
+
+// Writes an all-zero f32 safetensors file with the given tensor names and shapes.
+inline void WriteZeroSafetensors(const std::string& path,
+                                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t n = 4;
+    for (int64_t d : shape) n *= d;
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + n}}};
+    offset += n;
+  }
+  std::string text = header.dump();
+  const uint64_t len = text.size();
+  std::string out(reinterpret_cast<const char*>(&len), 8);
+  out += text;
+  out.append(offset, '\0');
+  WriteFile(path, out);
+}
+
+inline std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TMPDIR");
+  return std::string(dir && *dir ? dir : "/tmp") + "/rwkv_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+}  // namespace rwkv::testing

@@ -344,7 +344,8 @@ std::vector<Detect> DetectCases() {
                                                             {"blocks.0.att.a1", {8, 3}}, {"blocks.0.att.g1", {8, 5}},
                                                             {"blocks.1.att.v1", {8, 2}}}), "do not make the attention width 8"});
   cases.push_back({"gap_in_layers", {{"emb.weight", {10, 8}}, {"blocks.0.att.key.weight", {8, 8}},
-                                     {"blocks.0.ffn.key.weight", {32, 8}}, {"blocks.2.ln1.weight", {8}}}, "not numbered"});
+                                     {"blocks.0.ffn.key.weight", {32, 8}}, {"blocks.0.att.time_first", {8}}, {"blocks.2.ln1.weight", {8}}},
+                   "not numbered"});
   return cases;
 }
 

@@ -1,1 +1,204 @@
-int main(){}
+#include "engine/sampler.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "gtest/gtest.h"
+
+namespace rwkv {
+namespace {
+
+// Logits whose softmax is exactly `p` (up to float rounding).
+std::vector<float> LogitsFor(const std::vector<double>& p) {
+  std::vector<float> l;
+  for (double x : p) l.push_back(static_cast<float>(std::log(x)));
+  return l;
+}
+
+std::map<int, int> Histogram(const SamplingParams& sp, const std::vector<float>& logits, int draws) {
+  Sampler s(sp, static_cast<int>(logits.size()));
+  std::map<int, int> h;
+  for (int i = 0; i < draws; ++i) ++h[s.Sample(logits)];
+  return h;
+}
+
+// Each observed frequency is within 5 standard deviations of its expected probability: a true
+// implementation fails this about once in 10^6 runs per bin; a wrong one (e.g. temperature before
+// truncation) misses by far more at these sample sizes.
+void ExpectFrequencies(const std::map<int, int>& h, const std::vector<double>& want, int draws) {
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double f = h.count(i) ? static_cast<double>(h.at(i)) / draws : 0.0;
+    const double sd = std::sqrt(want[i] * (1 - want[i]) / draws);
+    EXPECT_NEAR(f, want[i], 5 * sd + 1e-12) << "token " << i;
+  }
+}
+
+TEST(SamplerTest, ValidationNamesFieldAndLimit) {
+  struct Bad {
+    SamplingParams p;
+    std::string expect;
+  };
+  std::vector<Bad> cases(8);
+  cases[0].p.temperature = -1, cases[0].expect = "temperature is -1; it must be in [0, 100]";
+  cases[1].p.top_p = 1.5, cases[1].expect = "top_p is 1.5; it must be in [0, 1]";
+  cases[2].p.top_k = -2, cases[2].expect = "top_k is -2";
+  cases[3].p.min_p = NAN, cases[3].expect = "min_p is nan";
+  cases[4].p.penalty_decay = 2, cases[4].expect = "penalty_decay is 2";
+  cases[5].p.logit_bias = {{10, 1.0f}}, cases[5].expect = "logit_bias token 10 is outside the vocabulary [0, 10)";
+  cases[6].p.banned_tokens = {-1}, cases[6].expect = "banned token -1";
+  cases[7].p.presence_penalty = 1000, cases[7].expect = "presence_penalty is 1000";
+  for (const Bad& b : cases) {
+    absl::Status st = ValidateSamplingParams(b.p, 10);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << b.expect;
+    EXPECT_NE(std::string(st.message()).find(b.expect), std::string::npos) << st;
+  }
+  SamplingParams all_banned;
+  for (int i = 0; i < 10; ++i) all_banned.banned_tokens.push_back(i);
+  EXPECT_FALSE(ValidateSamplingParams(all_banned, 10).ok());
+  EXPECT_TRUE(ValidateSamplingParams(SamplingParams{}, 10).ok());
+}
+
+TEST(SamplerTest, GreedyModes) {
+  const std::vector<float> logits = {0.1f, 2.0f, 2.0f, -1.0f};
+  SamplingParams t0;
+  t0.temperature = 0;
+  EXPECT_EQ(Sampler(t0, 4).Sample(logits), 1);  // Ties -> lowest id.
+  SamplingParams p0;
+  p0.top_p = 0;
+  EXPECT_EQ(Sampler(p0, 4).Sample(logits), 1);
+  SamplingParams k1;
+  k1.top_k = 1;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(Sampler(k1, 4).Sample(logits), 1);
+}
+
+TEST(SamplerTest, SameSeedSameTokens) {
+  std::mt19937 rng(3);
+  std::vector<float> logits(1000);
+  for (float& l : logits) l = std::normal_distribution<float>(0, 2)(rng);
+  SamplingParams sp;
+  sp.top_p = 0.9f;
+  sp.presence_penalty = 0.3f;
+  sp.frequency_penalty = 0.3f;
+  sp.penalty_decay = 0.996f;
+  sp.seed = 99;
+  auto run = [&](uint64_t seed) {
+    sp.seed = seed;
+    Sampler s(sp, 1000);
+    std::vector<int> out;
+    for (int i = 0; i < 200; ++i) out.push_back(s.Sample(logits));
+    return out;
+  };
+  EXPECT_EQ(run(99), run(99));
+  EXPECT_NE(run(99), run(100));
+}
+
+TEST(SamplerTest, BansAndBias) {
+  const std::vector<float> logits = {5, 4, 3, 2};
+  SamplingParams ban;
+  ban.temperature = 0;
+  ban.banned_tokens = {0};
+  EXPECT_EQ(Sampler(ban, 4).Sample(logits), 1);
+  SamplingParams sampled_ban;
+  sampled_ban.banned_tokens = {0, 1};
+  auto h = Histogram(sampled_ban, logits, 2000);
+  EXPECT_EQ(h.count(0) + h.count(1), 0u);
+  SamplingParams bias;
+  bias.logit_bias = {{3, 100.0f}};
+  h = Histogram(bias, logits, 500);
+  EXPECT_EQ(h[3], 500);
+}
+
+TEST(SamplerTest, PlainSamplingFollowsSoftmax) {
+  const std::vector<double> p = {0.5, 0.25, 0.15, 0.1};
+  auto h = Histogram(SamplingParams{}, LogitsFor(p), 20000);
+  ExpectFrequencies(h, p, 20000);
+}
+
+TEST(SamplerTest, TopPKeepsTheNucleus) {
+  SamplingParams sp;
+  sp.top_p = 0.7f;  // 0.5 + 0.3 reaches 0.7: tokens 0 and 1, renormalised.
+  auto h = Histogram(sp, LogitsFor({0.5, 0.3, 0.15, 0.05}), 20000);
+  ExpectFrequencies(h, {0.625, 0.375, 0, 0}, 20000);
+}
+
+TEST(SamplerTest, TopPTiesWithTheCutoffSurvive) {
+  SamplingParams sp;
+  sp.top_p = 0.5f;  // Reached at the first 0.2; the other 0.2s tie with it and stay.
+  auto h = Histogram(sp, LogitsFor({0.4, 0.2, 0.2, 0.2}), 20000);
+  ExpectFrequencies(h, {0.4, 0.2, 0.2, 0.2}, 20000);
+}
+
+TEST(SamplerTest, TopPOfOneMeansOff) {
+  SamplingParams sp;
+  sp.top_p = 1.0f;
+  auto h = Histogram(sp, LogitsFor({0.7, 0.2, 0.1}), 20000);
+  ExpectFrequencies(h, {0.7, 0.2, 0.1}, 20000);
+}
+
+TEST(SamplerTest, TopKAndMinP) {
+  SamplingParams k;
+  k.top_k = 2;
+  ExpectFrequencies(Histogram(k, LogitsFor({0.5, 0.3, 0.15, 0.05}), 20000), {0.625, 0.375, 0, 0}, 20000);
+  SamplingParams m;
+  m.min_p = 0.5f;  // Keep p >= 0.25.
+  ExpectFrequencies(Histogram(m, LogitsFor({0.5, 0.3, 0.15, 0.05}), 20000), {0.625, 0.375, 0, 0}, 20000);
+  SamplingParams km;  // Both: the stricter wins.
+  km.top_k = 3;
+  km.min_p = 0.9f;
+  ExpectFrequencies(Histogram(km, LogitsFor({0.5, 0.3, 0.15, 0.05}), 2000), {1, 0, 0, 0}, 2000);
+}
+
+// Temperature applies to the probabilities after truncation (ChatRWKV order): p^(1/T), renormalised.
+TEST(SamplerTest, TemperatureAfterTruncation) {
+  SamplingParams sp;
+  sp.temperature = 0.5f;
+  sp.top_k = 3;
+  const double z = 0.25 + 0.09 + 0.04;
+  auto h = Histogram(sp, LogitsFor({0.5, 0.3, 0.2 - 1e-9, 1e-9}), 20000);
+  ExpectFrequencies(h, {0.25 / z, 0.09 / z, 0.04 / z, 0}, 20000);
+}
+
+TEST(SamplerTest, PresencePenaltyAvoidsRepeats) {
+  SamplingParams sp;
+  sp.temperature = 0;
+  sp.presence_penalty = 100;
+  Sampler s(sp, 5);
+  const std::vector<float> logits = {5, 4, 3, 2, 1};
+  std::vector<int> got;
+  for (int i = 0; i < 5; ++i) got.push_back(s.Sample(logits));
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+// Frequency penalty with decay, worked by hand: occurrences decay before the new token is added.
+TEST(SamplerTest, FrequencyPenaltyDecays) {
+  SamplingParams sp;
+  sp.temperature = 0;
+  sp.frequency_penalty = 0.15f;
+  sp.penalty_decay = 0.5f;
+  Sampler s(sp, 2);
+  const std::vector<float> logits = {1.0f, 0.9f};
+  // 1: [1, .9] -> 0 (occ0 = 1).  2: [.85, .9] -> 1 (occ0 = .5, occ1 = 1).
+  // 3: [.925, .75] -> 0 (occ0 = 1.25, occ1 = .5).  4: [.8125, .825] -> 1.
+  std::vector<int> got;
+  for (int i = 0; i < 4; ++i) got.push_back(s.Sample(logits));
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 0, 1}));
+}
+
+TEST(SamplerTest, LargeVocabularyNucleus) {
+  std::mt19937 rng(5);
+  std::vector<float> logits(65536);
+  for (float& l : logits) l = std::normal_distribution<float>(0, 1)(rng);  // Flat: the nucleus is wide.
+  SamplingParams sp;
+  sp.top_p = 0.95f;
+  sp.seed = 1;
+  Sampler s(sp, 65536);
+  for (int i = 0; i < 20; ++i) {
+    const int t = s.Sample(logits);
+    EXPECT_GE(t, 0);
+    EXPECT_LT(t, 65536);
+  }
+}
+
+}  // namespace
+}  // namespace rwkv

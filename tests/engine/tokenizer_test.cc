@@ -1,1 +1,143 @@
-int main(){}
+#include "engine/tokenizer.h"
+
+#include <random>
+
+#include "gtest/gtest.h"
+#include "tests/engine/test_util.h"
+
+namespace rwkv {
+namespace {
+
+class WorldTokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto t = Tokenizer::Load(testing::VocabPath());
+    ASSERT_TRUE(t.ok()) << t.status();
+    tok_ = t->release();
+  }
+  static void TearDownTestSuite() { delete tok_; }
+  static Tokenizer* tok_;
+};
+Tokenizer* WorldTokenizerTest::tok_ = nullptr;
+
+// The vectors of spec section 10.2 (official TRIE tokenizer output).
+TEST_F(WorldTokenizerTest, SpecVectors) {
+  const std::vector<std::pair<std::string, std::vector<int32_t>>> cases = {
+      {"Hello world", {33155, 40213}},
+      {"\n\n", {261}},
+      {"我们发现", {12605, 10402, 10997, 14446}},
+      {"User: hi\n\nAssistant: Hi. I am your assistant.",
+       {24281, 59, 4571, 261, 5585, 41693, 59, 3880, 47, 308, 4418, 32515, 59179, 47}},
+      {"<think>", {61, 35762, 63}},
+      {" \t\r\n  x", {264, 19245, 121}},
+      {"😀🚀 naïve café", {3319, 153, 129, 3319, 155, 129, 46644, 37946}},
+      {"\nIn a shocking finding, scientist discovered a herd of dragons living in a remote, previously "
+       "unexplored valley, in Tibet.",
+       {11, 1136, 332, 57212, 51746, 45, 60455, 61885, 332, 31076, 4706, 51525, 46456, 4596, 332, 47064, 45,
+        62367, 22658, 2315, 8114, 1843, 47698, 45, 4596, 37461, 47}},
+  };
+  for (const auto& [text, ids] : cases) {
+    EXPECT_EQ(tok_->Encode(text), ids) << text;
+    auto back = tok_->Decode(ids);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, text);
+  }
+}
+
+TEST_F(WorldTokenizerTest, VocabularyShape) {
+  EXPECT_EQ(tok_->id_limit(), 65530);
+  // Ids 1..256 are the single bytes: id = byte + 1. '\x80' as a str literal is a code point (2 bytes).
+  EXPECT_EQ(*tok_->TokenBytes(11), "\n");
+  EXPECT_EQ(*tok_->TokenBytes(33), " ");
+  EXPECT_EQ(*tok_->TokenBytes(129), std::string("\x80", 1));
+  EXPECT_EQ(*tok_->TokenBytes(0), "");
+  EXPECT_EQ(tok_->TokenBytes(65530), nullptr);
+  EXPECT_EQ(tok_->Encode(""), std::vector<int32_t>{});
+}
+
+TEST_F(WorldTokenizerTest, RandomBytesRoundTrip) {
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200; ++i) {
+    std::string s(rng() % 64, '\0');
+    for (char& c : s) c = static_cast<char>(rng() % 4 ? 32 + rng() % 96 : rng());
+    const std::vector<int32_t> ids = tok_->Encode(s);
+    EXPECT_EQ(*tok_->Decode(ids), s);
+  }
+}
+
+TEST_F(WorldTokenizerTest, DecodeRejectsUnknownIds) {
+  const int32_t ids[] = {33, 70000};
+  auto r = tok_->Decode(ids);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(r.status().message()).find("token 70000 at position 1"), std::string::npos);
+}
+
+// Streaming never emits half a character: feeding a multi-byte text byte-token by byte-token
+// yields only whole characters, and the concatenation is the text.
+TEST_F(WorldTokenizerTest, IncrementalDecoderHoldsBackPartialCharacters) {
+  const std::string text = "😀 naïve 我们";
+  IncrementalDecoder dec(tok_);
+  std::string out;
+  for (unsigned char c : text) {
+    const std::string piece = dec.Push(static_cast<int32_t>(c) + 1);
+    std::string check;
+    EXPECT_EQ(AppendValidUtf8(piece, &check), piece.size());
+    EXPECT_EQ(check, piece);  // Valid UTF-8 on its own.
+    out += piece;
+  }
+  out += dec.Flush();
+  EXPECT_EQ(out, text);
+}
+
+TEST_F(WorldTokenizerTest, IncrementalDecoderReplacesBrokenBytes) {
+  IncrementalDecoder dec(tok_);
+  EXPECT_EQ(dec.Push(0xf0 + 1), "");             // Lead byte of a 4-byte character: held back.
+  EXPECT_EQ(dec.Push('a' + 1), "\xef\xbf\xbd" "a");  // Cannot complete: U+FFFD, then 'a'.
+  EXPECT_EQ(dec.Push(0xff + 1), "\xef\xbf\xbd");  // Never valid in UTF-8.
+  EXPECT_EQ(dec.Push(0xe6 + 1), "");
+  EXPECT_EQ(dec.Flush(), "\xef\xbf\xbd");         // Incomplete at the end.
+  EXPECT_EQ(dec.Push(0), "");                      // End-of-text has no text.
+  EXPECT_EQ(dec.Push(99999), "\xef\xbf\xbd");
+}
+
+TEST(TokenizerParseTest, PythonLiterals) {
+  auto t = Tokenizer::FromText(
+      [] {
+        std::string v;
+        for (int b = 0; b < 256; ++b) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, "%d b'\\x%02x' 1\n", b + 1, b);
+          v += buf;
+        }
+        v += "300 '\\x80' 2\n301 'a b' 3\n302 \"it's\" 4\n303 '\\u3000' 3\n304 '\\\\n' 2\n305 '\\t\\'' 2\n";
+        return v;
+      }(),
+      "test-vocab");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->TokenBytes(300), "\xc2\x80");
+  EXPECT_EQ(*(*t)->TokenBytes(301), "a b");
+  EXPECT_EQ(*(*t)->TokenBytes(302), "it's");
+  EXPECT_EQ(*(*t)->TokenBytes(303), "\xe3\x80\x80");
+  EXPECT_EQ(*(*t)->TokenBytes(304), "\\n");
+  EXPECT_EQ(*(*t)->TokenBytes(305), "\t'");
+  EXPECT_EQ((*t)->Encode("a b"), std::vector<int32_t>{301});
+}
+
+TEST(TokenizerParseTest, MalformedLinesNameTheLine) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"1 'a' 2\n", "test:1: token is 1 bytes, the line says 2"},
+      {"1 'a' 1\n1 'b' 1\n", "test:2: id 1 appears twice"},
+      {"x 'a' 1\n", "test:1: id must be"},
+      {"1 'a 1\n", "test:1: malformed token literal"},
+      {"1 'a' 1\n", "has no single-byte token"},
+  };
+  for (const auto& [text, expect] : bad) {
+    auto t = Tokenizer::FromText(text, "test");
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_NE(std::string(t.status().message()).find(expect), std::string::npos) << t.status();
+  }
+  EXPECT_EQ(Tokenizer::Load("/no/such/vocab.txt").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace rwkv

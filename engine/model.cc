@@ -7,24 +7,36 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/cpu/gemm.h"
 #include "engine/name_map.h"
 #include "engine/status.h"
 
 namespace rwkv {
-namespace {
+namespace model_internal {
 
-// One tensor the model needs: where it goes and the shape it must have.
+// One tensor the model needs: where it goes and the shape it must have in the file.
 struct Slot {
   std::string name;
   std::vector<int64_t> shape;
-  const float** target;
-  size_t offset = 0;  // In the arena, in floats.
+  const float** vec = nullptr;     // A vector: stored as is.
+  PackedMatrix* matrix = nullptr;  // A matrix: stored packed, [out, in].
+  bool transpose = false;          // LoRA [in, out] in the file.
+  size_t offset = 0;               // In the arena, in floats.
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     return n;
   }
+  int rows() const { return static_cast<int>(transpose ? shape[1] : shape[0]); }
+  int cols() const { return static_cast<int>(transpose ? shape[0] : shape[1]); }
+  int64_t stored_floats() const { return matrix ? PackedMatrix::Floats(rows(), cols()) : numel(); }
 };
+
+}  // namespace model_internal
+
+namespace {
+
+using model_internal::Slot;
 
 std::vector<int64_t> Squeezed(const std::vector<int64_t>& s) {
   size_t i = 0;
@@ -36,11 +48,11 @@ std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", a
 
 // The tensors of an RWKV-7 model, in arena order. ln0 goes to the two locals, folded after loading.
 std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layers, const float** emb,
-                            const float** ln_out_w, const float** ln_out_b, const float** head,
+                            const float** ln_out_w, const float** ln_out_b, PackedMatrix* head,
                             const float** ln0_w, const float** ln0_b) {
   const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
   std::vector<Slot> plan;
-  plan.push_back({"emb.weight", {V, C}, emb});
+  plan.push_back({"emb.weight", {V, C}, emb});  // Row-major: rows are gathered by token.
   plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
   plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
   layers->assign(c.n_layer, Rwkv7Layer{});
@@ -50,6 +62,12 @@ std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layer
     const std::string a = p + "att.";
     auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
       plan.push_back({name, std::move(shape), target});
+    };
+    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
+      plan.push_back({name, {out, in}, nullptr, target});
+    };
+    auto lora = [&](const std::string& name, int64_t in, int64_t out, PackedMatrix* target) {
+      plan.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
     };
     add(p + "ln1.weight", {C}, &L.ln1_w);
     add(p + "ln1.bias", {C}, &L.ln1_b);
@@ -62,43 +80,61 @@ std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layer
     add(a + "x_a", {C}, &L.x_a);
     add(a + "x_g", {C}, &L.x_g);
     add(a + "w0", {C}, &L.w0);
-    add(a + "w1", {C, c.lora_decay}, &L.w1);
-    add(a + "w2", {c.lora_decay, C}, &L.w2);
+    lora(a + "w1", C, c.lora_decay, &L.w1);
+    lora(a + "w2", c.lora_decay, C, &L.w2);
     add(a + "a0", {C}, &L.a0);
-    add(a + "a1", {C, c.lora_iclr}, &L.a1);
-    add(a + "a2", {c.lora_iclr, C}, &L.a2);
+    lora(a + "a1", C, c.lora_iclr, &L.a1);
+    lora(a + "a2", c.lora_iclr, C, &L.a2);
     if (l > 0) {
       add(a + "v0", {C}, &L.v0);
-      add(a + "v1", {C, c.lora_value}, &L.v1);
-      add(a + "v2", {c.lora_value, C}, &L.v2);
+      lora(a + "v1", C, c.lora_value, &L.v1);
+      lora(a + "v2", c.lora_value, C, &L.v2);
     }
-    add(a + "g1", {C, c.lora_gate}, &L.g1);
-    add(a + "g2", {c.lora_gate, C}, &L.g2);
+    lora(a + "g1", C, c.lora_gate, &L.g1);
+    lora(a + "g2", c.lora_gate, C, &L.g2);
     add(a + "k_k", {C}, &L.k_k);
     add(a + "k_a", {C}, &L.k_a);
     add(a + "r_k", {c.n_head, c.head_size}, &L.r_k);
-    add(a + "receptance.weight", {A, C}, &L.receptance);
-    add(a + "key.weight", {A, C}, &L.key);
-    add(a + "value.weight", {A, C}, &L.value);
-    add(a + "output.weight", {C, A}, &L.output);
+    linear(a + "receptance.weight", A, C, &L.receptance);
+    linear(a + "key.weight", A, C, &L.key);
+    linear(a + "value.weight", A, C, &L.value);
+    linear(a + "output.weight", C, A, &L.output);
     add(a + "ln_x.weight", {A}, &L.ln_x_w);
     add(a + "ln_x.bias", {A}, &L.ln_x_b);
     add(p + "ffn.x_k", {C}, &L.ffn_x_k);
-    add(p + "ffn.key.weight", {F, C}, &L.ffn_key);
-    add(p + "ffn.value.weight", {C, F}, &L.ffn_value);
+    linear(p + "ffn.key.weight", F, C, &L.ffn_key);
+    linear(p + "ffn.value.weight", C, F, &L.ffn_value);
   }
   plan.push_back({"ln_out.weight", {C}, ln_out_w});
   plan.push_back({"ln_out.bias", {C}, ln_out_b});
-  plan.push_back({"head.weight", {V, C}, head});
+  plan.push_back({"head.weight", {V, C}, nullptr, head});
   size_t offset = 0;
   for (Slot& s : plan) {
     s.offset = offset;
-    offset += static_cast<size_t>(s.numel());
+    offset += static_cast<size_t>(s.stored_floats());
   }
   return plan;
 }
 
 }  // namespace
+
+template <typename Fill>
+void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
+  arena_.resize(plan.back().offset + plan.back().stored_floats());
+  std::vector<float> rows;  // Row-major staging for matrices, reused.
+  for (const Slot& s : plan) {
+    float* dst = arena_.data() + s.offset;
+    if (s.matrix) {
+      rows.resize(s.numel());
+      fill(s, rows.data());
+      cpu::Pack(rows.data(), s.rows(), s.cols(), dst);
+      *s.matrix = PackedMatrix{dst, s.rows(), s.cols()};
+    } else {
+      fill(s, dst);
+      *s.vec = dst;
+    }
+  }
+}
 
 void Model::FoldLn0(const float* w, const float* b) {
   // emb rows <- LayerNorm(row; ln0), in double so the fold adds no error of its own.
@@ -159,12 +195,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(),
                                                    " in an RWKV-7 checkpoint", why));
   }
-  m->arena_.resize(plan.back().offset + plan.back().numel());
-  for (const Slot& s : plan) {
-    float* dst = m->arena_.data() + s.offset;
-    CopyToFloat(*file->Find(s.name), dst);
-    *s.target = dst;
-  }
+  m->Store(plan, [&](const Slot& s, float* out) {
+    TensorInfo t = *file->Find(s.name);
+    if (s.transpose) {
+      // A transposed view of the (squeezed) 2-D tensor: copying it writes [out, in].
+      while (t.shape.size() > 2) {
+        t.shape.erase(t.shape.begin());
+        t.strides.erase(t.strides.begin());
+      }
+      std::swap(t.shape[0], t.shape[1]);
+      std::swap(t.strides[0], t.strides[1]);
+    }
+    CopyToFloat(t, out);
+  });
   m->FoldLn0(ln0_w, ln0_b);
   return m;
 }
@@ -176,20 +219,17 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed) {
   const float *ln0_w = nullptr, *ln0_b = nullptr;
   std::vector<Slot> plan =
       Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
-  m->arena_.resize(plan.back().offset + plan.back().numel());
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   m->config_.parameter_count = 0;
-  for (const Slot& s : plan) {
-    float* dst = m->arena_.data() + s.offset;
+  m->Store(plan, [&](const Slot& s, float* out) {
     const bool is_ln_weight = absl::EndsWith(s.name, "ln0.weight") || absl::EndsWith(s.name, "ln1.weight") ||
                               absl::EndsWith(s.name, "ln2.weight") || absl::EndsWith(s.name, "ln_x.weight") ||
                               absl::EndsWith(s.name, "ln_out.weight");
-    const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(s.shape[1])) : 0.5f;
-    for (int64_t i = 0; i < s.numel(); ++i) dst[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
-    *s.target = dst;
+    const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(s.cols())) : 0.5f;
+    for (int64_t i = 0; i < s.numel(); ++i) out[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
     m->config_.parameter_count += s.numel();
-  }
+  });
   m->FoldLn0(ln0_w, ln0_b);
   return m;
 }

@@ -11,24 +11,28 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
+#include "engine/packed_matrix.h"
 
 namespace rwkv {
 
-// Pointers into Model's arena. Shapes as in spec section 6.1; vectors are squeezed to [C].
-// Linear weights are [out, in] (use W x); LoRA matrices are [in, out] (use x A).
+namespace model_internal {
+struct Slot;  // One tensor of the load plan (model.cc).
+}  // namespace model_internal
+
+// Views into Model's arena. Vectors are squeezed to [C]. Matrices are PackedMatrix (n output
+// rows x k inputs, used as W x); the LoRA matrices, [in, out] in the files (spec 6.1), are
+// transposed at load so that one kernel serves every product.
 struct Rwkv7Layer {
-  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;                  // [C]
-  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;              // [C] token-shift mixes
-  const float *w0, *w1, *w2;                                   // [C], [C, Dw], [Dw, C]
-  const float *a0, *a1, *a2;                                   // [C], [C, Da], [Da, C]
-  const float *v0, *v1, *v2;                                   // [C], [C, Dv], [Dv, C]; null in layer 0
-  const float *g1, *g2;                                        // [C, Dg], [Dg, C]
-  const float *k_k, *k_a;                                      // [C]
-  const float *r_k;                                            // [H * N]
-  const float *receptance, *key, *value, *output;              // [C_att, C] ([C, C_att] for output)
-  const float *ln_x_w, *ln_x_b;                                // [C_att]
-  const float *ffn_x_k;                                        // [C]
-  const float *ffn_key, *ffn_value;                            // [F, C], [C, F]
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;      // [C]
+  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;  // [C] token-shift mixes
+  const float *w0, *a0, *v0;                       // [C] LoRA biases; v0 null in layer 0
+  PackedMatrix w1, w2, a1, a2, v1, v2, g1, g2;     // w1: Dw x C, w2: C x Dw, ...; v* empty in layer 0
+  const float *k_k, *k_a;                          // [C]
+  const float *r_k;                                // [H * N]
+  PackedMatrix receptance, key, value, output;     // C x C
+  const float *ln_x_w, *ln_x_b;                    // [C]
+  const float *ffn_x_k;                            // [C]
+  PackedMatrix ffn_key, ffn_value;                 // F x C, C x F
 };
 
 class Model {
@@ -47,18 +51,23 @@ class Model {
   const float* emb() const { return emb_; }  // [V, C], ln0 already applied.
   const float* ln_out_w() const { return ln_out_w_; }
   const float* ln_out_b() const { return ln_out_b_; }
-  const float* head() const { return head_; }  // [V, C]
+  const PackedMatrix& head() const { return head_; }  // V x C
   const Rwkv7Layer& layer(int i) const { return layers_[i]; }
   size_t weight_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
   Model() = default;
+  // Lays out `plan` in the arena; fill(slot, out) writes a slot's values row-major ([out, in]
+  // for matrices), which are then packed.
+  template <typename Fill>
+  void Store(const std::vector<model_internal::Slot>& plan, Fill fill);
   void FoldLn0(const float* ln0_w, const float* ln0_b);
 
   ModelConfig config_;
   std::string source_;
   std::vector<float> arena_;
-  const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr, *head_ = nullptr;
+  const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
+  PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;
 };
 

@@ -1,11 +1,10 @@
 #include "engine/cpu/cpu_backend.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "engine/cpu/gemm.h"
 #include "engine/cpu/kernels.h"
 #include "engine/status.h"
 
@@ -15,25 +14,6 @@ namespace {
 // d = exp(-e^{-1/2} * sigmoid(w)) (spec 6.2).
 const float kDecayScale = static_cast<float>(std::exp(-0.5));
 
-// Y[rows, out] (+)= X[rows, in] W^T, with W an nn.Linear weight [out, in]; Y rows `ldy` apart.
-void Linear(const float* X, int rows, int in, const float* W, int out, float* Y, int ldy, bool accumulate) {
-  const float beta = accumulate ? 1.0f : 0.0f;
-  if (rows == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, X, 1, beta, Y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, X, in, W, in, beta, Y, ldy);
-  }
-}
-
-// Y[rows, out] = X[rows, in] A, with A a LoRA matrix [in, out].
-void LoraMul(const float* X, int rows, int in, const float* A, int out, float* Y) {
-  if (rows == 1) {
-    cblas_sgemv(CblasRowMajor, CblasTrans, in, out, 1.0f, A, out, X, 1, 0.0f, Y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, X, in, A, out, 0.0f, Y, out);
-  }
-}
-
 inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
@@ -41,8 +21,9 @@ inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options)
     : model_(std::move(model)),
       pool_(options.pool_slots, model_->config().StateFloats()),
-      max_tokens_(options.max_step_tokens) {
-  if (options.threads > 0) openblas_set_num_threads(options.threads);
+      max_tokens_(options.max_step_tokens),
+      threads_(options.threads) {
+  cpu::SetMathThreads(options.threads);
   const ModelConfig& c = model_->config();
   const size_t tc = static_cast<size_t>(max_tokens_) * c.n_embd;
   for (auto* buf : {&x_, &z_, &xr_, &xw_, &xk_, &xv_, &xa_, &xg_, &r_, &k_, &v_, &d_, &alpha_, &g_, &kk_, &b_, &y_,
@@ -54,6 +35,10 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   ffn_.assign(static_cast<size_t>(max_tokens_) * c.ffn_dim, 0.0f);
   pieces_.reserve(options.pool_slots);
   done_.reserve(options.pool_slots);
+}
+
+void CpuBackend::MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate) const {
+  cpu::Linear(X, rows, W, Y, ldy, accumulate, threads_);
 }
 
 float* CpuBackend::LayerState(int slot, int layer) {
@@ -131,23 +116,23 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
     std::memcpy(s_att, z_.data() + static_cast<int64_t>(row - 1) * C, C * sizeof(float));
   }
 
-  Linear(xr_.data(), rows, C, w.receptance, C, r_.data(), C, false);
-  Linear(xk_.data(), rows, C, w.key, C, k_.data(), C, false);
-  Linear(xv_.data(), rows, C, w.value, C, v_.data(), C, false);
+  MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
+  MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
+  MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
 
-  LoraMul(xw_.data(), rows, C, w.w1, c.lora_decay, lora_.data());
+  MatMul(xw_.data(), rows, w.w1, lora_.data(), c.lora_decay, false);
   cpu::TanhInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_decay);
-  LoraMul(lora_.data(), rows, c.lora_decay, w.w2, C, d_.data());
-  LoraMul(xa_.data(), rows, C, w.a1, c.lora_iclr, lora_.data());
-  LoraMul(lora_.data(), rows, c.lora_iclr, w.a2, C, alpha_.data());
-  LoraMul(xg_.data(), rows, C, w.g1, c.lora_gate, lora_.data());
+  MatMul(lora_.data(), rows, w.w2, d_.data(), C, false);
+  MatMul(xa_.data(), rows, w.a1, lora_.data(), c.lora_iclr, false);
+  MatMul(lora_.data(), rows, w.a2, alpha_.data(), C, false);
+  MatMul(xg_.data(), rows, w.g1, lora_.data(), c.lora_gate, false);
   cpu::SigmoidInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_gate);
-  LoraMul(lora_.data(), rows, c.lora_gate, w.g2, C, g_.data());
+  MatMul(lora_.data(), rows, w.g2, g_.data(), C, false);
   if (l == 0) {
     std::memcpy(v_first_.data(), v_.data(), n * sizeof(float));
   } else {
-    LoraMul(xv_.data(), rows, C, w.v1, c.lora_value, lora_.data());
-    LoraMul(lora_.data(), rows, c.lora_value, w.v2, C, b_.data());  // b_ as scratch for the mix gate.
+    MatMul(xv_.data(), rows, w.v1, lora_.data(), c.lora_value, false);
+    MatMul(lora_.data(), rows, w.v2, b_.data(), C, false);  // b_ as scratch for the mix gate.
     for (int64_t o = 0; o < n; ++o) {
       const int i = static_cast<int>(o % C);
       v_[o] += (v_first_[o] - v_[o]) * Sigmoid(w.v0[i] + b_[o]);
@@ -190,7 +175,7 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
     for (int j = 0; j < N; ++j) bonus += r_[h0 + j] * k_[h0 + j] * rk[j];
     for (int j = 0; j < N; ++j) y_[h0 + j] = (y_[h0 + j] + bonus * v_[h0 + j]) * g_[h0 + j];
   }
-  Linear(y_.data(), rows, C, w.output, C, x_.data(), C, true);
+  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 
 void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
@@ -210,9 +195,9 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
     }
     std::memcpy(s_ffn, z_.data() + static_cast<int64_t>(row - 1) * C, C * sizeof(float));
   }
-  Linear(xk_.data(), rows, C, w.ffn_key, c.ffn_dim, ffn_.data(), c.ffn_dim, false);
+  MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false);
   cpu::ReluSquareInPlace(ffn_.data(), static_cast<int64_t>(rows) * c.ffn_dim);
-  Linear(ffn_.data(), rows, c.ffn_dim, w.ffn_value, C, x_.data(), C, true);
+  MatMul(ffn_.data(), rows, w.ffn_value, x_.data(), C, true);
 }
 
 void CpuBackend::Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out) {
@@ -223,7 +208,7 @@ void CpuBackend::Head(std::span<const BatchEntry> batch, std::span<const Piece> 
   int row = 0, gathered = 0, run_start = 0, run_dest = -1, next_dest = -1;
   auto flush = [&]() {
     if (gathered > run_start) {
-      Linear(head_in_.data() + static_cast<int64_t>(run_start) * C, gathered - run_start, C, model_->head(), V,
+      MatMul(head_in_.data() + static_cast<int64_t>(run_start) * C, gathered - run_start, model_->head(),
              out->MutableRow(0, 0) + static_cast<int64_t>(run_dest) * V, V, false);
     }
     run_start = gathered;

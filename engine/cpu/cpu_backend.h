@@ -34,12 +34,15 @@ class CpuBackend final : public Backend {
   void TimeMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
+  // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
+  void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate) const;
   // Layer l's part of a slot's state: [s_att (C)][S (H*N*N)][s_ffn (C)].
   float* LayerState(int slot, int layer);
 
   std::shared_ptr<const Model> model_;
   HostStatePool pool_;
   int max_tokens_;
+  int threads_;
   std::vector<Piece> pieces_;  // Reused by Forward.
   std::vector<int> done_;      // Tokens already processed per entry, reused by Forward.
   // Scratch, [max_tokens, width] each.

@@ -1,0 +1,211 @@
+// Engine-only throughput of the CPU backend on a random RWKV-7 of a real shape (made in memory,
+// no file): decode steps at several batch sizes, prefill of one long prompt, and the machine's
+// measured memory bandwidth with the decode floor it implies (weight bytes per step / bandwidth).
+//
+//   engine_bench [--layers 12 --embd 768 --vocab 65536] [--batches 1,4,16,64] [--prompt 512]
+//                [--seconds 2] [--json FILE]
+//
+// Prints a table on stdout and writes the same numbers as JSON. Medians over repeated steps.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "nlohmann/json.hpp"
+
+namespace rwkv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// Read bandwidth with one thread per core over a buffer much larger than the caches: what a
+// weight-streaming GEMV needs. Median of several passes, bytes per second.
+double MeasureReadBandwidth() {
+  const size_t n = size_t{512} << 20 >> 2;  // 512 MiB of floats.
+  std::vector<float> buf(n, 1.0f);
+  const int threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<double> rates;
+  volatile float sink = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<float> partial(threads);
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t begin = n * t / threads, end = n * (t + 1) / threads;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = begin; i + 3 < end; i += 4) {
+          s0 += buf[i];
+          s1 += buf[i + 1];
+          s2 += buf[i + 2];
+          s3 += buf[i + 3];
+        }
+        partial[t] = s0 + s1 + s2 + s3;
+      });
+    }
+    for (auto& th : pool) th.join();
+    const double s = Seconds(t0, Clock::now());
+    sink = sink + partial[0];
+    if (pass > 0) rates.push_back(n * sizeof(float) / s);
+  }
+  return Median(rates);
+}
+
+struct Args {
+  int layers = 12, embd = 768, vocab = 65536, prompt = 512;
+  std::vector<int> batches = {1, 4, 16, 64};
+  double seconds = 2.0;
+  std::string json = "engine_bench.json";
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--layers") a.layers = std::stoi(v);
+    else if (k == "--embd") a.embd = std::stoi(v);
+    else if (k == "--vocab") a.vocab = std::stoi(v);
+    else if (k == "--prompt") a.prompt = std::stoi(v);
+    else if (k == "--seconds") a.seconds = std::stod(v);
+    else if (k == "--json") a.json = v;
+    else if (k == "--batches") {
+      a.batches.clear();
+      size_t p = 0;
+      while (p < v.size()) {
+        size_t q = v.find(',', p);
+        if (q == std::string::npos) q = v.size();
+        a.batches.push_back(std::stoi(v.substr(p, q - p)));
+        p = q + 1;
+      }
+    } else {
+      std::fprintf(stderr, "engine_bench: unknown flag %s\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+int Main(int argc, char** argv) {
+  const Args args = Parse(argc, argv);
+  ModelConfig c;
+  c.arch = Architecture::kRwkv7;
+  c.n_layer = args.layers;
+  c.n_embd = c.n_att = args.embd;
+  c.head_size = 64;
+  c.n_head = args.embd / 64;
+  c.ffn_dim = 4 * args.embd;
+  c.vocab = args.vocab;
+  // LoRA ranks of the released 0.1B/0.4B (64/64/32/128) and 1.5B (96/96/64/256) models.
+  const bool big = args.embd >= 2048;
+  c.lora_decay = c.lora_iclr = big ? 96 : 64;
+  c.lora_value = big ? 64 : 32;
+  c.lora_gate = big ? 256 : 128;
+
+  std::printf("building random %s ...\n", c.Describe().c_str());
+  std::shared_ptr<const Model> model = Model::Random(c, 1);
+  const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+  BackendOptions o;
+  o.pool_slots = max_batch;
+  o.max_step_tokens = std::max(args.prompt, max_batch);
+  auto backend_or = CreateBackend(model, o);
+  if (!backend_or.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", std::string(backend_or.status().message()).c_str());
+    return 1;
+  }
+  Backend& backend = **backend_or;
+  std::vector<int> slots;
+  for (int i = 0; i < max_batch; ++i) slots.push_back(*backend.pool().Acquire());
+
+  const double bandwidth = MeasureReadBandwidth();
+  // A decode step reads every weight except the embedding table (one row per token).
+  const double step_bytes = static_cast<double>(model->weight_bytes()) - double{c.vocab} * c.n_embd * 4;
+  const double floor_s = step_bytes / bandwidth;
+  const double flops_per_token = 2.0 * step_bytes / 4;
+
+  nlohmann::json out;
+  out["model"] = c.Describe();
+  out["parameters"] = c.parameter_count;
+  out["weight_bytes_per_step"] = step_bytes;
+  out["read_bandwidth_gbs"] = bandwidth / 1e9;
+  out["decode_floor_ms"] = floor_s * 1e3;
+  out["threads"] = std::thread::hardware_concurrency();
+
+  std::printf("\nmodel %s, %.1fM parameters, %.0f MB of weights read per decode step\n", c.Describe().c_str(),
+              c.parameter_count / 1e6, step_bytes / 1e6);
+  std::printf("measured read bandwidth %.2f GB/s -> batch-1 floor %.1f ms/step (%.2f tok/s)\n\n", bandwidth / 1e9,
+              floor_s * 1e3, 1.0 / floor_s);
+  std::printf("%-16s %8s %12s %12s %12s %10s\n", "mode", "batch", "median ms", "tok/s", "GFLOP/s", "x floor");
+
+  Logits logits;
+  std::vector<int32_t> tokens(std::max(args.prompt, max_batch));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % c.vocab);
+  double b1_tps = 0, b16_tps = 0;
+  for (int b : args.batches) {
+    std::vector<BatchEntry> batch;
+    for (int i = 0; i < b; ++i) batch.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
+    std::vector<double> times;
+    const auto start = Clock::now();
+    for (int step = 0; step < 3 || (Seconds(start, Clock::now()) < args.seconds && step < 200); ++step) {
+      const auto t0 = Clock::now();
+      if (!backend.Forward(batch, &logits).ok()) return 1;
+      if (step > 0) times.push_back(Seconds(t0, Clock::now()));  // The first step warms caches.
+    }
+    const double med = Median(times);
+    const double tps = b / med;
+    if (b == 1) b1_tps = tps;
+    if (b == 16) b16_tps = tps;
+    std::printf("%-16s %8d %12.2f %12.1f %12.1f %10.2f\n", "decode", b, med * 1e3, tps, tps * flops_per_token / 1e9,
+                b == 1 ? med / floor_s : 0.0);
+    out["decode"].push_back({{"batch", b}, {"median_ms", med * 1e3}, {"tokens_per_s", tps}, {"steps", times.size()},
+                             {"gflops", tps * flops_per_token / 1e9}});
+  }
+  // Prefill: one prompt of args.prompt tokens, last-token logits only.
+  std::vector<double> times;
+  BatchEntry e{slots[0], std::span<const int32_t>(tokens).subspan(0, args.prompt), false};
+  for (int rep = 0; rep < 4; ++rep) {
+    (void)backend.pool().Reset(slots[0]);
+    const auto t0 = Clock::now();
+    if (!backend.Forward({&e, 1}, &logits).ok()) return 1;
+    if (rep > 0) times.push_back(Seconds(t0, Clock::now()));
+  }
+  const double med = Median(times);
+  const double prefill_tps = args.prompt / med;
+  const double layer_flops = 2.0 * (step_bytes / 4 - double{c.vocab} * c.n_embd);  // No head per prompt token.
+  std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "prefill", args.prompt, med * 1e3, prefill_tps,
+              prefill_tps * layer_flops / 1e9, "");
+  out["prefill"] = {{"tokens", args.prompt}, {"median_ms", med * 1e3}, {"tokens_per_s", prefill_tps}};
+
+  std::printf("\ntargets: batch-1 decode within 1.5x of the floor: %.2fx %s\n", b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0,
+              b1_tps > 0 && (1.0 / b1_tps) / floor_s <= 1.5 ? "(met)" : "(NOT met)");
+  if (b1_tps > 0 && b16_tps > 0) {
+    std::printf("         batch-16 aggregate >= 8x batch 1: %.1fx %s\n", b16_tps / b1_tps, b16_tps / b1_tps >= 8 ? "(met)" : "(NOT met)");
+  }
+  if (b1_tps > 0) {
+    std::printf("         prefill >= 5x batch-1 decode: %.1fx %s\n", prefill_tps / b1_tps, prefill_tps / b1_tps >= 5 ? "(met)" : "(NOT met)");
+  }
+  out["ratios"] = {{"b1_over_floor", b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0},
+                   {"b16_over_b1", b1_tps > 0 ? b16_tps / b1_tps : 0},
+                   {"prefill_over_b1", b1_tps > 0 ? prefill_tps / b1_tps : 0}};
+  std::ofstream(args.json) << out.dump(2) << "\n";
+  std::printf("json: %s\n", args.json.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace rwkv
+
+int main(int argc, char** argv) { return rwkv::Main(argc, argv); }

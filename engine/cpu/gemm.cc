@@ -1,0 +1,189 @@
+#include "engine/cpu/gemm.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace rwkv::cpu {
+namespace {
+
+
+constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
+constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
+
+// Y[0..MM) x [P panels] (+)= X[0..MM) . panels p0..p0+P. Each output is one FMA chain over
+// j = 0..k-1, then (optionally) added to Y: the same arithmetic for every MM and P, so results do
+// not depend on the batch. P > 1 gives short rows (decode) enough independent chains to hide the
+// FMA latency. `n` bounds the columns of the last panel.
+template <int MM, int P>
+__attribute__((target("avx2,fma"))) void KernelAvx2(const float* X, int ldx, const float* panels, int k, int col0,
+                                                    int n, float* Y, int ldy, bool accumulate) {
+  // Every loop is unrolled so that acc lives in registers.
+  __m256 acc[MM][2 * P];
+#pragma GCC unroll 8
+  for (int m = 0; m < MM; ++m)
+#pragma GCC unroll 8
+    for (int q = 0; q < 2 * P; ++q) acc[m][q] = _mm256_setzero_ps();
+  const int64_t panel_stride = static_cast<int64_t>(k) * kPanel;
+  for (int j = 0; j < k; ++j) {
+    if constexpr (P == 1) {
+      // 12 accumulators + 2 weights + 1 broadcast at MM = 6: broadcast one row at a time.
+      const __m256 w0 = _mm256_loadu_ps(panels + static_cast<int64_t>(j) * kPanel);
+      const __m256 w1 = _mm256_loadu_ps(panels + static_cast<int64_t>(j) * kPanel + 8);
+#pragma GCC unroll 8
+      for (int m = 0; m < MM; ++m) {
+        const __m256 x = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
+        acc[m][0] = _mm256_fmadd_ps(x, w0, acc[m][0]);
+        acc[m][1] = _mm256_fmadd_ps(x, w1, acc[m][1]);
+      }
+    } else {
+      // MM <= 2: the row broadcasts stay live across P panels.
+      __m256 x[MM];
+#pragma GCC unroll 8
+      for (int m = 0; m < MM; ++m) x[m] = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) {
+        const float* w = panels + p * panel_stride + static_cast<int64_t>(j) * kPanel;
+        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+#pragma GCC unroll 8
+        for (int m = 0; m < MM; ++m) {
+          acc[m][2 * p] = _mm256_fmadd_ps(x[m], w0, acc[m][2 * p]);
+          acc[m][2 * p + 1] = _mm256_fmadd_ps(x[m], w1, acc[m][2 * p + 1]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MM; ++m) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const int c0 = col0 + p * kPanel;
+      const int cols = std::min(kPanel, n - c0);
+      float* y = Y + static_cast<int64_t>(m) * ldy + c0;
+      if (cols == kPanel) {
+        __m256 a = acc[m][2 * p], b = acc[m][2 * p + 1];
+        if (accumulate) {
+          a = _mm256_add_ps(a, _mm256_loadu_ps(y));
+          b = _mm256_add_ps(b, _mm256_loadu_ps(y + 8));
+        }
+        _mm256_storeu_ps(y, a);
+        _mm256_storeu_ps(y + 8, b);
+      } else {
+        alignas(32) float tmp[kPanel];
+        _mm256_store_ps(tmp, acc[m][2 * p]);
+        _mm256_store_ps(tmp + 8, acc[m][2 * p + 1]);
+        for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + tmp[c] : tmp[c];
+      }
+    }
+  }
+}
+
+template <int MM, int P>
+void KernelGeneric(const float* X, int ldx, const float* panels, int k, int col0, int n, float* Y, int ldy,
+                   bool accumulate) {
+  for (int p = 0; p < P; ++p) {
+    const float* panel = panels + static_cast<int64_t>(p) * k * kPanel;
+    float acc[MM][kPanel] = {};
+    for (int j = 0; j < k; ++j) {
+      for (int m = 0; m < MM; ++m) {
+        const float x = X[static_cast<int64_t>(m) * ldx + j];
+        for (int c = 0; c < kPanel; ++c) acc[m][c] += x * panel[static_cast<int64_t>(j) * kPanel + c];
+      }
+    }
+    const int c0 = col0 + p * kPanel;
+    const int cols = std::min(kPanel, n - c0);
+    for (int m = 0; m < MM; ++m) {
+      float* y = Y + static_cast<int64_t>(m) * ldy + c0;
+      for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + acc[m][c] : acc[m][c];
+    }
+  }
+}
+
+// All rows of X against panels [p0, p1).
+template <bool kAvx2>
+void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float* Y, int ldy, bool accumulate) {
+  const int k = W.k;
+  auto run = [&](int m, auto mm_tag, auto p_tag, int p) {
+    constexpr int MM = decltype(mm_tag)::value;
+    constexpr int P = decltype(p_tag)::value;
+    const float* x = X + static_cast<int64_t>(m) * k;
+    const float* panels = W.data + static_cast<int64_t>(p) * k * kPanel;
+    float* y = Y + static_cast<int64_t>(m) * ldy;
+    if constexpr (kAvx2) KernelAvx2<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+    else KernelGeneric<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+  };
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I4 = std::integral_constant<int, 4>;
+  // Wide blocks of panels for 1-2 rows (latency-bound), one panel for 3-6 rows (12 ymm at 6).
+  auto rows_block = [&](int m, auto mm_tag) {
+    constexpr int MM = decltype(mm_tag)::value;
+    int p = p0;
+    if constexpr (MM == 1) {
+      for (; p + 4 <= p1; p += 4) run(m, mm_tag, I4{}, p);
+    } else if constexpr (MM == 2) {
+      for (; p + 2 <= p1; p += 2) run(m, mm_tag, I2{}, p);
+    }
+    for (; p < p1; ++p) run(m, mm_tag, I1{}, p);
+  };
+  int m = 0;
+  for (; m + kRowBlock <= rows; m += kRowBlock) rows_block(m, std::integral_constant<int, 6>{});
+  switch (rows - m) {
+    case 5: rows_block(m, std::integral_constant<int, 5>{}); break;
+    case 4: rows_block(m, std::integral_constant<int, 4>{}); break;
+    case 3: rows_block(m, std::integral_constant<int, 3>{}); break;
+    case 2: rows_block(m, std::integral_constant<int, 2>{}); break;
+    case 1: rows_block(m, std::integral_constant<int, 1>{}); break;
+    default: break;
+  }
+}
+
+template <bool kAvx2>
+void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads) {
+  const int panels = (W.n + kPanel - 1) / kPanel;
+  const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  // Small products (LoRA) are not worth waking the other threads for.
+  const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int t = 0; t < tasks; ++t) {
+    Task<kAvx2>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate);
+  }
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+
+}  // namespace
+
+void Pack(const float* src, int n, int k, float* dst) {
+  const int panels = (n + kPanel - 1) / kPanel;
+  for (int p = 0; p < panels; ++p) {
+    float* out = dst + static_cast<int64_t>(p) * k * kPanel;
+    for (int j = 0; j < k; ++j) {
+      for (int c = 0; c < kPanel; ++c) {
+        const int row = p * kPanel + c;
+        out[static_cast<int64_t>(j) * kPanel + c] = row < n ? src[static_cast<int64_t>(row) * k + j] : 0.0f;
+      }
+    }
+  }
+}
+
+void SetMathThreads(int threads) {
+  if (threads <= 0) return;
+  openblas_set_num_threads(threads);
+  omp_set_num_threads(threads);
+}
+
+void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads) {
+  if (rows <= 0) return;
+  if (threads <= 0) threads = omp_get_max_threads();
+  if (kHaveAvx2) {
+    LinearImpl<true>(X, rows, W, Y, ldy, accumulate, threads);
+  } else {
+    LinearImpl<false>(X, rows, W, Y, ldy, accumulate, threads);
+  }
+}
+
+}  // namespace rwkv::cpu

@@ -1,0 +1,29 @@
+// Dense products of the CPU backend: Y[rows, n] (+)= X[rows, k] W^T for a weight W of n output
+// rows (nn.Linear layout) held as a PackedMatrix (engine/packed_matrix.h).
+//
+// Why our own kernel: a decode step multiplies a few rows by every weight. OpenBLAS sgemm re-packs
+// the whole weight on each call, which at batch 4-16 made a step several times slower than at
+// batch 1 (measured in bench/). Packing once at load and running a 6x16 register-blocked AVX2
+// kernel reads each weight once per step at any batch size, and computes every output element
+// in the same order whatever `rows` is: a sequence's logits do not depend on its batch. OpenBLAS
+// remains the oracle for this kernel in tests and the baseline in bench.
+#ifndef RWKV_ENGINE_CPU_GEMM_H_
+#define RWKV_ENGINE_CPU_GEMM_H_
+
+#include "engine/packed_matrix.h"
+
+namespace rwkv::cpu {
+
+// Packs a row-major [n, k] matrix into `dst` (PackedMatrix::Floats(n, k) floats).
+void Pack(const float* src, int n, int k, float* dst);
+
+// REQUIRES: X is [rows, W.k] contiguous. Y rows are `ldy` floats apart. `threads` <= 0 means
+// the OpenMP default.
+void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads);
+
+// Sets the thread count of the math libraries (OpenMP and OpenBLAS). <= 0 keeps their defaults.
+void SetMathThreads(int threads);
+
+}  // namespace rwkv::cpu
+
+#endif  // RWKV_ENGINE_CPU_GEMM_H_

@@ -11,6 +11,9 @@
 namespace rwkv {
 namespace {
 
+// Rows per step from which the elementwise loops and the recurrence use every thread.
+constexpr int kParallelRows = 4;
+
 // d = exp(-e^{-1/2} * sigmoid(w)) (spec 6.2).
 const float kDecayScale = static_cast<float>(std::exp(-0.5));
 
@@ -35,6 +38,9 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   ffn_.assign(static_cast<size_t>(max_tokens_) * c.ffn_dim, 0.0f);
   pieces_.reserve(options.pool_slots);
   done_.reserve(options.pool_slots);
+  piece_row_.reserve(max_tokens_);
+  row_piece_.assign(max_tokens_, 0);
+  row_first_.assign(max_tokens_, 0);
 }
 
 void CpuBackend::MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate) const {
@@ -73,8 +79,13 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
   const ModelConfig& c = model_->config();
   const int C = c.n_embd;
   int rows = 0;
-  for (const Piece& p : pieces) {
+  piece_row_.clear();
+  for (size_t pi = 0; pi < pieces.size(); ++pi) {
+    const Piece& p = pieces[pi];
+    piece_row_.push_back(rows);
     for (int t = 0; t < p.count; ++t, ++rows) {
+      row_piece_[rows] = static_cast<int>(pi);
+      row_first_[rows] = t == 0;
       const int32_t tok = batch[p.entry].tokens[p.begin + t];
       std::memcpy(x_.data() + static_cast<size_t>(rows) * C, model_->emb() + static_cast<size_t>(tok) * C,
                   C * sizeof(float));
@@ -87,39 +98,47 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
   Head(batch, pieces, out);
 }
 
+void CpuBackend::TokenShift(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                            int64_t state_offset, const float* const* mixes, float* const* outs, int n_mix) {
+  const int C = model_->config().n_embd;
+  // Each row mixes with the previous token of its own sequence: the slot's saved row for the first
+  // row of a piece. The slots keep each piece's last normalised row afterwards.
+#pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows)
+  for (int row = 0; row < rows; ++row) {
+    const float* cur = z_.data() + static_cast<int64_t>(row) * C;
+    const float* prev = row_first_[row]
+                            ? LayerState(batch[pieces[row_piece_[row]].entry].slot, l) + state_offset
+                            : cur - C;
+    const int64_t o = static_cast<int64_t>(row) * C;
+    for (int m = 0; m < n_mix; ++m) {
+      const float* mix = mixes[m];
+      float* out = outs[m] + o;
+#pragma omp simd
+      for (int i = 0; i < C; ++i) out[i] = cur[i] + (prev[i] - cur[i]) * mix[i];
+    }
+  }
+  int row = 0;
+  for (const Piece& p : pieces) {
+    row += p.count;
+    std::memcpy(LayerState(batch[p.entry].slot, l) + state_offset, z_.data() + static_cast<int64_t>(row - 1) * C,
+                C * sizeof(float));
+  }
+}
+
 void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
   const ModelConfig& c = model_->config();
   const Rwkv7Layer& w = model_->layer(l);
   const int C = c.n_embd, H = c.n_head, N = c.head_size;
-  const int64_t n = static_cast<int64_t>(rows) * C;
+  const bool par = rows >= kParallelRows;
 
   cpu::LayerNormRows(x_.data(), rows, C, w.ln1_w, w.ln1_b, z_.data());
-  // Token shift: each row mixes with the previous token of its own sequence (the slot's s_att
-  // for the first row of a piece), then the slot keeps the piece's last normalised row.
-  int row = 0;
-  for (const Piece& p : pieces) {
-    float* s_att = LayerState(batch[p.entry].slot, l);
-    for (int t = 0; t < p.count; ++t, ++row) {
-      const float* cur = z_.data() + static_cast<int64_t>(row) * C;
-      const float* prev = t == 0 ? s_att : cur - C;
-      const int64_t o = static_cast<int64_t>(row) * C;
-      for (int i = 0; i < C; ++i) {
-        const float z = cur[i], delta = prev[i] - z;
-        xr_[o + i] = z + delta * w.x_r[i];
-        xw_[o + i] = z + delta * w.x_w[i];
-        xk_[o + i] = z + delta * w.x_k[i];
-        xv_[o + i] = z + delta * w.x_v[i];
-        xa_[o + i] = z + delta * w.x_a[i];
-        xg_[o + i] = z + delta * w.x_g[i];
-      }
-    }
-    std::memcpy(s_att, z_.data() + static_cast<int64_t>(row - 1) * C, C * sizeof(float));
-  }
+  const float* mixes[] = {w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g};
+  float* outs[] = {xr_.data(), xw_.data(), xk_.data(), xv_.data(), xa_.data(), xg_.data()};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, 6);
 
   MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
   MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
-
   MatMul(xw_.data(), rows, w.w1, lora_.data(), c.lora_decay, false);
   cpu::TanhInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_decay);
   MatMul(lora_.data(), rows, w.w2, d_.data(), C, false);
@@ -129,51 +148,62 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
   cpu::SigmoidInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_gate);
   MatMul(lora_.data(), rows, w.g2, g_.data(), C, false);
   if (l == 0) {
-    std::memcpy(v_first_.data(), v_.data(), n * sizeof(float));
+    std::memcpy(v_first_.data(), v_.data(), static_cast<size_t>(rows) * C * sizeof(float));
   } else {
     MatMul(xv_.data(), rows, w.v1, lora_.data(), c.lora_value, false);
     MatMul(lora_.data(), rows, w.v2, b_.data(), C, false);  // b_ as scratch for the mix gate.
-    for (int64_t o = 0; o < n; ++o) {
-      const int i = static_cast<int>(o % C);
-      v_[o] += (v_first_[o] - v_[o]) * Sigmoid(w.v0[i] + b_[o]);
-    }
   }
-  for (int64_t o = 0; o < n; ++o) {
-    const int i = static_cast<int>(o % C);
-    d_[o] = std::exp(-kDecayScale * Sigmoid(w.w0[i] + d_[o]));
-    alpha_[o] = Sigmoid(w.a0[i] + alpha_[o]);
-    kk_[o] = k_[o] * w.k_k[i];
-  }
-  // kk: L2-normalised per head, from k before its in-context-rate adjustment (spec pitfall 7).
-  for (int64_t h0 = 0; h0 < n; h0 += N) {
-    float ss = 0.0f;
-    for (int j = 0; j < N; ++j) ss += kk_[h0 + j] * kk_[h0 + j];
-    const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
-    for (int j = 0; j < N; ++j) {
-      const int64_t o = h0 + j;
-      const float kn = kk_[o] * inv;
-      kk_[o] = -kn;               // a = -kk
-      b_[o] = kn * alpha_[o];     // b = kk * alpha
-      k_[o] *= 1.0f + (alpha_[o] - 1.0f) * w.k_a[o % C];
-    }
-  }
-  row = 0;
-  for (const Piece& p : pieces) {
-    float* S = LayerState(batch[p.entry].slot, l) + C;
+
+  // Per row: value residual, decay, in-context rate, kk (L2-normalised per head from k before the
+  // rate adjustment, spec pitfall 7), a = -kk, b = kk * alpha, adjusted k.
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+  for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;
-    for (int h = 0; h < H; ++h) {
-      const int64_t hc = o + h * N;
-      cpu::Wkv7Head(S + static_cast<int64_t>(h) * N * N, N, p.count, C, r_.data() + hc, d_.data() + hc,
-                    k_.data() + hc, v_.data() + hc, kk_.data() + hc, b_.data() + hc, y_.data() + hc);
+    float *v = v_.data() + o, *d = d_.data() + o, *al = alpha_.data() + o, *k = k_.data() + o;
+    float *kk = kk_.data() + o, *b = b_.data() + o;
+    if (l > 0) {
+      const float* vf = v_first_.data() + o;
+      for (int i = 0; i < C; ++i) v[i] += (vf[i] - v[i]) * Sigmoid(w.v0[i] + b[i]);
     }
-    row += p.count;
+    for (int i = 0; i < C; ++i) {
+      d[i] = std::exp(-kDecayScale * Sigmoid(w.w0[i] + d[i]));
+      al[i] = Sigmoid(w.a0[i] + al[i]);
+      kk[i] = k[i] * w.k_k[i];
+    }
+    for (int h0 = 0; h0 < C; h0 += N) {
+      float ss = 0.0f;
+      for (int j = h0; j < h0 + N; ++j) ss += kk[j] * kk[j];
+      const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+      for (int j = h0; j < h0 + N; ++j) {
+        const float kn = kk[j] * inv;
+        kk[j] = -kn;
+        b[j] = kn * al[j];
+        k[j] *= 1.0f + (al[j] - 1.0f) * w.k_a[j];
+      }
+    }
   }
-  cpu::GroupNormRows(y_.data(), rows, C, N, w.ln_x_w, w.ln_x_b);
-  for (int64_t h0 = 0; h0 < n; h0 += N) {
-    const float* rk = w.r_k + h0 % C;
-    float bonus = 0.0f;
-    for (int j = 0; j < N; ++j) bonus += r_[h0 + j] * k_[h0 + j] * rk[j];
-    for (int j = 0; j < N; ++j) y_[h0 + j] = (y_[h0 + j] + bonus * v_[h0 + j]) * g_[h0 + j];
+  // The recurrence: sequential over each piece's tokens, independent across pieces and heads.
+  const int tasks = static_cast<int>(pieces.size()) * H;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
+  for (int t = 0; t < tasks; ++t) {
+    const Piece& p = pieces[t / H];
+    const int h = t % H;
+    float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
+    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
+    cpu::Wkv7Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
+                  kk_.data() + hc, b_.data() + hc, y_.data() + hc);
+  }
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+  for (int row = 0; row < rows; ++row) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    cpu::GroupNormRows(y_.data() + o, 1, C, N, w.ln_x_w, w.ln_x_b);
+    for (int h0 = 0; h0 < C; h0 += N) {
+      const float *r = r_.data() + o + h0, *k = k_.data() + o + h0, *v = v_.data() + o + h0, *g = g_.data() + o + h0;
+      float* y = y_.data() + o + h0;
+      float bonus = 0.0f;
+      for (int j = 0; j < N; ++j) bonus += r[j] * k[j] * w.r_k[h0 + j];
+      for (int j = 0; j < N; ++j) y[j] = (y[j] + bonus * v[j]) * g[j];
+    }
   }
   MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
@@ -183,18 +213,10 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
   const Rwkv7Layer& w = model_->layer(l);
   const int C = c.n_embd;
   cpu::LayerNormRows(x_.data(), rows, C, w.ln2_w, w.ln2_b, z_.data());
-  int row = 0;
-  const int64_t state_off = C + int64_t{c.n_head} * c.head_size * c.head_size;
-  for (const Piece& p : pieces) {
-    float* s_ffn = LayerState(batch[p.entry].slot, l) + state_off;
-    for (int t = 0; t < p.count; ++t, ++row) {
-      const float* cur = z_.data() + static_cast<int64_t>(row) * C;
-      const float* prev = t == 0 ? s_ffn : cur - C;
-      float* xk = xk_.data() + static_cast<int64_t>(row) * C;
-      for (int i = 0; i < C; ++i) xk[i] = cur[i] + (prev[i] - cur[i]) * w.ffn_x_k[i];
-    }
-    std::memcpy(s_ffn, z_.data() + static_cast<int64_t>(row - 1) * C, C * sizeof(float));
-  }
+  const float* mixes[] = {w.ffn_x_k};
+  float* outs[] = {xk_.data()};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes,
+             outs, 1);
   MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false);
   cpu::ReluSquareInPlace(ffn_.data(), static_cast<int64_t>(rows) * c.ffn_dim);
   MatMul(ffn_.data(), rows, w.ffn_value, x_.data(), C, true);

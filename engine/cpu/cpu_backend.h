@@ -31,6 +31,11 @@ class CpuBackend final : public Backend {
     int count;
   };
   void Step(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
+  // The token-shift mixes of one half-layer: outs[m][row] = z + (prev - z) * mixes[m], with prev
+  // the row before in the same sequence or the state at `state_offset` of layer l; then saves
+  // each piece's last row there.
+  void TokenShift(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                  int64_t state_offset, const float* const* mixes, float* const* outs, int n_mix);
   void TimeMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
@@ -45,6 +50,9 @@ class CpuBackend final : public Backend {
   int threads_;
   std::vector<Piece> pieces_;  // Reused by Forward.
   std::vector<int> done_;      // Tokens already processed per entry, reused by Forward.
+  std::vector<int> piece_row_;       // First row of each piece in the current step.
+  std::vector<int> row_piece_;       // Piece of each row [max_tokens].
+  std::vector<uint8_t> row_first_;   // Whether a row is its piece's first [max_tokens].
   // Scratch, [max_tokens, width] each.
   std::vector<float> x_, z_, xr_, xw_, xk_, xv_, xa_, xg_, r_, k_, v_, d_, alpha_, g_, kk_, b_, y_, v_first_;
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]

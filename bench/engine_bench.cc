@@ -18,7 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include <cblas.h>
+
 #include "engine/backend.h"
+#include "engine/cpu/gemm.h"
 #include "engine/model.h"
 #include "nlohmann/json.hpp"
 
@@ -184,8 +187,10 @@ int Main(int argc, char** argv) {
     const double tps = b / med;
     if (b == 1) b1_tps = tps;
     if (b == 16) b16_tps = tps;
-    std::printf("%-16s %8d %12.2f %12.1f %12.1f %10.2f\n", "decode", b, med * 1e3, tps, tps * flops_per_token / 1e9,
-                b == 1 ? med / floor_s : 0.0);
+    char vs_floor[16] = "-";
+    if (b == 1) std::snprintf(vs_floor, sizeof vs_floor, "%.2f", med / floor_s);
+    std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "decode", b, med * 1e3, tps, tps * flops_per_token / 1e9,
+                vs_floor);
     out["decode"].push_back({{"batch", b}, {"median_ms", med * 1e3}, {"tokens_per_s", tps}, {"steps", times.size()},
                              {"gflops", tps * flops_per_token / 1e9}});
   }
@@ -202,8 +207,37 @@ int Main(int argc, char** argv) {
   const double prefill_tps = args.prompt / med;
   const double layer_flops = 2.0 * (step_bytes / 4 - double{c.vocab} * c.n_embd);  // No head per prompt token.
   std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "prefill", args.prompt, med * 1e3, prefill_tps,
-              prefill_tps * layer_flops / 1e9, "");
+              prefill_tps * layer_flops / 1e9, "-");
   out["prefill"] = {{"tokens", args.prompt}, {"median_ms", med * 1e3}, {"tokens_per_s", prefill_tps}};
+
+  // The kernel choice, measured: our packed kernel against OpenBLAS on the FFN key shape.
+  std::printf("\nGEMM %d x %d (FFN key), ms per product, median:\n%8s %12s %12s %8s\n", c.ffn_dim, c.n_embd, "rows",
+              "ours", "OpenBLAS", "ratio");
+  {
+    const int n = c.ffn_dim, k = c.n_embd;
+    std::vector<float> w(static_cast<size_t>(n) * k), packed(PackedMatrix::Floats(n, k));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    cpu::Pack(w.data(), n, k, packed.data());
+    const PackedMatrix W{packed.data(), n, k};
+    for (int rows : {1, 4, 16, 64, 512}) {
+      std::vector<float> x(static_cast<size_t>(rows) * k, 0.25f), y(static_cast<size_t>(rows) * n);
+      auto time = [&](auto fn) {
+        std::vector<double> t;
+        for (int rep = 0; rep < (rows >= 64 ? 7 : 31); ++rep) {
+          const auto t0 = Clock::now();
+          fn();
+          if (rep > 0) t.push_back(Seconds(t0, Clock::now()));
+        }
+        return Median(t);
+      };
+      const double ours = time([&] { cpu::Linear(x.data(), rows, W, y.data(), n, false, 0); });
+      const double blas = time([&] {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, y.data(), n);
+      });
+      std::printf("%8d %12.3f %12.3f %8.2f\n", rows, ours * 1e3, blas * 1e3, blas / ours);
+      out["gemm_ffn_key"].push_back({{"rows", rows}, {"ours_ms", ours * 1e3}, {"openblas_ms", blas * 1e3}});
+    }
+  }
 
   std::printf("\ntargets: batch-1 decode within 1.5x of the floor: %.2fx %s\n", b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0,
               b1_tps > 0 && (1.0 / b1_tps) / floor_s <= 1.5 ? "(met)" : "(NOT met)");

@@ -1,5 +1,5 @@
 // What a checkpoint is: architecture and every dimension, read from tensor names and shapes alone
-// (shared/spec/RWKV.md section 2). Nothing here is hard-coded per model size.
+// (docs/rwkv-spec.md section 2). Nothing here is hard-coded per model size.
 #ifndef RWKV_ENGINE_MODEL_CONFIG_H_
 #define RWKV_ENGINE_MODEL_CONFIG_H_
 

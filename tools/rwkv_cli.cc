@@ -246,6 +246,7 @@ absl::Status GenerateCmd(const Flags& f) {
   const std::string rest = decoder.Flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::putchar('\n');
+  std::fflush(stdout);
   const auto t2 = Clock::now();
   const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1).count();

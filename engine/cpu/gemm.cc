@@ -147,7 +147,7 @@ void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int l
   const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   // Small products (LoRA) are not worth waking the other threads for.
   const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int t = 0; t < tasks; ++t) {
     Task<kAvx2>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate);
   }

@@ -1,4 +1,4 @@
-"""Float64 reference of RWKV-7 ("x070"), written from shared/spec/RWKV.md section 6.
+"""Float64 reference of RWKV-7 ("x070"), written from docs/rwkv-spec.md section 6.
 
 This is the oracle every engine test compares against. It is deliberately plain:
 one token at a time, float64 throughout, no batching, no chunking.

@@ -6,6 +6,7 @@
 //                [--seconds 2] [--json FILE]
 //
 // Prints a table on stdout and writes the same numbers as JSON. Medians over repeated steps.
+#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,8 +18,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <cblas.h>
 
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
@@ -93,12 +92,18 @@ Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--layers") a.layers = std::stoi(v);
-    else if (k == "--embd") a.embd = std::stoi(v);
-    else if (k == "--vocab") a.vocab = std::stoi(v);
-    else if (k == "--prompt") a.prompt = std::stoi(v);
-    else if (k == "--seconds") a.seconds = std::stod(v);
-    else if (k == "--json") a.json = v;
+    if (k == "--layers")
+      a.layers = std::stoi(v);
+    else if (k == "--embd")
+      a.embd = std::stoi(v);
+    else if (k == "--vocab")
+      a.vocab = std::stoi(v);
+    else if (k == "--prompt")
+      a.prompt = std::stoi(v);
+    else if (k == "--seconds")
+      a.seconds = std::stod(v);
+    else if (k == "--json")
+      a.json = v;
     else if (k == "--batches") {
       a.batches.clear();
       size_t p = 0;
@@ -191,7 +196,10 @@ int Main(int argc, char** argv) {
     if (b == 1) std::snprintf(vs_floor, sizeof vs_floor, "%.2f", med / floor_s);
     std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "decode", b, med * 1e3, tps, tps * flops_per_token / 1e9,
                 vs_floor);
-    out["decode"].push_back({{"batch", b}, {"median_ms", med * 1e3}, {"tokens_per_s", tps}, {"steps", times.size()},
+    out["decode"].push_back({{"batch", b},
+                             {"median_ms", med * 1e3},
+                             {"tokens_per_s", tps},
+                             {"steps", times.size()},
                              {"gflops", tps * flops_per_token / 1e9}});
   }
   // Prefill: one prompt of args.prompt tokens, last-token logits only.
@@ -232,20 +240,24 @@ int Main(int argc, char** argv) {
       };
       const double ours = time([&] { cpu::Linear(x.data(), rows, W, y.data(), n, false, 0); });
       const double blas = time([&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, y.data(), n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, y.data(),
+                    n);
       });
       std::printf("%8d %12.3f %12.3f %8.2f\n", rows, ours * 1e3, blas * 1e3, blas / ours);
       out["gemm_ffn_key"].push_back({{"rows", rows}, {"ours_ms", ours * 1e3}, {"openblas_ms", blas * 1e3}});
     }
   }
 
-  std::printf("\ntargets: batch-1 decode within 1.5x of the floor: %.2fx %s\n", b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0,
+  std::printf("\ntargets: batch-1 decode within 1.5x of the floor: %.2fx %s\n",
+              b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0,
               b1_tps > 0 && (1.0 / b1_tps) / floor_s <= 1.5 ? "(met)" : "(NOT met)");
   if (b1_tps > 0 && b16_tps > 0) {
-    std::printf("         batch-16 aggregate >= 8x batch 1: %.1fx %s\n", b16_tps / b1_tps, b16_tps / b1_tps >= 8 ? "(met)" : "(NOT met)");
+    std::printf("         batch-16 aggregate >= 8x batch 1: %.1fx %s\n", b16_tps / b1_tps,
+                b16_tps / b1_tps >= 8 ? "(met)" : "(NOT met)");
   }
   if (b1_tps > 0) {
-    std::printf("         prefill >= 5x batch-1 decode: %.1fx %s\n", prefill_tps / b1_tps, prefill_tps / b1_tps >= 5 ? "(met)" : "(NOT met)");
+    std::printf("         prefill >= 5x batch-1 decode: %.1fx %s\n", prefill_tps / b1_tps,
+                prefill_tps / b1_tps >= 5 ? "(met)" : "(NOT met)");
   }
   out["ratios"] = {{"b1_over_floor", b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0},
                    {"b16_over_b1", b1_tps > 0 ? b16_tps / b1_tps : 0},

@@ -27,9 +27,12 @@ absl::Status Backend::ValidateBatch(std::span<const BatchEntry> batch) {
   for (size_t e = 0; e < batch.size(); ++e) {
     const BatchEntry& b = batch[e];
     if (!p.in_use(b.slot)) {
-      return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": slot ", b.slot, " is not an acquired slot (pool capacity ", p.capacity(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": slot ", b.slot,
+                                                     " is not an acquired slot (pool capacity ", p.capacity(), ")"));
     }
-    if (seen[b.slot]) return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": slot ", b.slot, " appears twice in one batch"));
+    if (seen[b.slot])
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch entry ", e, ": slot ", b.slot, " appears twice in one batch"));
     seen[b.slot] = true;
     if (b.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": no tokens"));
     for (size_t i = 0; i < b.tokens.size(); ++i) {
@@ -44,17 +47,21 @@ absl::Status Backend::ValidateBatch(std::span<const BatchEntry> batch) {
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
                                                        const BackendOptions& options) {
-  if (options.pool_slots < 1) return absl::InvalidArgumentError(absl::StrCat("pool_slots is ", options.pool_slots, "; it must be at least 1"));
-  if (options.max_step_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("max_step_tokens is ", options.max_step_tokens, "; it must be at least 1"));
+  if (options.pool_slots < 1)
+    return absl::InvalidArgumentError(absl::StrCat("pool_slots is ", options.pool_slots, "; it must be at least 1"));
+  if (options.max_step_tokens < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens is ", options.max_step_tokens, "; it must be at least 1"));
   if (options.kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options));
   if (options.kind == "cuda") {
 #ifdef RWKV_WITH_CUDA
     const int devices = CudaDeviceCount();
     if (devices <= 0) return absl::FailedPreconditionError("backend cuda: no CUDA device is visible");
-    return absl::UnimplementedError(absl::StrCat("backend cuda: ", devices,
-                                                 " device(s) found, but the CUDA backend is not implemented yet"));
+    return absl::UnimplementedError(
+        absl::StrCat("backend cuda: ", devices, " device(s) found, but the CUDA backend is not implemented yet"));
 #else
-    return absl::UnimplementedError("backend cuda: this build has no CUDA support (configure with -DRWKV_WITH_CUDA=ON)");
+    return absl::UnimplementedError(
+        "backend cuda: this build has no CUDA support (configure with -DRWKV_WITH_CUDA=ON)");
 #endif
   }
   return absl::InvalidArgumentError(absl::StrCat("backend '", options.kind, "' is unknown; expected cpu or cuda"));

@@ -22,9 +22,9 @@
 namespace rwkv {
 
 struct BatchEntry {
-  int slot = -1;                      // An acquired slot of the backend's pool; distinct per entry.
-  std::span<const int32_t> tokens;    // At least one token, each in [0, vocab).
-  bool all_logits = false;            // Logits of every token instead of the last one only.
+  int slot = -1;                    // An acquired slot of the backend's pool; distinct per entry.
+  std::span<const int32_t> tokens;  // At least one token, each in [0, vocab).
+  bool all_logits = false;          // Logits of every token instead of the last one only.
 };
 
 // Logits of one Forward call. Reused across calls: its buffer only grows.
@@ -74,11 +74,11 @@ class Backend {
 };
 
 struct BackendOptions {
-  std::string kind = "cpu";    // "cpu" or "cuda".
-  int pool_slots = 8;          // State pool capacity.
-  int max_step_tokens = 512;   // Scratch size: tokens per internal step.
-  int threads = 0;             // CPU math threads; 0 = library default.
-  int device = 0;              // CUDA device ordinal.
+  std::string kind = "cpu";   // "cpu" or "cuda".
+  int pool_slots = 8;         // State pool capacity.
+  int max_step_tokens = 512;  // Scratch size: tokens per internal step.
+  int threads = 0;            // CPU math threads; 0 = library default.
+  int device = 0;             // CUDA device ordinal.
 };
 
 // The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,

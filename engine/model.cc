@@ -48,8 +48,8 @@ std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", a
 
 // The tensors of an RWKV-7 model, in arena order. ln0 goes to the two locals, folded after loading.
 std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layers, const float** emb,
-                            const float** ln_out_w, const float** ln_out_b, PackedMatrix* head,
-                            const float** ln0_w, const float** ln0_b) {
+                            const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
+                            const float** ln0_b) {
   const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
   std::vector<Slot> plan;
   plan.push_back({"emb.weight", {V, C}, emb});  // Row-major: rows are gathered by token.
@@ -159,11 +159,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   RWKV_ASSIGN_OR_RETURN(ModelConfig config, DetectModelConfig(*file));
   if (config.arch != Architecture::kRwkv7) {
     return absl::UnimplementedError(absl::StrCat(path, ": architecture ", ArchitectureName(config.arch), " (",
-                                                 config.Describe(), ") is recognised, but this build runs RWKV-7 only"));
+                                                 config.Describe(),
+                                                 ") is recognised, but this build runs RWKV-7 only"));
   }
   if (config.n_att != config.n_embd) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": attention width ", config.n_att, " differs from the embedding width ",
-                                                   config.n_embd, "; RWKV-7 requires them equal"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": attention width ", config.n_att,
+                                                   " differs from the embedding width ", config.n_embd,
+                                                   "; RWKV-7 requires them equal"));
   }
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
@@ -176,10 +178,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   std::set<std::string> used;
   for (const Slot& s : plan) {
     const TensorInfo* t = file->Find(s.name);
-    if (!t) return absl::InvalidArgumentError(absl::StrCat(path, ": missing tensor ", s.name, " (expected shape ", ShapeStr(s.shape), ")"));
+    if (!t)
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": missing tensor ", s.name, " (expected shape ", ShapeStr(s.shape), ")"));
     if (!IsFloat(t->dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", s.name, " has dtype ", DTypeName(t->dtype),
-                                                     ", expected f32, f16 or bf16"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", s.name, " has dtype ", DTypeName(t->dtype), ", expected f32, f16 or bf16"));
     }
     if (Squeezed(t->shape) != Squeezed(s.shape)) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", s.name, " has shape ", t->ShapeString(),
@@ -191,9 +195,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     if (used.count(t.name)) continue;
     // Layer 0's value-residual LoRA ships in official files but is never used (spec 6.2).
     if (t.name == "blocks.0.att.v0" || t.name == "blocks.0.att.v1" || t.name == "blocks.0.att.v2") continue;
-    std::string why = absl::EndsWith(t.name, "att.time_state") ? " (a state-tuning tensor; initial states are not supported yet)" : "";
-    return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(),
-                                                   " in an RWKV-7 checkpoint", why));
+    std::string why = absl::EndsWith(t.name, "att.time_state")
+                          ? " (a state-tuning tensor; initial states are not supported yet)"
+                          : "";
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an RWKV-7 checkpoint", why));
   }
   m->Store(plan, [&](const Slot& s, float* out) {
     TensorInfo t = *file->Find(s.name);

@@ -28,10 +28,10 @@ struct Rwkv7Layer {
   const float *w0, *a0, *v0;                       // [C] LoRA biases; v0 null in layer 0
   PackedMatrix w1, w2, a1, a2, v1, v2, g1, g2;     // w1: Dw x C, w2: C x Dw, ...; v* empty in layer 0
   const float *k_k, *k_a;                          // [C]
-  const float *r_k;                                // [H * N]
+  const float* r_k;                                // [H * N]
   PackedMatrix receptance, key, value, output;     // C x C
   const float *ln_x_w, *ln_x_b;                    // [C]
-  const float *ffn_x_k;                            // [C]
+  const float* ffn_x_k;                            // [C]
   PackedMatrix ffn_key, ffn_value;                 // F x C, C x F
 };
 

@@ -10,12 +10,18 @@ namespace rwkv {
 
 const char* ArchitectureName(Architecture a) {
   switch (a) {
-    case Architecture::kRwkv4: return "rwkv4";
-    case Architecture::kRwkv5_0: return "rwkv5.0";
-    case Architecture::kRwkv5_1: return "rwkv5.1";
-    case Architecture::kRwkv5_2: return "rwkv5.2";
-    case Architecture::kRwkv6: return "rwkv6";
-    case Architecture::kRwkv7: return "rwkv7";
+    case Architecture::kRwkv4:
+      return "rwkv4";
+    case Architecture::kRwkv5_0:
+      return "rwkv5.0";
+    case Architecture::kRwkv5_1:
+      return "rwkv5.1";
+    case Architecture::kRwkv5_2:
+      return "rwkv5.2";
+    case Architecture::kRwkv6:
+      return "rwkv6";
+    case Architecture::kRwkv7:
+      return "rwkv7";
   }
   return "?";
 }
@@ -44,8 +50,8 @@ absl::StatusOr<int> Dim(const TensorFile& f, const std::string& name, size_t dim
   const TensorInfo* t = f.Find(name);
   if (!t) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": missing tensor ", name));
   if (t->shape.size() != rank) {
-    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": tensor ", name, " has shape ", t->ShapeString(),
-                                                   ", expected ", rank, " dimensions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": tensor ", name, " has shape ", t->ShapeString(), ", expected ", rank, " dimensions"));
   }
   if (t->shape[dim] <= 0 || t->shape[dim] > (1 << 24)) {
     return absl::InvalidArgumentError(absl::StrCat(f.path(), ": tensor ", name, " has shape ", t->ShapeString()));
@@ -53,11 +59,11 @@ absl::StatusOr<int> Dim(const TensorFile& f, const std::string& name, size_t dim
   return static_cast<int>(t->shape[dim]);
 }
 
-#define RWKV_DIM(var, ...)                   \
-  do {                                       \
-    auto dim_or = Dim(__VA_ARGS__);          \
+#define RWKV_DIM(var, ...)                    \
+  do {                                        \
+    auto dim_or = Dim(__VA_ARGS__);           \
     if (!dim_or.ok()) return dim_or.status(); \
-    var = *dim_or;                           \
+    var = *dim_or;                            \
   } while (0)
 
 }  // namespace
@@ -77,8 +83,8 @@ absl::StatusOr<ModelConfig> DetectModelConfig(const TensorFile& f) {
     }
     if (absl::StrContains(n, "ffn.s_emb") || absl::EndsWith(n, "ffn.s0") || absl::EndsWith(n, "ffn.s1") ||
         absl::EndsWith(n, "ffn.s2") || absl::StartsWith(n, "pos_emb") || absl::StartsWith(n, "head_q.")) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", n,
-                                                     " belongs to an experimental variant that is not supported"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", n, " belongs to an experimental variant that is not supported"));
     }
     if (absl::StartsWith(n, "blocks.")) {
       int layer;
@@ -99,16 +105,16 @@ absl::StatusOr<ModelConfig> DetectModelConfig(const TensorFile& f) {
   if (!emb || layers.empty() || !(any_r_k || any_maa_x || any_ln_x || any_time_first)) {
     std::string seen;
     for (size_t i = 0; i < f.tensors().size() && i < 5; ++i) absl::StrAppend(&seen, i ? ", " : "", f.tensors()[i].name);
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": unknown architecture: expected RWKV-4/5/6/7 tensors (emb.weight, blocks.N.att.r_k | ",
-        "time_maa_x | ln_x | time_first), found ",
-        f.tensors().size(), " tensors starting with: ", seen.empty() ? "(none)" : seen));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": unknown architecture: expected RWKV-4/5/6/7 tensors (emb.weight, blocks.N.att.r_k | ",
+                     "time_maa_x | ln_x | time_first), found ", f.tensors().size(),
+                     " tensors starting with: ", seen.empty() ? "(none)" : seen));
   }
   ModelConfig c;
   c.n_layer = *layers.rbegin() + 1;
   if (static_cast<int>(layers.size()) != c.n_layer) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": blocks are not numbered 0..", c.n_layer - 1,
-                                                   " (", layers.size(), " distinct layers found)"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": blocks are not numbered 0..", c.n_layer - 1, " (",
+                                                   layers.size(), " distinct layers found)"));
   }
   RWKV_DIM(c.vocab, f, "emb.weight", 0, 2);
   RWKV_DIM(c.n_embd, f, "emb.weight", 1, 2);
@@ -141,7 +147,8 @@ absl::StatusOr<ModelConfig> DetectModelConfig(const TensorFile& f) {
     const bool per_channel = decay->shape.size() == 2 && decay->shape[1] > 1;
     c.arch = !any_gate ? Architecture::kRwkv5_0 : per_channel ? Architecture::kRwkv5_2 : Architecture::kRwkv5_1;
     if (decay->shape.empty() || decay->shape[0] <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor blocks.0.att.time_decay has shape ", decay->ShapeString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor blocks.0.att.time_decay has shape ", decay->ShapeString()));
     }
     c.n_head = static_cast<int>(decay->shape[0]);
     c.head_size = c.n_att / c.n_head;

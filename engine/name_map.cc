@@ -22,9 +22,10 @@ bool IsFlaHub(const std::vector<TensorInfo>& tensors) {
 // the LoRA matrices, which fla stores as nn.Linear weights ([out, in]).
 std::string FlaToOfficial(const std::string& name, bool* transpose) {
   *transpose = false;
-  static const std::map<std::string, std::string> kTop = {
-      {"model.embeddings.weight", "emb.weight"}, {"model.norm.weight", "ln_out.weight"},
-      {"model.norm.bias", "ln_out.bias"},         {"lm_head.weight", "head.weight"}};
+  static const std::map<std::string, std::string> kTop = {{"model.embeddings.weight", "emb.weight"},
+                                                          {"model.norm.weight", "ln_out.weight"},
+                                                          {"model.norm.bias", "ln_out.bias"},
+                                                          {"lm_head.weight", "head.weight"}};
   if (auto it = kTop.find(name); it != kTop.end()) return it->second;
   if (!absl::StartsWith(name, "model.layers.")) return "";
   std::vector<std::string> parts = absl::StrSplit(name.substr(13), '.');
@@ -60,8 +61,14 @@ std::string FlaToOfficial(const std::string& name, bool* transpose) {
     const char x = parts[2][0];
     if (x != 'w' && x != 'a' && x != 'v' && x != 'g') return "";
     const std::string base = block + "att." + std::string(1, x);
-    if (parts[4] == "0" && parts[5] == "weight") { *transpose = true; return base + "1"; }
-    if (parts[4] == "2" && parts[5] == "weight") { *transpose = true; return base + "2"; }
+    if (parts[4] == "0" && parts[5] == "weight") {
+      *transpose = true;
+      return base + "1";
+    }
+    if (parts[4] == "2" && parts[5] == "weight") {
+      *transpose = true;
+      return base + "2";
+    }
     if (parts[4] == "2" && parts[5] == "bias" && x != 'g') return base + "0";
   }
   return "";
@@ -75,13 +82,13 @@ absl::Status MapToOfficialNames(const std::string& path, std::vector<TensorInfo>
     bool transpose;
     std::string official = FlaToOfficial(t.name, &transpose);
     if (official.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name,
-                                                     " is not a known Hugging Face fla-hub RWKV-7 name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", t.name, " is not a known Hugging Face fla-hub RWKV-7 name"));
     }
     if (transpose) {
       if (t.shape.size() != 2) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name, " has shape ", t.ShapeString(),
-                                                       ", expected a 2-D LoRA matrix"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor ", t.name, " has shape ", t.ShapeString(), ", expected a 2-D LoRA matrix"));
       }
       std::swap(t.shape[0], t.shape[1]);
       std::swap(t.strides[0], t.strides[1]);

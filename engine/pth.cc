@@ -42,9 +42,7 @@ struct Dict {
 struct None {};
 
 struct Value {
-  std::variant<None, bool, int64_t, double, std::string, Global, StorageRef, DTypeTag, Tuple, List, Dict,
-               TensorInfo>
-      v;
+  std::variant<None, bool, int64_t, double, std::string, Global, StorageRef, DTypeTag, Tuple, List, Dict, TensorInfo> v;
 };
 
 template <typename T>
@@ -55,7 +53,7 @@ ValuePtr Make(T x) {
 }
 
 const char* KindName(const Value& v) {
-  static const char* kNames[] = {"None",  "bool",     "int",   "float", "str",  "global",
+  static const char* kNames[] = {"None",    "bool",  "int",   "float", "str",  "global",
                                  "storage", "dtype", "tuple", "list",  "dict", "tensor"};
   return kNames[v.v.index()];
 }
@@ -63,14 +61,14 @@ const char* KindName(const Value& v) {
 // Storage classes and dtypes that may appear; anything else is an unknown global.
 bool StorageDType(const std::string& name, DType* out) {
   static const std::pair<const char*, DType> kMap[] = {
-      {"FloatStorage", DType::kF32}, {"HalfStorage", DType::kF16},   {"BFloat16Storage", DType::kBF16},
-      {"DoubleStorage", DType::kF64}, {"LongStorage", DType::kI64},  {"IntStorage", DType::kI32},
-      {"ShortStorage", DType::kI16}, {"CharStorage", DType::kI8},    {"ByteStorage", DType::kU8},
-      {"BoolStorage", DType::kBool}, {"float32", DType::kF32},       {"float", DType::kF32},
-      {"float16", DType::kF16},      {"half", DType::kF16},          {"bfloat16", DType::kBF16},
-      {"float64", DType::kF64},      {"double", DType::kF64},        {"int64", DType::kI64},
-      {"long", DType::kI64},         {"int32", DType::kI32},         {"int16", DType::kI16},
-      {"int8", DType::kI8},          {"uint8", DType::kU8},          {"bool", DType::kBool}};
+      {"FloatStorage", DType::kF32},  {"HalfStorage", DType::kF16}, {"BFloat16Storage", DType::kBF16},
+      {"DoubleStorage", DType::kF64}, {"LongStorage", DType::kI64}, {"IntStorage", DType::kI32},
+      {"ShortStorage", DType::kI16},  {"CharStorage", DType::kI8},  {"ByteStorage", DType::kU8},
+      {"BoolStorage", DType::kBool},  {"float32", DType::kF32},     {"float", DType::kF32},
+      {"float16", DType::kF16},       {"half", DType::kF16},        {"bfloat16", DType::kBF16},
+      {"float64", DType::kF64},       {"double", DType::kF64},      {"int64", DType::kI64},
+      {"long", DType::kI64},          {"int32", DType::kI32},       {"int16", DType::kI16},
+      {"int8", DType::kI8},           {"uint8", DType::kU8},        {"bool", DType::kBool}};
   for (const auto& [n, t] : kMap) {
     if (name == n) {
       *out = t;
@@ -185,7 +183,8 @@ class Unpickler {
 
   absl::StatusOr<ValuePtr> PersistentLoad(const ValuePtr& pid) {
     const Tuple* t = std::get_if<Tuple>(&pid->v);
-    if (!t || t->items.size() != 5) return Error("persistent id is not a ('storage', class, key, location, numel) tuple");
+    if (!t || t->items.size() != 5)
+      return Error("persistent id is not a ('storage', class, key, location, numel) tuple");
     const std::string* tag = std::get_if<std::string>(&t->items[0]->v);
     const Global* cls = std::get_if<Global>(&t->items[1]->v);
     const DTypeTag* dtag = std::get_if<DTypeTag>(&t->items[1]->v);
@@ -208,14 +207,16 @@ class Unpickler {
   absl::StatusOr<ValuePtr> Reduce(const ValuePtr& fn, const ValuePtr& args_v) {
     const Global* g = std::get_if<Global>(&fn->v);
     const Tuple* args = std::get_if<Tuple>(&args_v->v);
-    if (!g || !args) return Error(absl::StrCat("REDUCE of a ", KindName(*fn), "; only allowed callables may be called"));
+    if (!g || !args)
+      return Error(absl::StrCat("REDUCE of a ", KindName(*fn), "; only allowed callables may be called"));
     const auto& a = args->items;
     if (g->name == "OrderedDict") {
       if (!a.empty()) return Error("OrderedDict called with arguments");
       return Make(Dict{});
     }
     if (g->name == "_rebuild_parameter") {
-      if (a.size() < 1 || !std::holds_alternative<TensorInfo>(a[0]->v)) return Error("_rebuild_parameter of a non-tensor");
+      if (a.size() < 1 || !std::holds_alternative<TensorInfo>(a[0]->v))
+        return Error("_rebuild_parameter of a non-tensor");
       return a[0];
     }
     // _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])
@@ -231,7 +232,8 @@ class Unpickler {
     TensorInfo t;
     t.dtype = s->dtype;
     if (g->name == "_rebuild_tensor_v3") {
-      if (a.size() < 7 || !std::holds_alternative<DTypeTag>(a[6]->v)) return Error("_rebuild_tensor_v3 without a dtype");
+      if (a.size() < 7 || !std::holds_alternative<DTypeTag>(a[6]->v))
+        return Error("_rebuild_tensor_v3 without a dtype");
       t.dtype = std::get<DTypeTag>(a[6]->v).dtype;
     }
     int64_t last = *offset;  // Largest storage element addressed.
@@ -244,8 +246,10 @@ class Unpickler {
       }
       t.shape.push_back(*sz);
       t.strides.push_back(*st);
-      if (*sz == 0) empty = true;
-      else last += (*sz - 1) * *st;
+      if (*sz == 0)
+        empty = true;
+      else
+        last += (*sz - 1) * *st;
     }
     const std::string record = prefix_ + "data/" + s->key;
     auto it = records_.find(record);
@@ -256,8 +260,8 @@ class Unpickler {
                                 s->numel * DTypeSize(s->dtype), " (truncated file?)"));
     }
     if (!empty && static_cast<uint64_t>(last + 1) * elem > it->second->size) {
-      return Error(absl::StrCat("a tensor view addresses element ", last, " of storage ", s->key,
-                                " which holds ", it->second->size / elem));
+      return Error(absl::StrCat("a tensor view addresses element ", last, " of storage ", s->key, " which holds ",
+                                it->second->size / elem));
     }
     t.data = file_base_ + it->second->data_offset + *offset * elem;
     return Make(std::move(t));
@@ -294,31 +298,83 @@ class Unpickler {
         if (!n || !m) return Error("STACK_GLOBAL of non-strings");
         return PushGlobal(Global{*m, *n});
       }
-      case 'q': { RWKV_ASSIGN_OR_RETURN(uint8_t i, Read<uint8_t>()); return Memo(i); }
-      case 'r': { RWKV_ASSIGN_OR_RETURN(uint32_t i, Read<uint32_t>()); return Memo(i); }
-      case 0x94: return Memo(memo_.size());  // MEMOIZE
-      case 'h': { RWKV_ASSIGN_OR_RETURN(uint8_t i, Read<uint8_t>()); return Fetch(i); }
-      case 'j': { RWKV_ASSIGN_OR_RETURN(uint32_t i, Read<uint32_t>()); return Fetch(i); }
+      case 'q': {
+        RWKV_ASSIGN_OR_RETURN(uint8_t i, Read<uint8_t>());
+        return Memo(i);
+      }
+      case 'r': {
+        RWKV_ASSIGN_OR_RETURN(uint32_t i, Read<uint32_t>());
+        return Memo(i);
+      }
+      case 0x94:
+        return Memo(memo_.size());  // MEMOIZE
+      case 'h': {
+        RWKV_ASSIGN_OR_RETURN(uint8_t i, Read<uint8_t>());
+        return Fetch(i);
+      }
+      case 'j': {
+        RWKV_ASSIGN_OR_RETURN(uint32_t i, Read<uint32_t>());
+        return Fetch(i);
+      }
       case '(':
         marks_.push_back(stack_.size());
         return absl::OkStatus();
-      case 't': { RWKV_ASSIGN_OR_RETURN(auto items, PopMark()); return Push(Make(Tuple{std::move(items)})); }
-      case ')': return Push(Make(Tuple{}));
-      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
-        std::vector<ValuePtr> items(op - 0x84);
-        for (size_t i = items.size(); i-- > 0;) { RWKV_ASSIGN_OR_RETURN(items[i], Pop()); }
+      case 't': {
+        RWKV_ASSIGN_OR_RETURN(auto items, PopMark());
         return Push(Make(Tuple{std::move(items)}));
       }
-      case '}': return Push(Make(Dict{}));
-      case ']': return Push(Make(List{}));
-      case 'X': { RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>()); RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n)); return Push(Make(std::move(s))); }
-      case 0x8c: { RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>()); RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n)); return Push(Make(std::move(s))); }
-      case 0x8d: { RWKV_ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>()); RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n)); return Push(Make(std::move(s))); }
-      case 'B': { RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>()); RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n)); return Push(Make(std::move(s))); }
-      case 'C': { RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>()); RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n)); return Push(Make(std::move(s))); }
-      case 'K': { RWKV_ASSIGN_OR_RETURN(uint8_t v, Read<uint8_t>()); return Push(Make(int64_t{v})); }
-      case 'M': { RWKV_ASSIGN_OR_RETURN(uint16_t v, Read<uint16_t>()); return Push(Make(int64_t{v})); }
-      case 'J': { RWKV_ASSIGN_OR_RETURN(int32_t v, Read<int32_t>()); return Push(Make(int64_t{v})); }
+      case ')':
+        return Push(Make(Tuple{}));
+      case 0x85:
+      case 0x86:
+      case 0x87: {  // TUPLE1..3
+        std::vector<ValuePtr> items(op - 0x84);
+        for (size_t i = items.size(); i-- > 0;) {
+          RWKV_ASSIGN_OR_RETURN(items[i], Pop());
+        }
+        return Push(Make(Tuple{std::move(items)}));
+      }
+      case '}':
+        return Push(Make(Dict{}));
+      case ']':
+        return Push(Make(List{}));
+      case 'X': {
+        RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>());
+        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+        return Push(Make(std::move(s)));
+      }
+      case 0x8c: {
+        RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>());
+        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+        return Push(Make(std::move(s)));
+      }
+      case 0x8d: {
+        RWKV_ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>());
+        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+        return Push(Make(std::move(s)));
+      }
+      case 'B': {
+        RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>());
+        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+        return Push(Make(std::move(s)));
+      }
+      case 'C': {
+        RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>());
+        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+        return Push(Make(std::move(s)));
+      }
+      case 'K': {
+        RWKV_ASSIGN_OR_RETURN(uint8_t v, Read<uint8_t>());
+        return Push(Make(int64_t{v}));
+      }
+      case 'M': {
+        RWKV_ASSIGN_OR_RETURN(uint16_t v, Read<uint16_t>());
+        return Push(Make(int64_t{v}));
+      }
+      case 'J': {
+        RWKV_ASSIGN_OR_RETURN(int32_t v, Read<int32_t>());
+        return Push(Make(int64_t{v}));
+      }
       case 0x8a: {  // LONG1: n-byte little-endian two's complement
         RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>());
         if (n > 8) return Error("LONG1 integer wider than 64 bits");
@@ -336,11 +392,16 @@ class Unpickler {
         std::memcpy(&d, &le, sizeof d);
         return Push(Make(d));
       }
-      case 0x88: return Push(Make(true));
-      case 0x89: return Push(Make(false));
-      case 'N': return Push(Make(None{}));
-      case '0': return Pop().status();
-      case '1': return PopMark().status();
+      case 0x88:
+        return Push(Make(true));
+      case 0x89:
+        return Push(Make(false));
+      case 'N':
+        return Push(Make(None{}));
+      case '0':
+        return Pop().status();
+      case '1':
+        return PopMark().status();
       case 'Q': {  // BINPERSID
         RWKV_ASSIGN_OR_RETURN(ValuePtr pid, Pop());
         RWKV_ASSIGN_OR_RETURN(ValuePtr s, PersistentLoad(pid));
@@ -391,7 +452,6 @@ class Unpickler {
     }
   }
 
-
  public:
   void set_prefix(std::string p) { prefix_ = std::move(p); }
 
@@ -422,7 +482,9 @@ absl::StatusOr<std::vector<TensorInfo>> ParsePth(const MappedFile& file) {
       pkl = &e;
     }
   }
-  if (!pkl) return absl::InvalidArgumentError(absl::StrCat(file.path(), ": zip archive has no data.pkl: not a torch.save checkpoint"));
+  if (!pkl)
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": zip archive has no data.pkl: not a torch.save checkpoint"));
   const std::string prefix = pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl"));
   for (const ZipEntry& e : entries) {
     if (e.method != 0 && (e.name == pkl->name || absl::StartsWith(e.name, prefix + "data/"))) {
@@ -433,7 +495,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParsePth(const MappedFile& file) {
   if (auto it = records.find(prefix + "byteorder"); it != records.end()) {
     std::string order(reinterpret_cast<const char*>(file.data() + it->second->data_offset), it->second->size);
     if (order != "little") {
-      return absl::InvalidArgumentError(absl::StrCat(file.path(), ": byteorder is '", order, "'; only little-endian checkpoints are supported"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.path(), ": byteorder is '", order, "'; only little-endian checkpoints are supported"));
     }
   }
   Unpickler u(file.path(), file.data() + pkl->data_offset, pkl->size, records, file.data());
@@ -447,7 +510,9 @@ absl::StatusOr<std::vector<TensorInfo>> ParsePth(const MappedFile& file) {
   std::vector<TensorInfo> tensors;
   for (const auto& [k, v] : dict->items) {
     const std::string* name = std::get_if<std::string>(&k->v);
-    if (!name) return absl::InvalidArgumentError(absl::StrCat(file.path(), ": state dict key is a ", KindName(*k), ", expected a string"));
+    if (!name)
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.path(), ": state dict key is a ", KindName(*k), ", expected a string"));
     const TensorInfo* t = std::get_if<TensorInfo>(&v->v);
     if (!t) {
       return absl::InvalidArgumentError(absl::StrCat(file.path(), ": entry ", *name, " is a ", KindName(*v),

@@ -13,9 +13,8 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 bool ParseDType(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kMap[] = {
-      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"F64", DType::kF64},
-      {"I64", DType::kI64}, {"I32", DType::kI32}, {"I16", DType::kI16},   {"I8", DType::kI8},
-      {"U8", DType::kU8},   {"BOOL", DType::kBool}};
+      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"F64", DType::kF64}, {"I64", DType::kI64},
+      {"I32", DType::kI32}, {"I16", DType::kI16}, {"I8", DType::kI8},     {"U8", DType::kU8},   {"BOOL", DType::kBool}};
   for (const auto& [name, t] : kMap) {
     if (s == name) {
       *out = t;
@@ -32,7 +31,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(const MappedFile& file)
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid safetensors file: ", what));
   };
-  if (file.size() < 8) return bad(absl::StrCat("file is ", file.size(), " bytes, shorter than the 8-byte header length"));
+  if (file.size() < 8)
+    return bad(absl::StrCat("file is ", file.size(), " bytes, shorter than the 8-byte header length"));
   uint64_t header_len;
   std::memcpy(&header_len, file.data(), 8);
   if (header_len > kMaxHeaderBytes || header_len > file.size() - 8) {
@@ -78,9 +78,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(const MappedFile& file)
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     const uint64_t want = static_cast<uint64_t>(numel) * DTypeSize(t.dtype);
     if (begin > end || end - begin != want) {
-      return bad_tensor(absl::StrCat("data_offsets [", begin, ", ", end, ") hold ", end - begin,
-                                     " bytes, expected ", want, " for shape ", t.ShapeString(), " ",
-                                     DTypeName(t.dtype)));
+      return bad_tensor(absl::StrCat("data_offsets [", begin, ", ", end, ") hold ", end - begin, " bytes, expected ",
+                                     want, " for shape ", t.ShapeString(), " ", DTypeName(t.dtype)));
     }
     if (end > data_size) {
       return bad_tensor(absl::StrCat("data ends at byte ", end, " but the file holds only ", data_size,

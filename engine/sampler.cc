@@ -27,29 +27,32 @@ uint64_t SplitMix64(uint64_t* x) {
 }  // namespace
 
 absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab) {
-  for (const absl::Status& s : {Range("temperature", p.temperature, 0, 100), Range("top_p", p.top_p, 0, 1),
-                                Range("min_p", p.min_p, 0, 1), Range("presence_penalty", p.presence_penalty, -100, 100),
-                                Range("frequency_penalty", p.frequency_penalty, -100, 100),
-                                Range("penalty_decay", p.penalty_decay, 0, 1)}) {
+  for (const absl::Status& s :
+       {Range("temperature", p.temperature, 0, 100), Range("top_p", p.top_p, 0, 1), Range("min_p", p.min_p, 0, 1),
+        Range("presence_penalty", p.presence_penalty, -100, 100),
+        Range("frequency_penalty", p.frequency_penalty, -100, 100), Range("penalty_decay", p.penalty_decay, 0, 1)}) {
     if (!s.ok()) return s;
   }
   if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k is ", p.top_k, "; it must be >= 0 (0 = off)"));
   for (const auto& [tok, bias] : p.logit_bias) {
     if (tok < 0 || tok >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("logit_bias token ", tok, " is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias token ", tok, " is outside the vocabulary [0, ", vocab, ")"));
     }
     if (!(std::abs(bias) <= 100)) {
-      return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", tok, " is ", bias, "; it must be in [-100, 100]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias for token ", tok, " is ", bias, "; it must be in [-100, 100]"));
     }
   }
   for (int32_t tok : p.banned_tokens) {
     if (tok < 0 || tok >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("banned token ", tok, " is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("banned token ", tok, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   if (static_cast<int64_t>(p.banned_tokens.size()) >= vocab) {
-    return absl::InvalidArgumentError(absl::StrCat("banned_tokens bans ", p.banned_tokens.size(), " tokens; at least one of ",
-                                                   vocab, " must stay allowed"));
+    return absl::InvalidArgumentError(absl::StrCat("banned_tokens bans ", p.banned_tokens.size(),
+                                                   " tokens; at least one of ", vocab, " must stay allowed"));
   }
   return absl::OkStatus();
 }

@@ -28,13 +28,13 @@
 namespace rwkv {
 
 struct SamplingParams {
-  float temperature = 1.0f;       // [0, 100]; 0 = greedy.
-  int top_k = 0;                  // >= 0; 0 = off.
-  float top_p = 1.0f;             // [0, 1]; >= 1 = off, 0 = greedy.
-  float min_p = 0.0f;             // [0, 1]; 0 = off.
-  float presence_penalty = 0.0f;  // [-100, 100]
-  float frequency_penalty = 0.0f; // [-100, 100]
-  float penalty_decay = 1.0f;     // [0, 1]; ChatRWKV's chat uses 0.996.
+  float temperature = 1.0f;                           // [0, 100]; 0 = greedy.
+  int top_k = 0;                                      // >= 0; 0 = off.
+  float top_p = 1.0f;                                 // [0, 1]; >= 1 = off, 0 = greedy.
+  float min_p = 0.0f;                                 // [0, 1]; 0 = off.
+  float presence_penalty = 0.0f;                      // [-100, 100]
+  float frequency_penalty = 0.0f;                     // [-100, 100]
+  float penalty_decay = 1.0f;                         // [0, 1]; ChatRWKV's chat uses 0.996.
   std::vector<std::pair<int32_t, float>> logit_bias;  // token -> added logit, |bias| <= 100.
   std::vector<int32_t> banned_tokens;
   uint64_t seed = 0;

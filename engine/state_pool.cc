@@ -31,7 +31,8 @@ absl::StatusOr<int> StatePool::Acquire() {
 
 absl::Status StatePool::CheckSlot(int slot, const char* what) const {
   if (!in_use(slot)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": slot ", slot, " is not in use (capacity ", capacity(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": slot ", slot, " is not in use (capacity ", capacity(), ")"));
   }
   return absl::OkStatus();
 }
@@ -60,7 +61,8 @@ absl::Status StatePool::Copy(int src, int dst) {
 absl::Status StatePool::Read(int slot, std::span<float> out) const {
   if (absl::Status s = CheckSlot(slot, "read"); !s.ok()) return s;
   if (static_cast<int64_t>(out.size()) != slot_floats_) {
-    return absl::InvalidArgumentError(absl::StrCat("read: buffer holds ", out.size(), " floats, a slot ", slot_floats_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("read: buffer holds ", out.size(), " floats, a slot ", slot_floats_));
   }
   DoRead(slot, out.data());
   return absl::OkStatus();
@@ -69,7 +71,8 @@ absl::Status StatePool::Read(int slot, std::span<float> out) const {
 absl::Status StatePool::Write(int slot, std::span<const float> in) {
   if (absl::Status s = CheckSlot(slot, "write"); !s.ok()) return s;
   if (static_cast<int64_t>(in.size()) != slot_floats_) {
-    return absl::InvalidArgumentError(absl::StrCat("write: buffer holds ", in.size(), " floats, a slot ", slot_floats_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("write: buffer holds ", in.size(), " floats, a slot ", slot_floats_));
   }
   DoWrite(slot, in.data());
   return absl::OkStatus();

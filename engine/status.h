@@ -11,10 +11,10 @@
 #define RWKV_STATUS_CONCAT(a, b) RWKV_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RWKV_RETURN_IF_ERROR(expr)                   \
-  do {                                               \
-    ::absl::Status rwkv_status_ = (expr);            \
-    if (!rwkv_status_.ok()) return rwkv_status_;     \
+#define RWKV_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status rwkv_status_ = (expr);        \
+    if (!rwkv_status_.ok()) return rwkv_status_; \
   } while (0)
 
 // `lhs = value of expr` (an absl::StatusOr<T>), or returns its status from the enclosing function.

@@ -26,8 +26,7 @@ bool TensorInfo::contiguous() const {
 
 std::string TensorInfo::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
-TensorFile::TensorFile(std::unique_ptr<MappedFile> file, std::string format,
-                       std::vector<TensorInfo> tensors)
+TensorFile::TensorFile(std::unique_ptr<MappedFile> file, std::string format, std::vector<TensorInfo> tensors)
     : file_(std::move(file)), format_(std::move(format)) {
   ReplaceTensors(std::move(tensors));
 }

@@ -22,7 +22,7 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  std::vector<int64_t> strides;  // In elements, one per dimension.
+  std::vector<int64_t> strides;   // In elements, one per dimension.
   const uint8_t* data = nullptr;  // Element (0, ..., 0); every addressed element is inside the file.
 
   int64_t numel() const;

@@ -4,8 +4,8 @@
 #include <sstream>
 
 #include "absl/strings/numbers.h"
-#include "engine/absl_compat.h"
 #include "absl/strings/str_cat.h"
+#include "engine/absl_compat.h"
 
 namespace rwkv {
 namespace {
@@ -32,10 +32,14 @@ bool ParseHex(std::string_view s, uint32_t* out) {
   uint32_t v = 0;
   for (char ch : s) {
     int d;
-    if (ch >= '0' && ch <= '9') d = ch - '0';
-    else if (ch >= 'a' && ch <= 'f') d = ch - 'a' + 10;
-    else if (ch >= 'A' && ch <= 'F') d = ch - 'A' + 10;
-    else return false;
+    if (ch >= '0' && ch <= '9')
+      d = ch - '0';
+    else if (ch >= 'a' && ch <= 'f')
+      d = ch - 'a' + 10;
+    else if (ch >= 'A' && ch <= 'F')
+      d = ch - 'A' + 10;
+    else
+      return false;
     v = v * 16 + d;
   }
   *out = v;
@@ -61,16 +65,30 @@ bool ParsePythonLiteral(std::string_view lit, std::string* out) {
     if (++i >= lit.size()) return false;
     uint32_t cp;
     switch (lit[i]) {
-      case '\\': out->push_back('\\'); break;
-      case '\'': out->push_back('\''); break;
-      case '"': out->push_back('"'); break;
-      case 'n': out->push_back('\n'); break;
-      case 'r': out->push_back('\r'); break;
-      case 't': out->push_back('\t'); break;
+      case '\\':
+        out->push_back('\\');
+        break;
+      case '\'':
+        out->push_back('\'');
+        break;
+      case '"':
+        out->push_back('"');
+        break;
+      case 'n':
+        out->push_back('\n');
+        break;
+      case 'r':
+        out->push_back('\r');
+        break;
+      case 't':
+        out->push_back('\t');
+        break;
       case 'x':
         if (i + 2 >= lit.size() || !ParseHex(lit.substr(i + 1, 2), &cp)) return false;
-        if (is_bytes) out->push_back(static_cast<char>(cp));
-        else AppendUtf8(cp, out);
+        if (is_bytes)
+          out->push_back(static_cast<char>(cp));
+        else
+          AppendUtf8(cp, out);
         i += 2;
         break;
       case 'u':
@@ -170,7 +188,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view 
     if (first == std::string_view::npos || first == last) return bad("expected '<id> <literal> <length>'");
     int32_t id;
     int64_t len;
-    if (!absl::SimpleAtoi(AV(line.substr(0, first)), &id) || id <= 0 || id > (1 << 24)) return bad("id must be a positive integer");
+    if (!absl::SimpleAtoi(AV(line.substr(0, first)), &id) || id <= 0 || id > (1 << 24))
+      return bad("id must be a positive integer");
     if (!absl::SimpleAtoi(AV(line.substr(last + 1)), &len)) return bad("byte length must be an integer");
     if (!ParsePythonLiteral(line.substr(first + 1, last - first - 1), &bytes)) return bad("malformed token literal");
     if (static_cast<int64_t>(bytes.size()) != len || bytes.empty()) {
@@ -185,8 +204,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view 
     t->bytes_[id] = bytes;
     int32_t node = 0;
     for (unsigned char c : bytes) {
-      auto [it, inserted] = t->edges_.try_emplace((static_cast<uint64_t>(node) << 8) | c,
-                                                  static_cast<int32_t>(t->node_token_.size()));
+      auto [it, inserted] =
+          t->edges_.try_emplace((static_cast<uint64_t>(node) << 8) | c, static_cast<int32_t>(t->node_token_.size()));
       if (inserted) t->node_token_.push_back(-1);
       node = it->second;
     }
@@ -197,7 +216,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view 
   for (int b = 0; b < 256; ++b) {
     if (!t->edges_.contains(static_cast<uint64_t>(b))) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": byte 0x", absl::Hex(b, absl::kZeroPad2),
-                                                      " has no single-byte token; greedy encoding needs all 256"));
+                                                     " has no single-byte token; greedy encoding needs all 256"));
     }
   }
   return t;

@@ -38,8 +38,8 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
-  std::vector<std::string> bytes_;   // By id; empty = unused id.
-  std::vector<bool> known_;          // By id.
+  std::vector<std::string> bytes_;  // By id; empty = unused id.
+  std::vector<bool> known_;         // By id.
   // Byte trie: edge (node << 8 | byte) -> child node; node 0 is the root.
   absl::flat_hash_map<uint64_t, int32_t> edges_;
   std::vector<int32_t> node_token_;  // Token ending at node, or -1.

@@ -57,7 +57,8 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(const MappedFile& file) {
   uint64_t p = cd_offset;
   const uint64_t cd_end = cd_offset + cd_size;
   for (uint64_t i = 0; i < count; ++i) {
-    if (p + 46 > cd_end || Load<uint32_t>(d + p) != kCentralSig) return bad(absl::StrCat("central directory entry ", i, " is corrupt"));
+    if (p + 46 > cd_end || Load<uint32_t>(d + p) != kCentralSig)
+      return bad(absl::StrCat("central directory entry ", i, " is corrupt"));
     ZipEntry e;
     e.method = Load<uint16_t>(d + p + 10);
     uint64_t csize = Load<uint32_t>(d + p + 20);
@@ -66,7 +67,8 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(const MappedFile& file) {
     const uint16_t extra_len = Load<uint16_t>(d + p + 30);
     const uint16_t comment_len = Load<uint16_t>(d + p + 32);
     uint64_t local = Load<uint32_t>(d + p + 42);
-    if (p + 46 + name_len + extra_len + comment_len > cd_end) return bad(absl::StrCat("central directory entry ", i, " overruns the directory"));
+    if (p + 46 + name_len + extra_len + comment_len > cd_end)
+      return bad(absl::StrCat("central directory entry ", i, " overruns the directory"));
     e.name.assign(reinterpret_cast<const char*>(d + p + 46), name_len);
     // ZIP64 extra field: only the saturated 32-bit fields are present, in this order.
     const uint8_t* x = d + p + 46 + name_len;

@@ -50,7 +50,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   static const char* kBoolean[] = {"ignore-eos"};
   for (int i = 2; i < argc; ++i) {
     absl::string_view a = argv[i];
-    if (!absl::ConsumePrefix(&a, "--")) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "'"));
+    if (!absl::ConsumePrefix(&a, "--"))
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "'"));
     std::string name(a), value;
     if (size_t eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
@@ -78,8 +79,10 @@ absl::StatusOr<T> Number(const Flags& f, const std::string& name, T fallback) {
   if (it == f.end()) return fallback;
   T v;
   bool ok;
-  if constexpr (std::is_floating_point_v<T>) ok = absl::SimpleAtof(it->second, &v);
-  else ok = absl::SimpleAtoi(it->second, &v);
+  if constexpr (std::is_floating_point_v<T>)
+    ok = absl::SimpleAtof(it->second, &v);
+  else
+    ok = absl::SimpleAtoi(it->second, &v);
   if (!ok) return absl::InvalidArgumentError(absl::StrCat("flag --", name, ": '", it->second, "' is not a number"));
   return v;
 }
@@ -88,13 +91,15 @@ absl::StatusOr<std::vector<int32_t>> TokenList(const std::string& flag, const st
   std::vector<int32_t> out;
   for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
     int32_t v;
-    if (!absl::SimpleAtoi(part, &v)) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", part, "' is not a token id"));
+    if (!absl::SimpleAtoi(part, &v))
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", part, "' is not a token id"));
     out.push_back(v);
   }
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared_ptr<const Model> model, int max_step_tokens) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared_ptr<const Model> model,
+                                                     int max_step_tokens) {
   BackendOptions o;
   if (auto it = f.find("backend"); it != f.end()) o.kind = it->second;
   RWKV_ASSIGN_OR_RETURN(o.threads, Number<int>(f, "threads", 0));
@@ -114,7 +119,8 @@ absl::Status Inspect(const Flags& f) {
   std::printf("heads:           %d x %d\n", c.n_head, c.head_size);
   std::printf("ffn:             %d\n", c.ffn_dim);
   std::printf("vocab:           %d\n", c.vocab);
-  std::printf("lora ranks:      decay %d, iclr %d, value %d, gate %d\n", c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate);
+  std::printf("lora ranks:      decay %d, iclr %d, value %d, gate %d\n", c.lora_decay, c.lora_iclr, c.lora_value,
+              c.lora_gate);
   std::printf("parameters:      %lld\n", static_cast<long long>(c.parameter_count));
   std::printf("state bytes:     %lld per session (fp32)\n", static_cast<long long>(c.StateBytes()));
   std::printf("weights in RAM:  %.1f MiB (fp32)\n", m->weight_bytes() / 1048576.0);
@@ -180,7 +186,8 @@ absl::Status GenerateCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
   RWKV_ASSIGN_OR_RETURN(std::string prompt, Required(f, "prompt"));
   RWKV_ASSIGN_OR_RETURN(int max_tokens, Number<int>(f, "max-tokens", 100));
-  if (max_tokens < 1 || max_tokens > 1'000'000) return absl::InvalidArgumentError(absl::StrCat("--max-tokens is ", max_tokens, "; it must be in [1, 1000000]"));
+  if (max_tokens < 1 || max_tokens > 1'000'000)
+    return absl::InvalidArgumentError(absl::StrCat("--max-tokens is ", max_tokens, "; it must be in [1, 1000000]"));
   RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", 256));
   if (chunk < 1) return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be at least 1"));
   SamplingParams sp;

@@ -106,9 +106,8 @@ void CpuBackend::TokenShift(int l, std::span<const BatchEntry> batch, std::span<
 #pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows)
   for (int row = 0; row < rows; ++row) {
     const float* cur = z_.data() + static_cast<int64_t>(row) * C;
-    const float* prev = row_first_[row]
-                            ? LayerState(batch[pieces[row_piece_[row]].entry].slot, l) + state_offset
-                            : cur - C;
+    const float* prev =
+        row_first_[row] ? LayerState(batch[pieces[row_piece_[row]].entry].slot, l) + state_offset : cur - C;
     const int64_t o = static_cast<int64_t>(row) * C;
     for (int m = 0; m < n_mix; ++m) {
       const float* mix = mixes[m];
@@ -190,8 +189,8 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
     const int h = t % H;
     float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
     const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
-    cpu::Wkv7Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
-                  kk_.data() + hc, b_.data() + hc, y_.data() + hc);
+    cpu::Wkv7Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc, kk_.data() + hc,
+                  b_.data() + hc, y_.data() + hc);
   }
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
@@ -215,8 +214,8 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
   cpu::LayerNormRows(x_.data(), rows, C, w.ln2_w, w.ln2_b, z_.data());
   const float* mixes[] = {w.ffn_x_k};
   float* outs[] = {xk_.data()};
-  TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes,
-             outs, 1);
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes, outs,
+             1);
   MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false);
   cpu::ReluSquareInPlace(ffn_.data(), static_cast<int64_t>(rows) * c.ffn_dim);
   MatMul(ffn_.data(), rows, w.ffn_value, x_.data(), C, true);

@@ -48,11 +48,11 @@ class CpuBackend final : public Backend {
   HostStatePool pool_;
   int max_tokens_;
   int threads_;
-  std::vector<Piece> pieces_;  // Reused by Forward.
-  std::vector<int> done_;      // Tokens already processed per entry, reused by Forward.
-  std::vector<int> piece_row_;       // First row of each piece in the current step.
-  std::vector<int> row_piece_;       // Piece of each row [max_tokens].
-  std::vector<uint8_t> row_first_;   // Whether a row is its piece's first [max_tokens].
+  std::vector<Piece> pieces_;       // Reused by Forward.
+  std::vector<int> done_;           // Tokens already processed per entry, reused by Forward.
+  std::vector<int> piece_row_;      // First row of each piece in the current step.
+  std::vector<int> row_piece_;      // Piece of each row [max_tokens].
+  std::vector<uint8_t> row_first_;  // Whether a row is its piece's first [max_tokens].
   // Scratch, [max_tokens, width] each.
   std::vector<float> x_, z_, xr_, xw_, xk_, xv_, xa_, xg_, r_, k_, v_, d_, alpha_, g_, kk_, b_, y_, v_first_;
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]

@@ -10,7 +10,6 @@
 namespace rwkv::cpu {
 namespace {
 
-
 constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
 constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
 
@@ -112,8 +111,10 @@ void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float
     const float* x = X + static_cast<int64_t>(m) * k;
     const float* panels = W.data + static_cast<int64_t>(p) * k * kPanel;
     float* y = Y + static_cast<int64_t>(m) * ldy;
-    if constexpr (kAvx2) KernelAvx2<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
-    else KernelGeneric<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+    if constexpr (kAvx2)
+      KernelAvx2<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+    else
+      KernelGeneric<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
   };
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
@@ -132,12 +133,23 @@ void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float
   int m = 0;
   for (; m + kRowBlock <= rows; m += kRowBlock) rows_block(m, std::integral_constant<int, 6>{});
   switch (rows - m) {
-    case 5: rows_block(m, std::integral_constant<int, 5>{}); break;
-    case 4: rows_block(m, std::integral_constant<int, 4>{}); break;
-    case 3: rows_block(m, std::integral_constant<int, 3>{}); break;
-    case 2: rows_block(m, std::integral_constant<int, 2>{}); break;
-    case 1: rows_block(m, std::integral_constant<int, 1>{}); break;
-    default: break;
+    case 5:
+      rows_block(m, std::integral_constant<int, 5>{});
+      break;
+    case 4:
+      rows_block(m, std::integral_constant<int, 4>{});
+      break;
+    case 3:
+      rows_block(m, std::integral_constant<int, 3>{});
+      break;
+    case 2:
+      rows_block(m, std::integral_constant<int, 2>{});
+      break;
+    case 1:
+      rows_block(m, std::integral_constant<int, 1>{});
+      break;
+    default:
+      break;
   }
 }
 

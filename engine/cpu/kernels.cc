@@ -4,36 +4,33 @@
 
 namespace rwkv::cpu {
 
+namespace {
+
+// out = (x - mean) / sqrt(biased var + eps) * w + b over n values. `out` may alias `x`. Double
+// accumulators: cheap at these widths and they keep the statistics exact to fp32 rounding.
+void Normalize(const float* x, int n, const float* w, const float* b, float eps, float* out) {
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / n;
+  double var = 0;
+  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float inv = static_cast<float>(1.0 / std::sqrt(var / n + eps));
+  const float m = static_cast<float>(mean);
+  for (int i = 0; i < n; ++i) out[i] = (x[i] - m) * inv * w[i] + b[i];
+}
+
+}  // namespace
+
 void LayerNormRows(const float* in, int rows, int width, const float* w, const float* b, float* out) {
   for (int r = 0; r < rows; ++r) {
-    const float* x = in + static_cast<int64_t>(r) * width;
-    float* o = out + static_cast<int64_t>(r) * width;
-    // Double accumulators: cheap at these widths and keep the statistics exact to fp32 rounding.
-    double sum = 0;
-    for (int i = 0; i < width; ++i) sum += x[i];
-    const double mean = sum / width;
-    double var = 0;
-    for (int i = 0; i < width; ++i) var += (x[i] - mean) * (x[i] - mean);
-    const float inv = static_cast<float>(1.0 / std::sqrt(var / width + kLayerNormEps));
-    const float m = static_cast<float>(mean);
-    for (int i = 0; i < width; ++i) o[i] = (x[i] - m) * inv * w[i] + b[i];
+    Normalize(in + static_cast<int64_t>(r) * width, width, w, b, kLayerNormEps, out + static_cast<int64_t>(r) * width);
   }
 }
 
 void GroupNormRows(float* y, int rows, int width, int group, const float* w, const float* b) {
   for (int r = 0; r < rows; ++r) {
     float* row = y + static_cast<int64_t>(r) * width;
-    for (int g0 = 0; g0 < width; g0 += group) {
-      float* x = row + g0;
-      double sum = 0;
-      for (int i = 0; i < group; ++i) sum += x[i];
-      const double mean = sum / group;
-      double var = 0;
-      for (int i = 0; i < group; ++i) var += (x[i] - mean) * (x[i] - mean);
-      const float inv = static_cast<float>(1.0 / std::sqrt(var / group + kGroupNormEps));
-      const float m = static_cast<float>(mean);
-      for (int i = 0; i < group; ++i) x[i] = (x[i] - m) * inv * w[g0 + i] + b[g0 + i];
-    }
+    for (int g0 = 0; g0 < width; g0 += group) Normalize(row + g0, group, w + g0, b + g0, kGroupNormEps, row + g0);
   }
 }
 

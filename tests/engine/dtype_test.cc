@@ -12,7 +12,7 @@ TEST(DTypeTest, F16KnownValues) {
   EXPECT_EQ(F16ToFloat(0x3c00), 1.0f);
   EXPECT_EQ(F16ToFloat(0xc000), -2.0f);
   EXPECT_EQ(F16ToFloat(0x7bff), 65504.0f);
-  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));  // Smallest subnormal.
+  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));     // Smallest subnormal.
   EXPECT_EQ(F16ToFloat(0x03ff), std::ldexp(1023.0f, -24));  // Largest subnormal.
   EXPECT_EQ(F16ToFloat(0x8000), -0.0f);
   EXPECT_TRUE(std::signbit(F16ToFloat(0x8000)));

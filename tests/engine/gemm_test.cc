@@ -17,24 +17,36 @@ struct Problem {
   int rows, n, k;
 };
 
+// Random X [rows, k] and W [n, k] (row-major and packed), from a seed.
+struct RandomGemm {
+  RandomGemm(int rows, int n, int k, unsigned seed)
+      : x(static_cast<size_t>(rows) * k), w(static_cast<size_t>(n) * k), packed(PackedMatrix::Floats(n, k)) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0, 1);
+    for (float& v : x) v = dist(rng);
+    for (float& v : w) v = dist(rng);
+    cpu::Pack(w.data(), n, k, packed.data());
+    W = PackedMatrix{packed.data(), n, k};
+  }
+  std::vector<float> x, w, packed;
+  PackedMatrix W;
+};
+
 class GemmTest : public ::testing::TestWithParam<Problem> {};
 
 TEST_P(GemmTest, MatchesFloat64AndOpenBlas) {
   const auto [rows, n, k] = GetParam();
-  std::mt19937 rng(rows * 1000 + n * 7 + k);
-  std::normal_distribution<float> dist(0, 1);
-  std::vector<float> x(static_cast<size_t>(rows) * k), w(static_cast<size_t>(n) * k), packed(PackedMatrix::Floats(n, k));
-  for (float& v : x) v = dist(rng);
-  for (float& v : w) v = dist(rng);
-  cpu::Pack(w.data(), n, k, packed.data());
-  const PackedMatrix W{packed.data(), n, k};
+  const RandomGemm g(rows, n, k, rows * 1000 + n * 7 + k);
+  const std::vector<float>&x = g.x, &w = g.w;
+  const PackedMatrix& W = g.W;
   for (int i = 0; i < n; i += std::max(1, n / 7)) {
     for (int j = 0; j < k; j += std::max(1, k / 5)) ASSERT_EQ(W.At(i, j), w[static_cast<size_t>(i) * k + j]);
   }
   const int ldy = n + 3;  // Y rows need not be contiguous.
   std::vector<float> y(static_cast<size_t>(rows) * ldy, 0.5f), blas(static_cast<size_t>(rows) * n, 0.5f);
   cpu::Linear(x.data(), rows, W, y.data(), ldy, /*accumulate=*/true, 2);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.data(), k, w.data(), k, 1.0f, blas.data(), n);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.data(), k, w.data(), k, 1.0f, blas.data(),
+              n);
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < n; ++c) {
       double ref = 0.5, mag = 0.5;
@@ -53,10 +65,10 @@ TEST_P(GemmTest, MatchesFloat64AndOpenBlas) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GemmTest,
-                         ::testing::Values(Problem{1, 16, 8}, Problem{1, 100, 33}, Problem{2, 64, 64}, Problem{3, 17, 5},
-                                           Problem{5, 250, 96}, Problem{6, 48, 128}, Problem{7, 129, 64},
-                                           Problem{16, 768, 96}, Problem{64, 200, 70}, Problem{65, 33, 64},
-                                           Problem{130, 96, 200}),
+                         ::testing::Values(Problem{1, 16, 8}, Problem{1, 100, 33}, Problem{2, 64, 64},
+                                           Problem{3, 17, 5}, Problem{5, 250, 96}, Problem{6, 48, 128},
+                                           Problem{7, 129, 64}, Problem{16, 768, 96}, Problem{64, 200, 70},
+                                           Problem{65, 33, 64}, Problem{130, 96, 200}),
                          [](const ::testing::TestParamInfo<Problem>& info) {
                            return "r" + std::to_string(info.param.rows) + "_n" + std::to_string(info.param.n) + "_k" +
                                   std::to_string(info.param.k);
@@ -66,13 +78,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GemmTest,
 // the same row among others give bitwise-identical results.
 TEST(GemmInvarianceTest, RowsDoNotDependOnTheBatch) {
   const int n = 200, k = 96, rows = 17;
-  std::mt19937 rng(9);
-  std::normal_distribution<float> dist(0, 1);
-  std::vector<float> x(static_cast<size_t>(rows) * k), w(static_cast<size_t>(n) * k), packed(PackedMatrix::Floats(n, k));
-  for (float& v : x) v = dist(rng);
-  for (float& v : w) v = dist(rng);
-  cpu::Pack(w.data(), n, k, packed.data());
-  const PackedMatrix W{packed.data(), n, k};
+  const RandomGemm g(rows, n, k, 9);
+  const std::vector<float>& x = g.x;
+  const PackedMatrix& W = g.W;
   std::vector<float> all(static_cast<size_t>(rows) * n);
   cpu::Linear(x.data(), rows, W, all.data(), n, false, 2);
   for (int start = 0; start < rows; ++start) {
@@ -80,7 +88,8 @@ TEST(GemmInvarianceTest, RowsDoNotDependOnTheBatch) {
       if (start + len > rows) continue;
       std::vector<float> part(static_cast<size_t>(len) * n);
       cpu::Linear(x.data() + static_cast<size_t>(start) * k, len, W, part.data(), n, false, 1);
-      for (int i = 0; i < len * n; ++i) ASSERT_EQ(part[i], all[static_cast<size_t>(start) * n + i]) << start << " " << len;
+      for (int i = 0; i < len * n; ++i)
+        ASSERT_EQ(part[i], all[static_cast<size_t>(start) * n + i]) << start << " " << len;
     }
   }
 }

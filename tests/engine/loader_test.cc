@@ -95,7 +95,7 @@ TEST(LoaderTest, FlaHubNamesGiveTheSameModel) {
     Logits logits;
     BatchEntry e{slot, tokens, true};
     ASSERT_TRUE((*backend)->Forward({&e, 1}, &logits).ok());
-    out.emplace_back(logits.Row(0, 0).begin(), logits.Row(0, 0).end() );
+    out.emplace_back(logits.Row(0, 0).begin(), logits.Row(0, 0).end());
     out.back().insert(out.back().end(), logits.Last(0).begin(), logits.Last(0).end());
   }
   EXPECT_EQ(out[0], out[1]);
@@ -126,12 +126,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadFile{"bad_opcode.pth", {"unsupported pickle opcode 0xfe"}},
         BadFile{"inst_opcode.pth", {"unsupported pickle opcode 0x69"}},
         BadFile{"missing_tensor.safetensors", {"missing tensor blocks.1.att.key.weight", "expected shape [32, 32]"}},
-        BadFile{"wrong_shape.safetensors", {"tensor blocks.1.ffn.value.weight has shape [32, 48]", "expected [32, 64]"}},
+        BadFile{"wrong_shape.safetensors",
+                {"tensor blocks.1.ffn.value.weight has shape [32, 48]", "expected [32, 64]"}},
         BadFile{"wrong_dtype.pth", {"tensor blocks.0.att.key.weight has dtype i64", "expected f32, f16 or bf16"}},
         BadFile{"unknown_arch.safetensors", {"unknown architecture"}}),
     [](const ::testing::TestParamInfo<BadFile>& info) {
       std::string n = info.param.file;
-      for (char& c : n) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+      for (char& c : n)
+        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
       return n;
     });
 
@@ -153,8 +155,20 @@ TEST(LoaderTest, TruncatedFilesAreRefused) {
     const std::string full = ReadFile(Fixture(name));
     const std::string ext = std::string(name).substr(std::string(name).rfind('.'));
     const std::string path = TempPath(std::string("truncated") + ext);
-    std::vector<size_t> cuts = {1, 4, 7, 8, 9, 30, 64, 100, 1000, full.size() / 2, full.size() - 100,
-                                full.size() - 23, full.size() - 22, full.size() - 1};
+    std::vector<size_t> cuts = {1,
+                                4,
+                                7,
+                                8,
+                                9,
+                                30,
+                                64,
+                                100,
+                                1000,
+                                full.size() / 2,
+                                full.size() - 100,
+                                full.size() - 23,
+                                full.size() - 22,
+                                full.size() - 1};
     for (size_t i = 1; i < 40; ++i) cuts.push_back(full.size() * i / 40);
     for (size_t cut : cuts) {
       WriteFile(path, std::string_view(full).substr(0, cut));
@@ -242,31 +256,78 @@ void WriteZip64(const std::string& src, const std::string& dst, uint64_t pad) {
   for (Rec& r : recs) {
     r.offset = pos;
     std::string h;
-    Put(&h, 0x04034b50, 4); Put(&h, 45, 2); Put(&h, 0, 2); Put(&h, 0, 2); Put(&h, 0, 4); Put(&h, 0, 4);
-    Put(&h, kSat, 4); Put(&h, kSat, 4); Put(&h, r.name.size(), 2); Put(&h, 20, 2);
+    Put(&h, 0x04034b50, 4);
+    Put(&h, 45, 2);
+    Put(&h, 0, 2);
+    Put(&h, 0, 2);
+    Put(&h, 0, 4);
+    Put(&h, 0, 4);
+    Put(&h, kSat, 4);
+    Put(&h, kSat, 4);
+    Put(&h, r.name.size(), 2);
+    Put(&h, 20, 2);
     h += r.name;
-    Put(&h, 1, 2); Put(&h, 16, 2); Put(&h, r.size, 8); Put(&h, r.size, 8);
+    Put(&h, 1, 2);
+    Put(&h, 16, 2);
+    Put(&h, r.size, 8);
+    Put(&h, r.size, 8);
     write(h);
-    if (r.data) write(std::string(reinterpret_cast<const char*>(r.data), r.size));
-    else pos += r.size;  // A hole: the file stays sparse.
+    if (r.data)
+      write(std::string(reinterpret_cast<const char*>(r.data), r.size));
+    else
+      pos += r.size;  // A hole: the file stays sparse.
   }
   const uint64_t cd_offset = pos;
   for (const Rec& r : recs) {
     std::string c;
-    Put(&c, 0x02014b50, 4); Put(&c, 45, 2); Put(&c, 45, 2); Put(&c, 0, 2); Put(&c, 0, 2); Put(&c, 0, 4);
-    Put(&c, 0, 4); Put(&c, kSat, 4); Put(&c, kSat, 4); Put(&c, r.name.size(), 2); Put(&c, 28, 2);
-    Put(&c, 0, 2); Put(&c, 0, 2); Put(&c, 0, 2); Put(&c, 0, 4); Put(&c, kSat, 4);
+    Put(&c, 0x02014b50, 4);
+    Put(&c, 45, 2);
+    Put(&c, 45, 2);
+    Put(&c, 0, 2);
+    Put(&c, 0, 2);
+    Put(&c, 0, 4);
+    Put(&c, 0, 4);
+    Put(&c, kSat, 4);
+    Put(&c, kSat, 4);
+    Put(&c, r.name.size(), 2);
+    Put(&c, 28, 2);
+    Put(&c, 0, 2);
+    Put(&c, 0, 2);
+    Put(&c, 0, 2);
+    Put(&c, 0, 4);
+    Put(&c, kSat, 4);
     c += r.name;
-    Put(&c, 1, 2); Put(&c, 24, 2); Put(&c, r.size, 8); Put(&c, r.size, 8); Put(&c, r.offset, 8);
+    Put(&c, 1, 2);
+    Put(&c, 24, 2);
+    Put(&c, r.size, 8);
+    Put(&c, r.size, 8);
+    Put(&c, r.offset, 8);
     write(c);
   }
   const uint64_t cd_size = pos - cd_offset, z64 = pos;
   std::string t;
-  Put(&t, 0x06064b50, 4); Put(&t, 44, 8); Put(&t, 45, 2); Put(&t, 45, 2); Put(&t, 0, 4); Put(&t, 0, 4);
-  Put(&t, recs.size(), 8); Put(&t, recs.size(), 8); Put(&t, cd_size, 8); Put(&t, cd_offset, 8);
-  Put(&t, 0x07064b50, 4); Put(&t, 0, 4); Put(&t, z64, 8); Put(&t, 1, 4);
-  Put(&t, 0x06054b50, 4); Put(&t, 0, 2); Put(&t, 0, 2); Put(&t, 0xffff, 2); Put(&t, 0xffff, 2);
-  Put(&t, kSat, 4); Put(&t, kSat, 4); Put(&t, 0, 2);
+  Put(&t, 0x06064b50, 4);
+  Put(&t, 44, 8);
+  Put(&t, 45, 2);
+  Put(&t, 45, 2);
+  Put(&t, 0, 4);
+  Put(&t, 0, 4);
+  Put(&t, recs.size(), 8);
+  Put(&t, recs.size(), 8);
+  Put(&t, cd_size, 8);
+  Put(&t, cd_offset, 8);
+  Put(&t, 0x07064b50, 4);
+  Put(&t, 0, 4);
+  Put(&t, z64, 8);
+  Put(&t, 1, 4);
+  Put(&t, 0x06054b50, 4);
+  Put(&t, 0, 2);
+  Put(&t, 0, 2);
+  Put(&t, 0xffff, 2);
+  Put(&t, 0xffff, 2);
+  Put(&t, kSat, 4);
+  Put(&t, kSat, 4);
+  Put(&t, 0, 2);
   write(t);
   ::close(fd);
 }
@@ -316,7 +377,9 @@ struct Detect {
 };
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Common(int C, int F) {
-  return {{"emb.weight", {10, C}}, {"blocks.0.att.key.weight", {C, C}}, {"blocks.0.ffn.key.weight", {F, C}},
+  return {{"emb.weight", {10, C}},
+          {"blocks.0.att.key.weight", {C, C}},
+          {"blocks.0.ffn.key.weight", {F, C}},
           {"blocks.1.ln1.weight", {C}}};
 }
 
@@ -328,23 +391,47 @@ std::vector<Detect> DetectCases() {
     return base;
   };
   cases.push_back({"v4", with(Common(8, 32), {{"blocks.0.att.time_first", {8}}}), "rwkv4"});
-  cases.push_back({"v5_0", with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}}, {"blocks.0.att.time_decay", {2}}}), "rwkv5.0"});
-  cases.push_back({"v5_1", with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}}, {"blocks.0.att.gate.weight", {8, 8}},
-                                                {"blocks.0.att.time_decay", {2}}}), "rwkv5.1"});
-  cases.push_back({"v5_2", with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}}, {"blocks.0.att.gate.weight", {8, 8}},
-                                                {"blocks.0.att.time_decay", {2, 4}}}), "rwkv5.2"});
-  cases.push_back({"v6", with(Common(8, 28), {{"blocks.0.att.time_maa_x", {1, 1, 8}}, {"blocks.0.att.time_faaaa", {2, 4}},
-                                              {"blocks.0.att.time_maa_w1", {8, 15}}, {"blocks.0.att.time_decay_w1", {8, 5}}}),
+  cases.push_back(
+      {"v5_0", with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}}, {"blocks.0.att.time_decay", {2}}}), "rwkv5.0"});
+  cases.push_back({"v5_1",
+                   with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}},
+                                        {"blocks.0.att.gate.weight", {8, 8}},
+                                        {"blocks.0.att.time_decay", {2}}}),
+                   "rwkv5.1"});
+  cases.push_back({"v5_2",
+                   with(Common(8, 32), {{"blocks.0.att.ln_x.weight", {8}},
+                                        {"blocks.0.att.gate.weight", {8, 8}},
+                                        {"blocks.0.att.time_decay", {2, 4}}}),
+                   "rwkv5.2"});
+  cases.push_back({"v6",
+                   with(Common(8, 28), {{"blocks.0.att.time_maa_x", {1, 1, 8}},
+                                        {"blocks.0.att.time_faaaa", {2, 4}},
+                                        {"blocks.0.att.time_maa_w1", {8, 15}},
+                                        {"blocks.0.att.time_decay_w1", {8, 5}}}),
                    "rwkv6"});
-  cases.push_back({"v7", with(Common(8, 32), {{"blocks.0.att.r_k", {2, 4}}, {"blocks.0.att.w1", {8, 3}}, {"blocks.0.att.a1", {8, 3}},
-                                              {"blocks.0.att.g1", {8, 5}}, {"blocks.1.att.v1", {8, 2}}}), "rwkv7"});
+  cases.push_back({"v7",
+                   with(Common(8, 32), {{"blocks.0.att.r_k", {2, 4}},
+                                        {"blocks.0.att.w1", {8, 3}},
+                                        {"blocks.0.att.a1", {8, 3}},
+                                        {"blocks.0.att.g1", {8, 5}},
+                                        {"blocks.1.att.v1", {8, 2}}}),
+                   "rwkv7"});
   cases.push_back({"chatrwkv_converted", with(Common(8, 32), {{"_strategy", {1}}}), "pre-converted"});
-  cases.push_back({"deep_embed", with(Common(8, 32), {{"blocks.0.ffn.s_emb.weight", {10, 8}}}), "experimental variant"});
-  cases.push_back({"heads_do_not_fit", with(Common(8, 32), {{"blocks.0.att.r_k", {3, 4}}, {"blocks.0.att.w1", {8, 3}},
-                                                            {"blocks.0.att.a1", {8, 3}}, {"blocks.0.att.g1", {8, 5}},
-                                                            {"blocks.1.att.v1", {8, 2}}}), "do not make the attention width 8"});
-  cases.push_back({"gap_in_layers", {{"emb.weight", {10, 8}}, {"blocks.0.att.key.weight", {8, 8}},
-                                     {"blocks.0.ffn.key.weight", {32, 8}}, {"blocks.0.att.time_first", {8}}, {"blocks.2.ln1.weight", {8}}},
+  cases.push_back(
+      {"deep_embed", with(Common(8, 32), {{"blocks.0.ffn.s_emb.weight", {10, 8}}}), "experimental variant"});
+  cases.push_back({"heads_do_not_fit",
+                   with(Common(8, 32), {{"blocks.0.att.r_k", {3, 4}},
+                                        {"blocks.0.att.w1", {8, 3}},
+                                        {"blocks.0.att.a1", {8, 3}},
+                                        {"blocks.0.att.g1", {8, 5}},
+                                        {"blocks.1.att.v1", {8, 2}}}),
+                   "do not make the attention width 8"});
+  cases.push_back({"gap_in_layers",
+                   {{"emb.weight", {10, 8}},
+                    {"blocks.0.att.key.weight", {8, 8}},
+                    {"blocks.0.ffn.key.weight", {32, 8}},
+                    {"blocks.0.att.time_first", {8}},
+                    {"blocks.2.ln1.weight", {8}}},
                    "not numbered"});
   return cases;
 }
@@ -379,9 +466,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, DetectTest, ::testing::ValuesIn(DetectCases()),
 
 TEST(LoaderTest, OtherGenerationsAreRecognisedButNotRunYet) {
   const std::string path = TempPath("v6.safetensors");
-  testing::WriteZeroSafetensors(path, {{"emb.weight", {10, 8}}, {"blocks.0.att.key.weight", {8, 8}},
-                                       {"blocks.0.ffn.key.weight", {28, 8}}, {"blocks.0.att.time_maa_x", {1, 1, 8}},
-                                       {"blocks.0.att.time_faaaa", {2, 4}}, {"blocks.0.att.time_maa_w1", {8, 15}},
+  testing::WriteZeroSafetensors(path, {{"emb.weight", {10, 8}},
+                                       {"blocks.0.att.key.weight", {8, 8}},
+                                       {"blocks.0.ffn.key.weight", {28, 8}},
+                                       {"blocks.0.att.time_maa_x", {1, 1, 8}},
+                                       {"blocks.0.att.time_faaaa", {2, 4}},
+                                       {"blocks.0.att.time_maa_w1", {8, 15}},
                                        {"blocks.0.att.time_decay_w1", {8, 5}}});
   auto m = Model::Load(path);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);

@@ -4,12 +4,13 @@
 // weights exactly representable in fp32 (bf16/f16 files are compared with a reference run on the
 // same rounded weights), so the only error is fp32 rounding (2^-24 ~ 6e-8 per operation)
 // accumulated over the layers and the recurrence; we measure ~1.5e-6 on these fixtures.
+#include "engine/model.h"
+
 #include <algorithm>
 #include <memory>
 #include <random>
 
 #include "engine/backend.h"
-#include "engine/model.h"
 #include "gtest/gtest.h"
 #include "tests/engine/test_util.h"
 
@@ -137,7 +138,8 @@ TEST_P(ParityTest, IndependentOfWhatSharesTheBatch) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            std::string n = info.param.file;
-                           for (char& c : n) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           for (char& c : n)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
                          });
 

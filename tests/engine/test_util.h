@@ -2,18 +2,17 @@
 #ifndef RWKV_TESTS_ENGINE_TEST_UTIL_H_
 #define RWKV_TESTS_ENGINE_TEST_UTIL_H_
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <span>
 #include <string>
-#include <vector>
-
-#include <unistd.h>
-
-#include <cstdlib>
 #include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 

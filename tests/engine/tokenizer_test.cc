@@ -33,8 +33,8 @@ TEST_F(WorldTokenizerTest, SpecVectors) {
       {"😀🚀 naïve café", {3319, 153, 129, 3319, 155, 129, 46644, 37946}},
       {"\nIn a shocking finding, scientist discovered a herd of dragons living in a remote, previously "
        "unexplored valley, in Tibet.",
-       {11, 1136, 332, 57212, 51746, 45, 60455, 61885, 332, 31076, 4706, 51525, 46456, 4596, 332, 47064, 45,
-        62367, 22658, 2315, 8114, 1843, 47698, 45, 4596, 37461, 47}},
+       {11,  1136,  332, 57212, 51746, 45,   60455, 61885, 332,   31076, 4706, 51525, 46456, 4596,
+        332, 47064, 45,  62367, 22658, 2315, 8114,  1843,  47698, 45,    4596, 37461, 47}},
   };
   for (const auto& [text, ids] : cases) {
     EXPECT_EQ(tok_->Encode(text), ids) << text;
@@ -91,12 +91,14 @@ TEST_F(WorldTokenizerTest, IncrementalDecoderHoldsBackPartialCharacters) {
 
 TEST_F(WorldTokenizerTest, IncrementalDecoderReplacesBrokenBytes) {
   IncrementalDecoder dec(tok_);
-  EXPECT_EQ(dec.Push(0xf0 + 1), "");             // Lead byte of a 4-byte character: held back.
-  EXPECT_EQ(dec.Push('a' + 1), "\xef\xbf\xbd" "a");  // Cannot complete: U+FFFD, then 'a'.
+  EXPECT_EQ(dec.Push(0xf0 + 1), "");  // Lead byte of a 4-byte character: held back.
+  EXPECT_EQ(dec.Push('a' + 1),
+            "\xef\xbf\xbd"
+            "a");                                 // Cannot complete: U+FFFD, then 'a'.
   EXPECT_EQ(dec.Push(0xff + 1), "\xef\xbf\xbd");  // Never valid in UTF-8.
   EXPECT_EQ(dec.Push(0xe6 + 1), "");
-  EXPECT_EQ(dec.Flush(), "\xef\xbf\xbd");         // Incomplete at the end.
-  EXPECT_EQ(dec.Push(0), "");                      // End-of-text has no text.
+  EXPECT_EQ(dec.Flush(), "\xef\xbf\xbd");  // Incomplete at the end.
+  EXPECT_EQ(dec.Push(0), "");              // End-of-text has no text.
   EXPECT_EQ(dec.Push(99999), "\xef\xbf\xbd");
 }
 

@@ -223,6 +223,12 @@ absl::Status GenerateCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
   std::vector<int32_t> prompt_tokens = tok->Encode(prompt);
   if (prompt_tokens.empty()) prompt_tokens.push_back(Tokenizer::kEndOfText);  // Start from a document boundary.
+  for (int32_t t : prompt_tokens) {
+    if (t >= model->config().vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("--prompt encodes to token ", t, ", outside the model's vocabulary [0, ",
+                                                     model->config().vocab, "): does --vocab belong to this model?"));
+    }
+  }
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();

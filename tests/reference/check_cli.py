@@ -85,6 +85,15 @@ def main():
     check(r.returncode != 0 and "--model" in r.stderr, f"missing flag: {r.stderr!r}")
     r = run(args.cli, "inspect", "--model", os.path.join(fx, "tiny-rwkv7-bf16.pth"))
     check(r.returncode == 0 and "rwkv7" in r.stdout and "state bytes:     13824" in r.stdout, f"inspect: {r.stdout!r}")
+    model = os.path.join(fx, "tiny-rwkv7-f32.pth")
+    gen = ["generate", "--model", model, "--vocab", args.vocab, "--prompt", "Q", "--max-tokens", "24"]
+    a, b = run(args.cli, *gen, "--seed", "5"), run(args.cli, *gen, "--seed", "5")
+    c = run(args.cli, *gen, "--seed", "6")
+    check(a.returncode == 0 and a.stdout == b.stdout, f"generate: same seed, different text: {a.stderr!r}")
+    check(a.stdout != c.stdout, "generate: seeds 5 and 6 gave the same 24 tokens")
+    check(a.stdout.startswith("Q") and "generated" in a.stderr, f"generate output: {a.stdout!r} {a.stderr!r}")
+    r = run(args.cli, *gen[:-4], "--prompt", "hello", "--max-tokens", "3")
+    check(r.returncode != 0 and "outside the model's vocabulary [0, 256)" in r.stderr, f"prompt vocab: {r.stderr!r}")
     if failures:
         print(f"{len(failures)} failure(s)")
         return 1

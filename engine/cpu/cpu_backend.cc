@@ -1,5 +1,7 @@
 #include "engine/cpu/cpu_backend.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -25,7 +27,7 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
     : model_(std::move(model)),
       pool_(options.pool_slots, model_->config().StateFloats()),
       max_tokens_(options.max_step_tokens),
-      threads_(options.threads) {
+      threads_(options.threads > 0 ? options.threads : omp_get_max_threads()) {
   cpu::SetMathThreads(options.threads);
   const ModelConfig& c = model_->config();
   const size_t tc = static_cast<size_t>(max_tokens_) * c.n_embd;

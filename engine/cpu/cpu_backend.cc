@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/cpu/gemm.h"
 #include "engine/cpu/kernels.h"
 #include "engine/status.h"
 
@@ -45,8 +44,17 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   row_first_.assign(max_tokens_, 0);
 }
 
-void CpuBackend::MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate) const {
-  cpu::Linear(X, rows, W, Y, ldy, accumulate, threads_);
+void CpuBackend::MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
+                        cpu::Activation act) const {
+  cpu::Linear(X, rows, W, Y, ldy, accumulate, threads_, act);
+}
+
+void CpuBackend::LayerNorm(const float* in, int rows, const float* w, const float* b, float* out) const {
+  const int C = model_->config().n_embd;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows)
+  for (int r = 0; r < rows; ++r) {
+    cpu::LayerNormRows(in + static_cast<int64_t>(r) * C, 1, C, w, b, out + static_cast<int64_t>(r) * C);
+  }
 }
 
 float* CpuBackend::LayerState(int slot, int layer) {
@@ -132,7 +140,7 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
   const int C = c.n_embd, H = c.n_head, N = c.head_size;
   const bool par = rows >= kParallelRows;
 
-  cpu::LayerNormRows(x_.data(), rows, C, w.ln1_w, w.ln1_b, z_.data());
+  LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
   const float* mixes[] = {w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g};
   float* outs[] = {xr_.data(), xw_.data(), xk_.data(), xv_.data(), xa_.data(), xg_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, 6);
@@ -140,13 +148,11 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
   MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
   MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
-  MatMul(xw_.data(), rows, w.w1, lora_.data(), c.lora_decay, false);
-  cpu::TanhInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_decay);
+  MatMul(xw_.data(), rows, w.w1, lora_.data(), c.lora_decay, false, cpu::Activation::kTanh);
   MatMul(lora_.data(), rows, w.w2, d_.data(), C, false);
   MatMul(xa_.data(), rows, w.a1, lora_.data(), c.lora_iclr, false);
   MatMul(lora_.data(), rows, w.a2, alpha_.data(), C, false);
-  MatMul(xg_.data(), rows, w.g1, lora_.data(), c.lora_gate, false);
-  cpu::SigmoidInPlace(lora_.data(), static_cast<int64_t>(rows) * c.lora_gate);
+  MatMul(xg_.data(), rows, w.g1, lora_.data(), c.lora_gate, false, cpu::Activation::kSigmoid);
   MatMul(lora_.data(), rows, w.g2, g_.data(), C, false);
   if (l == 0) {
     std::memcpy(v_first_.data(), v_.data(), static_cast<size_t>(rows) * C * sizeof(float));
@@ -213,13 +219,12 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
   const ModelConfig& c = model_->config();
   const Rwkv7Layer& w = model_->layer(l);
   const int C = c.n_embd;
-  cpu::LayerNormRows(x_.data(), rows, C, w.ln2_w, w.ln2_b, z_.data());
+  LayerNorm(x_.data(), rows, w.ln2_w, w.ln2_b, z_.data());
   const float* mixes[] = {w.ffn_x_k};
   float* outs[] = {xk_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes, outs,
              1);
-  MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false);
-  cpu::ReluSquareInPlace(ffn_.data(), static_cast<int64_t>(rows) * c.ffn_dim);
+  MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
   MatMul(ffn_.data(), rows, w.ffn_value, x_.data(), C, true);
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/cpu/gemm.h"
 
 namespace rwkv {
 
@@ -40,7 +41,10 @@ class CpuBackend final : public Backend {
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
   // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
-  void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate) const;
+  void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
+              cpu::Activation act = cpu::Activation::kNone) const;
+  // out[r] = LayerNorm(in[r]) over `rows` rows of the embedding width, on every thread.
+  void LayerNorm(const float* in, int rows, const float* w, const float* b, float* out) const;
   // Layer l's part of a slot's state: [s_att (C)][S (H*N*N)][s_ffn (C)].
   float* LayerState(int slot, int layer);
 

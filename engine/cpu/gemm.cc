@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace rwkv::cpu {
@@ -13,13 +14,27 @@ namespace {
 constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
 constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
 
+inline float Apply(Activation act, float v) {
+  switch (act) {
+    case Activation::kNone:
+      return v;
+    case Activation::kTanh:
+      return std::tanh(v);
+    case Activation::kSigmoid:
+      return 1.0f / (1.0f + std::exp(-v));
+    case Activation::kReluSquare:
+      return v > 0.0f ? v * v : 0.0f;
+  }
+  return v;
+}
+
 // Y[0..MM) x [P panels] (+)= X[0..MM) . panels p0..p0+P. Each output is one FMA chain over
 // j = 0..k-1, then (optionally) added to Y: the same arithmetic for every MM and P, so results do
 // not depend on the batch. P > 1 gives short rows (decode) enough independent chains to hide the
 // FMA latency. `n` bounds the columns of the last panel.
 template <int MM, int P>
 __attribute__((target("avx2,fma"))) void KernelAvx2(const float* X, int ldx, const float* panels, int k, int col0,
-                                                    int n, float* Y, int ldy, bool accumulate) {
+                                                    int n, float* Y, int ldy, bool accumulate, Activation act) {
   // Every loop is unrolled so that acc lives in registers.
   __m256 acc[MM][2 * P];
 #pragma GCC unroll 8
@@ -62,7 +77,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* X, int ldx, con
       const int c0 = col0 + p * kPanel;
       const int cols = std::min(kPanel, n - c0);
       float* y = Y + static_cast<int64_t>(m) * ldy + c0;
-      if (cols == kPanel) {
+      if (cols == kPanel && act == Activation::kNone) {
         __m256 a = acc[m][2 * p], b = acc[m][2 * p + 1];
         if (accumulate) {
           a = _mm256_add_ps(a, _mm256_loadu_ps(y));
@@ -74,7 +89,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* X, int ldx, con
         alignas(32) float tmp[kPanel];
         _mm256_store_ps(tmp, acc[m][2 * p]);
         _mm256_store_ps(tmp + 8, acc[m][2 * p + 1]);
-        for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + tmp[c] : tmp[c];
+        for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + tmp[c] : Apply(act, tmp[c]);
       }
     }
   }
@@ -82,7 +97,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* X, int ldx, con
 
 template <int MM, int P>
 void KernelGeneric(const float* X, int ldx, const float* panels, int k, int col0, int n, float* Y, int ldy,
-                   bool accumulate) {
+                   bool accumulate, Activation act) {
   for (int p = 0; p < P; ++p) {
     const float* panel = panels + static_cast<int64_t>(p) * k * kPanel;
     float acc[MM][kPanel] = {};
@@ -96,14 +111,15 @@ void KernelGeneric(const float* X, int ldx, const float* panels, int k, int col0
     const int cols = std::min(kPanel, n - c0);
     for (int m = 0; m < MM; ++m) {
       float* y = Y + static_cast<int64_t>(m) * ldy + c0;
-      for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + acc[m][c] : acc[m][c];
+      for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + acc[m][c] : Apply(act, acc[m][c]);
     }
   }
 }
 
 // All rows of X against panels [p0, p1).
 template <bool kAvx2>
-void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float* Y, int ldy, bool accumulate) {
+void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float* Y, int ldy, bool accumulate,
+          Activation act) {
   const int k = W.k;
   auto run = [&](int m, auto mm_tag, auto p_tag, int p) {
     constexpr int MM = decltype(mm_tag)::value;
@@ -112,9 +128,9 @@ void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float
     const float* panels = W.data + static_cast<int64_t>(p) * k * kPanel;
     float* y = Y + static_cast<int64_t>(m) * ldy;
     if constexpr (kAvx2)
-      KernelAvx2<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+      KernelAvx2<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate, act);
     else
-      KernelGeneric<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate);
+      KernelGeneric<MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate, act);
   };
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
@@ -154,14 +170,15 @@ void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float
 }
 
 template <bool kAvx2>
-void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads) {
+void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,
+                Activation act) {
   const int panels = (W.n + kPanel - 1) / kPanel;
   const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   // Small products (LoRA) are not worth waking the other threads for.
   const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int t = 0; t < tasks; ++t) {
-    Task<kAvx2>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate);
+    Task<kAvx2>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate, act);
   }
 }
 
@@ -188,13 +205,14 @@ void SetMathThreads(int threads) {
   omp_set_num_threads(threads);
 }
 
-void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads) {
+void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,
+            Activation act) {
   if (rows <= 0) return;
   if (threads <= 0) threads = omp_get_max_threads();
   if (kHaveAvx2) {
-    LinearImpl<true>(X, rows, W, Y, ldy, accumulate, threads);
+    LinearImpl<true>(X, rows, W, Y, ldy, accumulate, threads, act);
   } else {
-    LinearImpl<false>(X, rows, W, Y, ldy, accumulate, threads);
+    LinearImpl<false>(X, rows, W, Y, ldy, accumulate, threads, act);
   }
 }
 

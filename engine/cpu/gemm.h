@@ -17,9 +17,13 @@ namespace rwkv::cpu {
 // Packs a row-major [n, k] matrix into `dst` (PackedMatrix::Floats(n, k) floats).
 void Pack(const float* src, int n, int k, float* dst);
 
-// REQUIRES: X is [rows, W.k] contiguous. Y rows are `ldy` floats apart. `threads` <= 0 means
-// the OpenMP default.
-void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads);
+// Applied to each output as it is stored (fused into the product's parallel pass).
+enum class Activation { kNone, kTanh, kSigmoid, kReluSquare };
+
+// REQUIRES: X is [rows, W.k] contiguous; act == kNone when accumulate. Y rows are `ldy` floats
+// apart. `threads` <= 0 means the OpenMP default.
+void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,
+            Activation act = Activation::kNone);
 
 // Sets the thread count of the math libraries (OpenMP and OpenBLAS). <= 0 keeps their defaults.
 void SetMathThreads(int threads);

@@ -34,21 +34,6 @@ void GroupNormRows(float* y, int rows, int width, int group, const float* w, con
   }
 }
 
-void TanhInPlace(float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
-}
-
-void SigmoidInPlace(float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-y[i]));
-}
-
-void ReluSquareInPlace(float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = y[i] > 0.0f ? y[i] : 0.0f;
-    y[i] = v * v;
-  }
-}
-
 void Wkv7Head(float* S, int N, int steps, int64_t stride, const float* r, const float* d, const float* k,
               const float* v, const float* a, const float* b, float* y) {
   for (int t = 0; t < steps; ++t) {

@@ -16,11 +16,6 @@ void LayerNormRows(const float* in, int rows, int width, const float* w, const f
 // Per row, per group of `group` channels: normalise, then * w + b per channel. In place.
 void GroupNormRows(float* y, int rows, int width, int group, const float* w, const float* b);
 
-// Same row stride as above, elementwise: y = tanh(y), sigmoid(y), ...
-void TanhInPlace(float* y, int64_t n);
-void SigmoidInPlace(float* y, int64_t n);
-void ReluSquareInPlace(float* y, int64_t n);
-
 // One RWKV-7 head over `steps` tokens (spec 6.2): S is [N value rows][N key columns] and updated
 // in place. Per token t, the row pointers r, d (decay), k, v, a (= -kk), b (= kk * alpha) advance
 // by `stride` floats; y receives S_t r_t.

@@ -96,3 +96,26 @@ TEST(GemmInvarianceTest, RowsDoNotDependOnTheBatch) {
 
 }  // namespace
 }  // namespace rwkv
+
+namespace rwkv {
+namespace {
+
+// A fused activation equals the product followed by the activation, bitwise.
+TEST(GemmActivationTest, FusedEqualsSeparate) {
+  const int rows = 7, n = 40, k = 24;
+  const RandomGemm g(rows, n, k, 3);
+  std::vector<float> plain(static_cast<size_t>(rows) * n), fused(plain.size());
+  cpu::Linear(g.x.data(), rows, g.W, plain.data(), n, false, 2);
+  const std::vector<std::pair<cpu::Activation, float (*)(float)>> acts = {
+      {cpu::Activation::kTanh, [](float v) { return std::tanh(v); }},
+      {cpu::Activation::kSigmoid, [](float v) { return 1.0f / (1.0f + std::exp(-v)); }},
+      {cpu::Activation::kReluSquare, [](float v) { return v > 0.0f ? v * v : 0.0f; }},
+  };
+  for (const auto& [act, fn] : acts) {
+    cpu::Linear(g.x.data(), rows, g.W, fused.data(), n, false, 2, act);
+    for (size_t i = 0; i < plain.size(); ++i) ASSERT_EQ(fused[i], fn(plain[i])) << static_cast<int>(act) << " " << i;
+  }
+}
+
+}  // namespace
+}  // namespace rwkv

@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test demo bench fixtures clean
+.PHONY: all deps configure build test sanitize demo bench fixtures clean
 
 all: build
 
@@ -24,6 +24,16 @@ build: configure
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (the loaders parse
+# untrusted files). CPU-only build in $(BUILD)-asan.
+sanitize: deps
+	@if [ ! -f $(BUILD)-asan/CMakeCache.txt ]; then \
+	  cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRWKV_WITH_CUDA=OFF -DRWKV_BUILD_BENCH=OFF \
+	    -DRWKV_PYTHON=$(PYTHON) -DCMAKE_CXX_FLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"; fi
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	ctest --test-dir $(BUILD)-asan --output-on-failure -j $(JOBS)
 
 $(DEMO_MODEL): tests/reference/make_fixtures.py
 	@mkdir -p $(dir $@)
@@ -44,4 +54,4 @@ fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-asan

@@ -43,7 +43,9 @@ TEST(DTypeTest, Bf16) {
   EXPECT_EQ(FloatToBf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);
   for (uint32_t b = 0; b < 0x10000; b += 7) {
     const float f = Bf16ToFloat(static_cast<uint16_t>(b));
-    if (!std::isnan(f)) EXPECT_EQ(FloatToBf16(f), b);
+    if (!std::isnan(f)) {
+      EXPECT_EQ(FloatToBf16(f), b);
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <memory>
 #include <random>
 #include <set>
@@ -207,6 +208,28 @@ TEST(LoaderTest, CorruptPicklesNeverCrash) {
     }
   }
   EXPECT_GT(refused, 100);  // Most random damage is detected.
+  unlink(path.c_str());
+}
+
+// Random byte flips inside a safetensors JSON header: refused or loaded, never a crash.
+TEST(LoaderTest, CorruptSafetensorsHeadersNeverCrash) {
+  const std::string full = ReadFile(Fixture("tiny-rwkv7-f32.safetensors"));
+  uint64_t header_len;
+  std::memcpy(&header_len, full.data(), 8);
+  const std::string path = TempPath("mutated.safetensors");
+  std::mt19937 rng(99);
+  int refused = 0;
+  for (int i = 0; i < 300; ++i) {
+    std::string bytes = full;
+    for (int k = 0; k < 1 + i % 3; ++k) bytes[8 + rng() % header_len] = static_cast<char>(rng() % 128);
+    WriteFile(path, bytes);
+    auto m = Model::Load(path);
+    if (!m.ok()) {
+      ++refused;
+      EXPECT_THAT(std::string(m.status().message()), HasSubstr(path));
+    }
+  }
+  EXPECT_GT(refused, 100);
   unlink(path.c_str());
 }
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "nlohmann/json.hpp"
 
 namespace rwkv {
@@ -247,6 +249,28 @@ int Main(int argc, char** argv) {
       out["gemm_ffn_key"].push_back({{"rows", rows}, {"ours_ms", ours * 1e3}, {"openblas_ms", blas * 1e3}});
     }
   }
+
+  // Host sampling cost per token at this vocabulary (ChatRWKV defaults: top_p 0.85, penalties).
+  std::printf("\nsampler, vocab %d, top_p 0.85, median ms per token:", c.vocab);
+  for (float spread : {0.5f, 3.0f}) {
+    std::mt19937 rng(7);
+    std::vector<float> lg(c.vocab);
+    for (float& l : lg) l = std::normal_distribution<float>(0, spread)(rng);
+    SamplingParams sp;
+    sp.top_p = 0.85f;
+    sp.presence_penalty = sp.frequency_penalty = 0.2f;
+    sp.penalty_decay = 0.996f;
+    Sampler sampler(sp, c.vocab);
+    std::vector<double> t;
+    for (int i = 0; i < 101; ++i) {
+      const auto t0 = Clock::now();
+      sampler.Sample(lg);
+      if (i > 0) t.push_back(Seconds(t0, Clock::now()));
+    }
+    std::printf("  logit std %.1f: %.3f", spread, Median(t) * 1e3);
+    out["sampler_ms"].push_back({{"logit_std", spread}, {"median_ms", Median(t) * 1e3}});
+  }
+  std::printf("\n");
 
   std::printf("\ntargets: batch-1 decode within 1.5x of the floor: %.2fx %s\n",
               b1_tps > 0 ? (1.0 / b1_tps) / floor_s : 0,

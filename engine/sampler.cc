@@ -58,7 +58,12 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab) {
 }
 
 Sampler::Sampler(SamplingParams params, int vocab)
-    : params_(std::move(params)), vocab_(vocab), work_(vocab), order_(vocab), occurrence_(vocab, 0.0f) {
+    : params_(std::move(params)),
+      vocab_(vocab),
+      work_(vocab),
+      order_(vocab),
+      occurrence_(vocab, 0.0f),
+      seen_flag_(vocab, 0) {
   uint64_t s = params_.seed;
   for (uint64_t& r : rng_) r = SplitMix64(&s);
 }
@@ -81,8 +86,58 @@ void Sampler::Observe(int32_t token) {
   if (params_.penalty_decay != 1.0f) {
     for (int32_t n : seen_) occurrence_[n] *= params_.penalty_decay;
   }
-  if (occurrence_[token] == 0.0f && std::find(seen_.begin(), seen_.end(), token) == seen_.end()) seen_.push_back(token);
+  if (!seen_flag_[token]) {
+    seen_flag_[token] = 1;
+    seen_.push_back(token);
+  }
   occurrence_[token] += 1.0f;
+}
+
+int64_t Sampler::NucleusPrefix(int64_t n) {
+  auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  // Quickselect on probability mass: find the shortest prefix (in the total order) of order_[0, n)
+  // whose mass reaches top_p, moving its members to the front.
+  double need = params_.top_p;
+  int64_t lo = 0, hi = n, end = n;
+  while (hi - lo > 32) {
+    int32_t* base = order_.data();
+    int32_t a = base[lo], b = base[lo + (hi - lo) / 2], c = base[hi - 1];
+    if (better(b, a)) std::swap(a, b);
+    if (better(c, b)) std::swap(b, c);
+    if (better(b, a)) std::swap(a, b);
+    const int32_t pivot = b;  // Median of three.
+    int32_t* mid = std::partition(base + lo, base + hi, [&](int32_t x) { return better(x, pivot); });
+    std::iter_swap(mid, std::find(mid, base + hi, pivot));
+    const int64_t m = mid - base;
+    double upper = 0;
+    for (int64_t i = lo; i < m; ++i) upper += work_[base[i]];
+    if (upper >= need) {
+      hi = m;
+    } else if (upper + work_[pivot] >= need) {
+      end = m + 1;
+      lo = hi = end;
+    } else {
+      need -= upper + work_[pivot];
+      lo = m + 1;
+    }
+  }
+  if (lo < hi) {
+    std::sort(order_.begin() + lo, order_.begin() + hi, better);
+    end = hi;
+    for (int64_t i = lo; i < hi; ++i) {
+      need -= work_[order_[i]];
+      if (need <= 0) {
+        end = i + 1;
+        break;
+      }
+    }
+  }
+  // Tokens tied with the cut-off survive (ChatRWKV zeroes only p < cutoff).
+  const float cutoff = work_[order_[end - 1]];
+  for (int64_t i = end; i < n; ++i) {
+    if (work_[order_[i]] == cutoff) std::swap(order_[i], order_[end++]);
+  }
+  return end;
 }
 
 int32_t Sampler::Sample(std::span<const float> logits) {
@@ -98,7 +153,8 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   if (params_.temperature == 0.0f || params_.top_p == 0.0f) {
     token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
   } else {
-    const float mx = *std::max_element(work_.begin(), work_.end());
+    const int32_t argmax = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    const float mx = work_[argmax];
     double sum = 0;
     for (float& w : work_) {
       w = std::exp(w - mx);
@@ -106,47 +162,26 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     }
     const float inv = static_cast<float>(1.0 / sum);
     for (float& w : work_) w *= inv;
+    // The kept set is a prefix of the total order "more probable first, lower id on ties"; each
+    // filter shortens it. Selection, not sorting: O(vocab) expected even for flat distributions.
+    auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+    // Banned (and underflowed) tokens never compete. With a nucleus, neither do tokens below
+    // eps = (1 - top_p) / (2 vocab): all of them together hold < 1 - top_p, so the nucleus (a
+    // prefix of the order) lies among the others. This keeps peaked distributions cheap.
+    const float eps = params_.top_p < 1.0f ? (1.0f - params_.top_p) / (2.0f * vocab_) : 0.0f;
     int64_t keep = 0;
-    const bool nucleus = params_.top_p < 1.0f;
-    if (!nucleus && params_.top_k == 0) {
-      // Only min_p (or nothing) filters: no order needed. The largest probability is inv (exp(0) * inv).
-      const float floor = params_.min_p * inv;
-      for (int32_t id = 0; id < vocab_; ++id) {
-        if (work_[id] >= floor && work_[id] > 0.0f) order_[keep++] = id;
-      }
-    } else {
-      // Sort only as far as the filters need: grow the sorted prefix until it covers them.
-      std::iota(order_.begin(), order_.end(), 0);
-      auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
-      const int64_t top_k = params_.top_k > 0 ? std::min<int64_t>(params_.top_k, vocab_) : vocab_;
-      int64_t sorted = std::min<int64_t>(nucleus ? std::min<int64_t>(64, top_k) : top_k, vocab_);
-      while (true) {
-        std::partial_sort(order_.begin(), order_.begin() + sorted, order_.end(), better);
-        keep = std::min(top_k, sorted);
-        if (nucleus) {
-          double cum = 0;
-          int64_t i = 0;
-          for (; i < sorted; ++i) {
-            cum += work_[order_[i]];
-            if (cum >= params_.top_p) break;
-          }
-          if (i == sorted && sorted < top_k) {
-            sorted = std::min<int64_t>(sorted * 8, top_k);
-            continue;
-          }
-          int64_t n = std::min(i + 1, sorted);
-          const float cutoff = work_[order_[n - 1]];
-          while (n < sorted && work_[order_[n]] == cutoff) ++n;  // Ties with the cut-off survive.
-          keep = std::min(keep, n);
-        }
-        break;
-      }
-      if (params_.min_p > 0.0f) {
-        const float floor = params_.min_p * work_[order_[0]];
-        int64_t n = 1;
-        while (n < keep && work_[order_[n]] >= floor) ++n;
-        keep = n;
-      }
+    for (int32_t id = 0; id < vocab_; ++id) {
+      if (work_[id] > eps) order_[keep++] = id;
+    }
+    if (params_.top_p < 1.0f) keep = NucleusPrefix(keep);
+    if (params_.top_k > 0 && params_.top_k < keep) {
+      std::nth_element(order_.begin(), order_.begin() + (params_.top_k - 1), order_.begin() + keep, better);
+      keep = params_.top_k;
+    }
+    if (params_.min_p > 0.0f) {
+      const float floor = params_.min_p * inv;  // The largest probability is exp(0) * inv.
+      keep = std::partition(order_.begin(), order_.begin() + keep, [&](int32_t id) { return work_[id] >= floor; }) -
+             order_.begin();
     }
     double total = 0;
     const double inv_t = 1.0 / params_.temperature;
@@ -155,7 +190,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
       if (params_.temperature != 1.0f) p = static_cast<float>(std::pow(static_cast<double>(p), inv_t));
       total += p;
     }
-    token = order_[0];
+    token = argmax;
     if (total > 0) {
       double u = Uniform() * total;
       for (int64_t i = 0; i < keep; ++i) {

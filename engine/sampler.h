@@ -54,15 +54,18 @@ class Sampler {
   void Observe(int32_t token);
 
  private:
+  // Reorders order_[0, n) so that [0, result) is the nucleus for top_p (with ties at the cut-off).
+  int64_t NucleusPrefix(int64_t n);
   uint64_t NextRandom();
   double Uniform();  // [0, 1)
 
   SamplingParams params_;
   int vocab_;
-  std::vector<float> work_;        // Adjusted logits, then probabilities.
-  std::vector<int32_t> order_;     // Candidate ids, best first.
-  std::vector<float> occurrence_;  // By id.
-  std::vector<int32_t> seen_;      // Ids with an occurrence entry.
+  std::vector<float> work_;         // Adjusted logits, then probabilities.
+  std::vector<int32_t> order_;      // Candidate ids, best first.
+  std::vector<float> occurrence_;   // By id.
+  std::vector<int32_t> seen_;       // Ids with an occurrence entry.
+  std::vector<uint8_t> seen_flag_;  // By id: whether it is in seen_.
   uint64_t rng_[4];
 };
 

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <random>
+#include <set>
 
 #include "gtest/gtest.h"
 
@@ -183,6 +185,38 @@ TEST(SamplerTest, FrequencyPenaltyDecays) {
   std::vector<int> got;
   for (int i = 0; i < 4; ++i) got.push_back(s.Sample(logits));
   EXPECT_EQ(got, (std::vector<int>{0, 1, 0, 1}));
+}
+
+// Against a brute-force nucleus (full sort, cumulative sum): nothing outside it is ever drawn.
+TEST(SamplerTest, NucleusMatchesBruteForce) {
+  for (float spread : {0.3f, 2.0f, 6.0f}) {
+    std::mt19937 rng(static_cast<unsigned>(spread * 10));
+    std::vector<float> logits(5000);
+    for (float& l : logits) l = std::normal_distribution<float>(0, spread)(rng);
+    const float top_p = 0.6f;
+    std::vector<double> p(logits.size());
+    const float mx = *std::max_element(logits.begin(), logits.end());
+    double z = 0;
+    for (size_t i = 0; i < p.size(); ++i) z += p[i] = std::exp(double{logits[i]} - mx);
+    std::vector<int> idx(p.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b]; });
+    std::set<int> nucleus;
+    double cum = 0;
+    for (int i : idx) {
+      nucleus.insert(i);
+      cum += p[i] / z;
+      if (cum >= top_p) break;
+    }
+    SamplingParams sp;
+    sp.top_p = top_p;
+    sp.seed = 3;
+    auto h = Histogram(sp, logits, 4000);
+    for (const auto& [tok, count] : h) EXPECT_TRUE(nucleus.count(tok)) << "spread " << spread << " token " << tok;
+    EXPECT_GT(h[idx[0]], 0);
+    // The boundary can differ by float rounding of the cumulative sum; the sizes must agree closely.
+    if (nucleus.size() > 50) EXPECT_GT(h.size(), nucleus.size() * 3 / 4) << "spread " << spread;
+  }
 }
 
 TEST(SamplerTest, LargeVocabularyNucleus) {

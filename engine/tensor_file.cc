@@ -1,11 +1,16 @@
 #include "engine/tensor_file.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/status.h"
+#include "nlohmann/json.hpp"
 
 namespace rwkv {
 
@@ -26,9 +31,80 @@ bool TensorInfo::contiguous() const {
 
 std::string TensorInfo::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
-TensorFile::TensorFile(std::unique_ptr<MappedFile> file, std::string format, std::vector<TensorInfo> tensors)
-    : file_(std::move(file)), format_(std::move(format)) {
+TensorFile::TensorFile(std::string path, std::vector<std::unique_ptr<MappedFile>> files, std::string format,
+                       std::vector<TensorInfo> tensors)
+    : path_(std::move(path)), files_(std::move(files)), format_(std::move(format)) {
   ReplaceTensors(std::move(tensors));
+}
+
+namespace {
+
+// Duplicate names would make lookups ambiguous.
+absl::Status CheckUnique(const std::string& path, const std::vector<TensorInfo>& tensors) {
+  std::map<std::string_view, int> seen;
+  for (const TensorInfo& t : tensors) {
+    if (seen[t.name]++) return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name, " appears twice"));
+  }
+  return absl::OkStatus();
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TensorFile>> TensorFile::OpenSharded(const std::string& index_path) {
+  std::ifstream in(index_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(index_path, ": cannot open"));
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  const nlohmann::json index = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path, ": not a safetensors index: expected a JSON object with a weight_map object"));
+  }
+  const size_t slash = index_path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : index_path.substr(0, slash + 1);
+  std::map<std::string, std::string> shard_of;  // Tensor -> shard file name.
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    const std::string& shard = it.value().is_string() ? it.value().get_ref<const std::string&>() : "";
+    if (shard.empty() || shard.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": weight_map entry ", it.key(), " must name a shard file in the same directory"));
+    }
+    shard_of[it.key()] = shard;
+  }
+  std::map<std::string, std::vector<TensorInfo>> shards;
+  for (const auto& [tensor, shard] : shard_of) shards[shard];
+  std::vector<std::unique_ptr<MappedFile>> files;
+  std::vector<TensorInfo> tensors;
+  for (auto& [shard, shard_tensors] : shards) {
+    RWKV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(dir + shard));
+    RWKV_ASSIGN_OR_RETURN(shard_tensors, ParseSafetensors(*file));
+    for (TensorInfo& t : shard_tensors) {
+      auto it = shard_of.find(t.name);
+      if (it == shard_of.end() || it->second != shard) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor ", t.name, " is in shard ", shard,
+                                                       " but the weight_map says ",
+                                                       it == shard_of.end() ? "nothing" : it->second));
+      }
+      shard_of.erase(it);
+      tensors.push_back(std::move(t));
+    }
+    files.push_back(std::move(file));
+  }
+  if (!shard_of.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor ", shard_of.begin()->first,
+                                                   " is missing from shard ", shard_of.begin()->second));
+  }
+  RWKV_RETURN_IF_ERROR(CheckUnique(index_path, tensors));
+  return std::unique_ptr<TensorFile>(new TensorFile(index_path, std::move(files), "safetensors", std::move(tensors)));
 }
 
 void TensorFile::ReplaceTensors(std::vector<TensorInfo> tensors) {
@@ -43,6 +119,14 @@ const TensorInfo* TensorFile::Find(std::string_view name) const {
 }
 
 absl::StatusOr<std::unique_ptr<TensorFile>> TensorFile::Open(const std::string& path) {
+  if (IsDirectory(path)) {
+    const std::string base = absl::EndsWith(path, "/") ? path : path + "/";
+    if (Exists(base + "model.safetensors.index.json")) return OpenSharded(base + "model.safetensors.index.json");
+    if (Exists(base + "model.safetensors")) return Open(base + "model.safetensors");
+    return absl::NotFoundError(
+        absl::StrCat(path, ": a directory without model.safetensors.index.json or model.safetensors"));
+  }
+  if (absl::EndsWith(path, ".index.json")) return OpenSharded(path);
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
   std::vector<TensorInfo> tensors;
   std::string format;
@@ -59,14 +143,10 @@ absl::StatusOr<std::unique_ptr<TensorFile>> TensorFile::Open(const std::string& 
     format = "safetensors";
     RWKV_ASSIGN_OR_RETURN(tensors, ParseSafetensors(*file));
   }
-  // Duplicate names would make lookups ambiguous.
-  std::map<std::string_view, int> seen;
-  for (const TensorInfo& t : tensors) {
-    if (seen[t.name]++) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name, " appears twice"));
-    }
-  }
-  return std::unique_ptr<TensorFile>(new TensorFile(std::move(file), format, std::move(tensors)));
+  RWKV_RETURN_IF_ERROR(CheckUnique(path, tensors));
+  std::vector<std::unique_ptr<MappedFile>> files;
+  files.push_back(std::move(file));
+  return std::unique_ptr<TensorFile>(new TensorFile(path, std::move(files), format, std::move(tensors)));
 }
 
 void CopyToFloat(const TensorInfo& t, float* out) {

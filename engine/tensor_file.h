@@ -33,11 +33,13 @@ struct TensorInfo {
 class TensorFile {
  public:
   // Opens `path`, choosing the format from its first bytes (zip -> .pth, else safetensors).
-  // Every tensor's extent is checked against the file, so a truncated or inconsistent file fails
+  // Sharded safetensors (Hugging Face layout) open through their `*.safetensors.index.json`, or
+  // through a directory holding model.safetensors.index.json or model.safetensors.
+  // Every tensor's extent is checked against its file, so a truncated or inconsistent file fails
   // here with a message naming the file (and the tensor, where one is at fault).
   static absl::StatusOr<std::unique_ptr<TensorFile>> Open(const std::string& path);
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
   std::string_view format() const { return format_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   // nullptr when absent.
@@ -47,8 +49,11 @@ class TensorFile {
   void ReplaceTensors(std::vector<TensorInfo> tensors);
 
  private:
-  TensorFile(std::unique_ptr<MappedFile> file, std::string format, std::vector<TensorInfo> tensors);
-  std::unique_ptr<MappedFile> file_;
+  TensorFile(std::string path, std::vector<std::unique_ptr<MappedFile>> files, std::string format,
+             std::vector<TensorInfo> tensors);
+  static absl::StatusOr<std::unique_ptr<TensorFile>> OpenSharded(const std::string& index_path);
+  std::string path_;
+  std::vector<std::unique_ptr<MappedFile>> files_;  // The tensors point into these.
   std::string format_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> index_;

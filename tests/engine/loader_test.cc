@@ -1,5 +1,6 @@
 // Loading checkpoints: formats, name maps, and every way a file can be bad.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -514,6 +515,77 @@ TEST(LoaderTest, UnexpectedTensorsAreRefused) {
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("unexpected tensor blocks.0.att.time_state"));
   unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace rwkv
+
+namespace rwkv {
+namespace {
+
+// Writes `tensors` of `file` (f32) as safetensors shards of about half the tensors each, plus a
+// Hugging Face index; returns the index path.
+std::string WriteShards(const TensorFile& file, const std::string& dir, bool drop_one = false) {
+  mkdir(dir.c_str(), 0755);
+  const auto& all = file.tensors();
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (int shard = 0; shard < 2; ++shard) {
+    const std::string name = "model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
+    nlohmann::json header = nlohmann::json::object();
+    std::string data;
+    for (size_t i = shard; i < all.size(); i += 2) {
+      const TensorInfo& t = all[i];
+      weight_map[t.name] = name;
+      if (drop_one && i == 0) continue;  // Listed in the index, absent from the shard.
+      std::vector<float> v(t.numel());
+      CopyToFloat(t, v.data());
+      header[t.name] = {
+          {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + v.size() * 4}}};
+      data.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+    }
+    const std::string text = header.dump();
+    const uint64_t len = text.size();
+    WriteFile(dir + "/" + name, std::string(reinterpret_cast<const char*>(&len), 8) + text + data);
+  }
+  const std::string index = dir + "/model.safetensors.index.json";
+  WriteFile(index, nlohmann::json{{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}.dump());
+  return index;
+}
+
+TEST(ShardedTest, IndexOrDirectoryLoadsTheSameModel) {
+  auto single = TensorFile::Open(Fixture("tiny-rwkv7-fla.safetensors"));
+  ASSERT_TRUE(single.ok());
+  const std::string dir = TempPath("sharded");
+  const std::string index = WriteShards(**single, dir);
+  auto a = Model::Load(Fixture("tiny-rwkv7-fla.safetensors"));
+  auto b = Model::Load(index);
+  auto c = Model::Load(dir);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<float> want = LastLogits(std::move(*a));
+  EXPECT_EQ(LastLogits(std::move(*b)), want);
+  EXPECT_EQ(LastLogits(std::move(*c)), want);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(ShardedTest, InconsistentShardsAreRefused) {
+  auto single = TensorFile::Open(Fixture("tiny-rwkv7-f32.safetensors"));
+  ASSERT_TRUE(single.ok());
+  const std::string dir = TempPath("sharded_bad");
+  const std::string index = WriteShards(**single, dir, /*drop_one=*/true);
+  auto m = Model::Load(index);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("is missing from shard model-00001-of-00002.safetensors"));
+  unlink((dir + "/model-00002-of-00002.safetensors").c_str());
+  m = Model::Load(index);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("model-00002-of-00002.safetensors"));
+  WriteFile(index, "[1, 2]");
+  EXPECT_THAT(std::string(Model::Load(index).status().message()), HasSubstr("weight_map"));
+  std::system(("rm -rf " + dir).c_str());
+  mkdir(dir.c_str(), 0755);
+  EXPECT_EQ(Model::Load(dir).status().code(), absl::StatusCode::kNotFound);
+  rmdir(dir.c_str());
 }
 
 }  // namespace

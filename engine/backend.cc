@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <new>
+
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #ifdef RWKV_WITH_CUDA
@@ -47,12 +49,24 @@ absl::Status Backend::ValidateBatch(std::span<const BatchEntry> batch) {
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
                                                        const BackendOptions& options) {
-  if (options.pool_slots < 1)
-    return absl::InvalidArgumentError(absl::StrCat("pool_slots is ", options.pool_slots, "; it must be at least 1"));
-  if (options.max_step_tokens < 1)
+  if (options.pool_slots < 1 || options.pool_slots > kMaxPoolSlots) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_step_tokens is ", options.max_step_tokens, "; it must be at least 1"));
-  if (options.kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options));
+        absl::StrCat("pool_slots is ", options.pool_slots, "; it must be in [1, ", kMaxPoolSlots, "]"));
+  }
+  if (options.max_step_tokens < 1 || options.max_step_tokens > kMaxStepTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens is ", options.max_step_tokens, "; it must be in [1, ", kMaxStepTokens, "]"));
+  }
+  if (options.kind == "cpu") {
+    const ModelConfig& c = model->config();
+    try {
+      return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options));
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "backend cpu: cannot allocate ", options.pool_slots, " state slots of ", c.StateBytes(),
+          " bytes and scratch for ", options.max_step_tokens, " tokens; lower pool_slots or max_step_tokens"));
+    }
+  }
   if (options.kind == "cuda") {
 #ifdef RWKV_WITH_CUDA
     const int devices = CudaDeviceCount();

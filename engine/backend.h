@@ -73,10 +73,13 @@ class Backend {
   std::vector<bool> seen_slots_;
 };
 
+constexpr int kMaxPoolSlots = 1 << 20;
+constexpr int kMaxStepTokens = 1 << 16;
+
 struct BackendOptions {
   std::string kind = "cpu";   // "cpu" or "cuda".
   int pool_slots = 8;         // State pool capacity.
-  int max_step_tokens = 512;  // Scratch size: tokens per internal step.
+  int max_step_tokens = 512;  // Scratch size: tokens per internal step, [1, kMaxStepTokens].
   int threads = 0;            // CPU math threads; 0 = library default.
   int device = 0;             // CUDA device ordinal.
 };

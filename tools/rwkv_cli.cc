@@ -33,7 +33,7 @@ constexpr char kUsage[] = R"(usage: rwkv-cli COMMAND [flags]
 commands:
   inspect    --model FILE                       architecture, dimensions, parameters, state size
   logits     --model FILE --tokens 1,2,3        logits of every position, one line each (%.9g)
-             [--chunk N]                        feed N tokens per engine call (default: all at once)
+             [--chunk N]                        feed N tokens per engine call (default: all, up to 65536)
   tokenize   --vocab FILE --text STR            token ids, comma-separated
   detokenize --vocab FILE --tokens 1,2,3        the text of the tokens
   generate   --model FILE --vocab FILE --prompt STR --max-tokens N
@@ -132,11 +132,15 @@ absl::Status LogitsCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
   RWKV_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenList("tokens", tokens_arg));
   if (tokens.empty()) return absl::InvalidArgumentError("--tokens: no token ids given");
-  RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", static_cast<int>(tokens.size())));
-  if (chunk < 1) return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be at least 1"));
+  RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", std::min<int>(tokens.size(), kMaxStepTokens)));
+  if (chunk < 1 || chunk > kMaxStepTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be in [1, ", kMaxStepTokens, "]"));
+  }
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
   std::shared_ptr<const Model> model = std::move(m);
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(f, model, chunk));
+  // Scratch for the largest call made; larger --chunk values change nothing.
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                        MakeBackend(f, model, std::min<int>(chunk, static_cast<int>(tokens.size()))));
   RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
   Logits logits;
   std::string line;
@@ -189,7 +193,9 @@ absl::Status GenerateCmd(const Flags& f) {
   if (max_tokens < 1 || max_tokens > 1'000'000)
     return absl::InvalidArgumentError(absl::StrCat("--max-tokens is ", max_tokens, "; it must be in [1, 1000000]"));
   RWKV_ASSIGN_OR_RETURN(int chunk, Number<int>(f, "chunk", 256));
-  if (chunk < 1) return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be at least 1"));
+  if (chunk < 1 || chunk > kMaxStepTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be in [1, ", kMaxStepTokens, "]"));
+  }
   SamplingParams sp;
   RWKV_ASSIGN_OR_RETURN(sp.temperature, Number<float>(f, "temperature", 1.0f));
   RWKV_ASSIGN_OR_RETURN(sp.top_p, Number<float>(f, "top-p", 0.85f));
@@ -219,14 +225,16 @@ absl::Status GenerateCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
   std::shared_ptr<const Model> model = std::move(m);
   RWKV_RETURN_IF_ERROR(ValidateSamplingParams(sp, model->config().vocab));
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(f, model, chunk));
-  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
   std::vector<int32_t> prompt_tokens = tok->Encode(prompt);
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
+                        MakeBackend(f, model, std::min<int>(chunk, std::max<int>(1, prompt_tokens.size()))));
+  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
   if (prompt_tokens.empty()) prompt_tokens.push_back(Tokenizer::kEndOfText);  // Start from a document boundary.
   for (int32_t t : prompt_tokens) {
     if (t >= model->config().vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("--prompt encodes to token ", t, ", outside the model's vocabulary [0, ",
-                                                     model->config().vocab, "): does --vocab belong to this model?"));
+      return absl::InvalidArgumentError(absl::StrCat("--prompt encodes to token ", t,
+                                                     ", outside the model's vocabulary [0, ", model->config().vocab,
+                                                     "): does --vocab belong to this model?"));
     }
   }
 

@@ -248,6 +248,14 @@ TEST(BackendFactoryTest, UnknownOrMissingBackends) {
   o.kind = "cpu";
   o.pool_slots = 0;
   EXPECT_EQ(CreateBackend(model, o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.pool_slots = kMaxPoolSlots + 1;
+  auto too_many = CreateBackend(model, o);
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(too_many.status().message()).find("pool_slots is 1048577; it must be in [1, 1048576]"),
+            std::string::npos);
+  o.pool_slots = 1;
+  o.max_step_tokens = kMaxStepTokens + 1;
+  EXPECT_EQ(CreateBackend(model, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RandomModelTest, RealShapeRunsAndIsFinite) {

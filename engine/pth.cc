@@ -154,6 +154,13 @@ class Unpickler {
     stack_.resize(m);
     return items;
   }
+  // A length of type LenT, then that many bytes, pushed as a string.
+  template <typename LenT>
+  absl::Status PushString() {
+    RWKV_ASSIGN_OR_RETURN(LenT n, Read<LenT>());
+    RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
+    return Push(Make(std::move(s)));
+  }
   absl::Status Push(ValuePtr v) {
     if (stack_.size() > 10'000'000) return Error("pickle stack exceeds 10M entries");
     stack_.push_back(std::move(v));
@@ -338,31 +345,15 @@ class Unpickler {
         return Push(Make(Dict{}));
       case ']':
         return Push(Make(List{}));
-      case 'X': {
-        RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>());
-        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
-        return Push(Make(std::move(s)));
-      }
-      case 0x8c: {
-        RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>());
-        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
-        return Push(Make(std::move(s)));
-      }
-      case 0x8d: {
-        RWKV_ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>());
-        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
-        return Push(Make(std::move(s)));
-      }
-      case 'B': {
-        RWKV_ASSIGN_OR_RETURN(uint32_t n, Read<uint32_t>());
-        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
-        return Push(Make(std::move(s)));
-      }
-      case 'C': {
-        RWKV_ASSIGN_OR_RETURN(uint8_t n, Read<uint8_t>());
-        RWKV_ASSIGN_OR_RETURN(std::string s, ReadBytes(n));
-        return Push(Make(std::move(s)));
-      }
+      // Strings and bytes (unicode and bytes alike become std::string), by length width.
+      case 'X':
+      case 'B':
+        return PushString<uint32_t>();
+      case 0x8c:
+      case 'C':
+        return PushString<uint8_t>();
+      case 0x8d:
+        return PushString<uint64_t>();
       case 'K': {
         RWKV_ASSIGN_OR_RETURN(uint8_t v, Read<uint8_t>());
         return Push(Make(int64_t{v}));

@@ -94,7 +94,7 @@ void Sampler::Observe(int32_t token) {
 }
 
 int64_t Sampler::NucleusPrefix(int64_t n) {
-  auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  auto better = [this](int32_t a, int32_t b) { return Better(a, b); };
   // Quickselect on probability mass: find the shortest prefix (in the total order) of order_[0, n)
   // whose mass reaches top_p, moving its members to the front.
   double need = params_.top_p;
@@ -164,7 +164,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     for (float& w : work_) w *= inv;
     // The kept set is a prefix of the total order "more probable first, lower id on ties"; each
     // filter shortens it. Selection, not sorting: O(vocab) expected even for flat distributions.
-    auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+    auto better = [this](int32_t a, int32_t b) { return Better(a, b); };
     // Banned (and underflowed) tokens never compete. With a nucleus, neither do tokens below
     // eps = (1 - top_p) / (2 vocab): all of them together hold < 1 - top_p, so the nucleus (a
     // prefix of the order) lies among the others. This keeps peaked distributions cheap.

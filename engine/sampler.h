@@ -54,6 +54,8 @@ class Sampler {
   void Observe(int32_t token);
 
  private:
+  // The total order of candidates: more probable first (by work_), lower id on ties.
+  bool Better(int32_t a, int32_t b) const { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); }
   // Reorders order_[0, n) so that [0, result) is the nucleus for top_p (with ties at the cut-off).
   int64_t NucleusPrefix(int64_t n);
   uint64_t NextRandom();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <set>
@@ -249,8 +250,11 @@ TEST(LoaderTest, StridedViewsAreCopiedInLogicalOrder) {
 
 // --- ZIP64 -----------------------------------------------------------------------------------
 
-void Put(std::string* s, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
+// Appends little-endian fields, each {value, width in bytes}.
+void Put(std::string* s, std::initializer_list<std::pair<uint64_t, int>> fields) {
+  for (const auto& [v, bytes] : fields) {
+    for (int i = 0; i < bytes; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
+  }
 }
 
 // Rewrites the records of a torch.save archive into a new stored zip whose central directory uses
@@ -280,21 +284,10 @@ void WriteZip64(const std::string& src, const std::string& dst, uint64_t pad) {
   for (Rec& r : recs) {
     r.offset = pos;
     std::string h;
-    Put(&h, 0x04034b50, 4);
-    Put(&h, 45, 2);
-    Put(&h, 0, 2);
-    Put(&h, 0, 2);
-    Put(&h, 0, 4);
-    Put(&h, 0, 4);
-    Put(&h, kSat, 4);
-    Put(&h, kSat, 4);
-    Put(&h, r.name.size(), 2);
-    Put(&h, 20, 2);
+    Put(&h,
+        {{0x04034b50, 4}, {45, 2}, {0, 2}, {0, 2}, {0, 4}, {0, 4}, {kSat, 4}, {kSat, 4}, {r.name.size(), 2}, {20, 2}});
     h += r.name;
-    Put(&h, 1, 2);
-    Put(&h, 16, 2);
-    Put(&h, r.size, 8);
-    Put(&h, r.size, 8);
+    Put(&h, {{1, 2}, {16, 2}, {r.size, 8}, {r.size, 8}});
     write(h);
     if (r.data)
       write(std::string(reinterpret_cast<const char*>(r.data), r.size));
@@ -304,54 +297,32 @@ void WriteZip64(const std::string& src, const std::string& dst, uint64_t pad) {
   const uint64_t cd_offset = pos;
   for (const Rec& r : recs) {
     std::string c;
-    Put(&c, 0x02014b50, 4);
-    Put(&c, 45, 2);
-    Put(&c, 45, 2);
-    Put(&c, 0, 2);
-    Put(&c, 0, 2);
-    Put(&c, 0, 4);
-    Put(&c, 0, 4);
-    Put(&c, kSat, 4);
-    Put(&c, kSat, 4);
-    Put(&c, r.name.size(), 2);
-    Put(&c, 28, 2);
-    Put(&c, 0, 2);
-    Put(&c, 0, 2);
-    Put(&c, 0, 2);
-    Put(&c, 0, 4);
-    Put(&c, kSat, 4);
+    Put(&c, {{0x02014b50, 4},
+             {45, 2},
+             {45, 2},
+             {0, 2},
+             {0, 2},
+             {0, 4},
+             {0, 4},
+             {kSat, 4},
+             {kSat, 4},
+             {r.name.size(), 2},
+             {28, 2},
+             {0, 2},
+             {0, 2},
+             {0, 2},
+             {0, 4},
+             {kSat, 4}});
     c += r.name;
-    Put(&c, 1, 2);
-    Put(&c, 24, 2);
-    Put(&c, r.size, 8);
-    Put(&c, r.size, 8);
-    Put(&c, r.offset, 8);
+    Put(&c, {{1, 2}, {24, 2}, {r.size, 8}, {r.size, 8}, {r.offset, 8}});
     write(c);
   }
   const uint64_t cd_size = pos - cd_offset, z64 = pos;
   std::string t;
-  Put(&t, 0x06064b50, 4);
-  Put(&t, 44, 8);
-  Put(&t, 45, 2);
-  Put(&t, 45, 2);
-  Put(&t, 0, 4);
-  Put(&t, 0, 4);
-  Put(&t, recs.size(), 8);
-  Put(&t, recs.size(), 8);
-  Put(&t, cd_size, 8);
-  Put(&t, cd_offset, 8);
-  Put(&t, 0x07064b50, 4);
-  Put(&t, 0, 4);
-  Put(&t, z64, 8);
-  Put(&t, 1, 4);
-  Put(&t, 0x06054b50, 4);
-  Put(&t, 0, 2);
-  Put(&t, 0, 2);
-  Put(&t, 0xffff, 2);
-  Put(&t, 0xffff, 2);
-  Put(&t, kSat, 4);
-  Put(&t, kSat, 4);
-  Put(&t, 0, 2);
+  Put(&t, {{0x06064b50, 4},  {44, 8},          {45, 2},         {45, 2},        {0, 4},          {0, 4},
+           {recs.size(), 8}, {recs.size(), 8}, {cd_size, 8},    {cd_offset, 8}, {0x07064b50, 4}, {0, 4},
+           {z64, 8},         {1, 4},           {0x06054b50, 4}, {0, 2},         {0, 2},          {0xffff, 2},
+           {0xffff, 2},      {kSat, 4},        {kSat, 4},       {0, 2}});
   write(t);
   ::close(fd);
 }

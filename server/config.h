@@ -1,0 +1,49 @@
+// rwkv-server configuration: command-line flags, each also read from an environment variable
+// (RWKV_ + the flag name in upper snake case: --metrics-port -> RWKV_METRICS_PORT), for
+// Kubernetes. A flag on the command line wins over the environment.
+#ifndef RWKV_SERVER_CONFIG_H_
+#define RWKV_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace rwkv::server {
+
+struct ServerConfig {
+  std::string model;
+  std::string vocab;
+  std::string backend = "cpu";
+  int device = 0;
+  int threads = 0;
+  std::string host = "0.0.0.0";
+  int port = 50051;            // 0 = any free port (logged).
+  int metrics_port = 9090;     // 0 = any free port; -1 = no metrics endpoint.
+  int state_slots = 0;         // 0 = from state_memory.
+  int64_t state_memory = 1LL << 30;  // Pool bytes when state_slots is 0.
+  int max_running = 0;         // 0 = the pool's slot count.
+  int step_tokens = 512;       // Token budget of one engine step.
+  int queue_length = 256;
+  int max_sessions = 1024;
+  double session_ttl = 3600;   // Seconds idle before a session is deleted; 0 = never.
+  int max_prompt_tokens = 65536;
+  int max_tokens = 4096;
+  double default_deadline = 600;  // Seconds, for requests without a deadline; 0 = none.
+  double grace = 30;           // Seconds running streams get to finish on SIGTERM.
+  int stream_buffer = 16;      // Responses queued per stream before the sequence pauses.
+  bool access_log = true;
+};
+
+// Parses flags (`--name value` or `--name=value`) over environment values. `getenv` is injected
+// for tests. INVALID_ARGUMENT naming the flag for unknown flags, bad numbers, out-of-range values.
+// `help` is set when --help was given.
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::vector<std::string>& args,
+                                               const std::function<const char*(const char*)>& getenv, bool* help);
+std::string ServerUsage();
+
+}  // namespace rwkv::server
+
+#endif  // RWKV_SERVER_CONFIG_H_

@@ -1,0 +1,193 @@
+// rwkv-server: loads a model, serves rwkv.v1.Rwkv, grpc.health.v1 and reflection on the gRPC port
+// and Prometheus metrics on their own port. SIGTERM/SIGINT drain: readiness goes NOT_SERVING, new
+// work gets UNAVAILABLE, running streams get --grace seconds to finish, then the process exits 0.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+#include "server/state_codec.h"
+
+namespace rwkv::server {
+namespace {
+
+constexpr char kServiceName[] = "rwkv.v1.Rwkv";
+
+struct Engine {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Scheduler> scheduler;
+  StateCodec codec;
+  std::string backend;
+};
+
+absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, Metrics* metrics) {
+  Engine e;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(cfg.vocab);
+  if (!tok.ok()) return tok.status();
+  e.tokenizer = std::move(*tok);
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(cfg.model);
+  if (!model.ok()) return model.status();
+  std::shared_ptr<const Model> m = std::move(*model);
+  const ModelConfig& mc = m->config();
+  if (e.tokenizer->id_limit() > mc.vocab) {
+    return absl::InvalidArgumentError(absl::StrFormat("--vocab has ids up to %d but the model's vocabulary is %d",
+                                                      e.tokenizer->id_limit() - 1, mc.vocab));
+  }
+  e.codec.config = mc;
+  e.codec.fingerprint = ModelFingerprint(*m);
+
+  BackendOptions bo;
+  bo.kind = cfg.backend;
+  bo.device = cfg.device;
+  bo.threads = cfg.threads;
+  bo.max_step_tokens = cfg.step_tokens;
+  bo.pool_slots = cfg.state_slots > 0 ? cfg.state_slots : StatePool::SlotsForBudget(cfg.state_memory, mc.StateBytes());
+  if (bo.pool_slots < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("--state-memory %d bytes holds no state of %d bytes",
+                                                      cfg.state_memory, mc.StateBytes()));
+  }
+  bo.pool_slots = std::min(bo.pool_slots, kMaxPoolSlots);
+  SchedulerOptions so;
+  so.token_budget = cfg.step_tokens;
+  so.max_running = cfg.max_running > 0 ? cfg.max_running : std::min(bo.pool_slots, cfg.step_tokens);
+  if (so.max_running > bo.pool_slots) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--max-running %d exceeds the pool's %d slots", so.max_running, bo.pool_slots));
+  }
+  if (so.max_running > so.token_budget) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max-running %d exceeds --step-tokens %d: each running sequence needs a token per step", so.max_running,
+        so.token_budget));
+  }
+  so.queue_length = cfg.queue_length;
+  so.sessions.max_sessions = cfg.max_sessions;
+  so.sessions.idle_ttl = std::chrono::seconds(static_cast<int64_t>(cfg.session_ttl));
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(m, bo);
+  if (!backend.ok()) return backend.status();
+  e.backend = std::string((*backend)->name());
+  e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, metrics);
+  Log("info", "model loaded",
+      absl::StrFormat("model=%s arch=%s config=%s fingerprint=%s backend=%s state_bytes=%d slots=%d max_running=%d "
+                      "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
+                      LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint,
+                      e.backend, mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget, so.queue_length,
+                      so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
+                      cfg.session_ttl));
+  return e;
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  bool help = false;
+  absl::StatusOr<ServerConfig> parsed = ParseServerConfig(args, [](const char* n) { return std::getenv(n); }, &help);
+  if (help) {
+    fputs(ServerUsage().c_str(), stdout);
+    return 0;
+  }
+  if (!parsed.ok()) {
+    fprintf(stderr, "rwkv-server: %s\n", std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  const ServerConfig cfg = *parsed;
+
+  // Signals are taken by sigwait below; every thread started from here on inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Metrics metrics;
+  if (cfg.metrics_port >= 0) {
+    absl::StatusOr<int> port = metrics.Serve(absl::StrCat(cfg.host, ":", cfg.metrics_port));
+    if (!port.ok()) {
+      Log("error", "metrics endpoint failed", absl::StrCat("error=", LogValue(port.status().ToString())));
+      return 1;
+    }
+    Log("info", "metrics listening", absl::StrFormat("address=%s:%d path=/metrics", cfg.host, *port));
+  }
+
+  ServiceOptions so;
+  so.default_deadline = std::chrono::milliseconds(static_cast<int64_t>(cfg.default_deadline * 1000));
+  so.stream_buffer = cfg.stream_buffer;
+  so.limits.max_prompt_tokens = cfg.max_prompt_tokens;
+  so.limits.max_tokens = cfg.max_tokens;
+  RwkvService service(so, &metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::StrCat(cfg.host, ":", cfg.port), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log("error", "gRPC server failed to start", absl::StrFormat("address=%s:%d", cfg.host, cfg.port));
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);  // Loading.
+  Log("info", "grpc listening", absl::StrFormat("address=%s:%d", cfg.host, port));
+
+  absl::StatusOr<Engine> engine = [&]() -> absl::StatusOr<Engine> {
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<Engine> e = LoadEngine(cfg, &metrics);
+    if (e.ok()) {
+      Log("info", "ready", absl::StrFormat("load_seconds=%.3f",
+                                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+    }
+    return e;
+  }();
+  if (!engine.ok()) {
+    Log("error", "loading failed", absl::StrCat("error=", LogValue(engine.status().ToString())));
+    server->Shutdown(std::chrono::system_clock::now());
+    return 1;
+  }
+  // A limit the validation needs from the model.
+  Scheduler* scheduler = engine->scheduler.get();
+  service.Attach(scheduler, engine->tokenizer.get(), engine->codec, engine->backend);
+  scheduler->Start();
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log("info", "draining", absl::StrFormat("signal=%d grace_seconds=%g active=%d", sig, cfg.grace, scheduler->active()));
+  health->SetServingStatus(false);
+  service.SetDraining();
+  scheduler->StopAccepting();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(cfg.grace * 1000));
+  while (scheduler->active() > 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int left = scheduler->active();
+  if (left > 0) scheduler->AbortAll(absl::UnavailableError("server shut down before the request finished (grace period over)"));
+  // In-flight RPCs (aborted streams finishing, unary calls) get a moment; then they are cancelled.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  engine->scheduler.reset();
+  Log("info", "stopped", absl::StrFormat("aborted=%d", left));
+  return 0;
+}
+
+}  // namespace
+}  // namespace rwkv::server
+
+int main(int argc, char** argv) { return rwkv::server::Run(argc, argv); }

@@ -1,0 +1,92 @@
+#include "server/metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "server/status_map.h"
+
+namespace rwkv::server {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using Buckets = prometheus::Histogram::BucketBoundaries;
+
+// Latency buckets from 1 ms to 2 min: covers a CPU decode step (tens of ms) and long requests.
+Buckets Latency() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+}
+
+prometheus::Histogram& Histogram(prometheus::Registry& r, const char* name, const char* help, Buckets b) {
+  return BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
+}
+prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help,
+                         const std::map<std::string, std::string>& labels = {}) {
+  return BuildGauge().Name(name).Help(help).Register(r).Add(labels);
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(BuildCounter().Name("rwkv_requests_total").Help("Finished RPCs by method and gRPC code").Register(*registry_)),
+      prompt_tokens_(BuildCounter().Name("rwkv_prompt_tokens_total").Help("Prompt tokens admitted").Register(*registry_).Add({})),
+      generated_tokens_(BuildCounter().Name("rwkv_generated_tokens_total").Help("Tokens sampled").Register(*registry_).Add({})),
+      ttft_(Histogram(*registry_, "rwkv_time_to_first_token_seconds", "Admission to the first sampled token", Latency())),
+      inter_token_(Histogram(*registry_, "rwkv_inter_token_latency_seconds", "Between sampled tokens of one sequence", Latency())),
+      request_duration_(Histogram(*registry_, "rwkv_request_duration_seconds", "Submit to the final message", Latency())),
+      queue_wait_(Histogram(*registry_, "rwkv_queue_wait_seconds", "Submit to admission", Latency())),
+      batch_size_(Histogram(*registry_, "rwkv_batch_size", "Sequences per engine step",
+                            {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})),
+      step_duration_(Histogram(*registry_, "rwkv_step_duration_seconds", "One engine step", Latency())),
+      running_(Gauge(*registry_, "rwkv_requests_running", "Sequences holding a state slot")),
+      waiting_(Gauge(*registry_, "rwkv_requests_waiting", "Sequences waiting for admission")),
+      slots_used_(Gauge(*registry_, "rwkv_state_slots_used", "State pool slots in use")),
+      slots_total_(Gauge(*registry_, "rwkv_state_slots_total", "State pool slots")),
+      sessions_(BuildGauge().Name("rwkv_sessions").Help("Sessions by tier (device: a pool slot; host: RAM)").Register(*registry_)),
+      sessions_device_(sessions_.Add({{"tier", "device"}})),
+      sessions_host_(sessions_.Add({{"tier", "host"}})) {}
+
+absl::StatusOr<int> Metrics::Serve(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("metrics endpoint cannot listen on ", address, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports[0];
+}
+
+void Metrics::RecordRpc(const char* method, grpc::StatusCode code) {
+  requests_.Add({{"method", method}, {"code", CodeLabel(code)}}).Increment();
+}
+
+void Metrics::OnAdmit(double queue_seconds, int prompt_tokens) {
+  queue_wait_.Observe(queue_seconds);
+  prompt_tokens_.Increment(prompt_tokens);
+}
+
+void Metrics::OnToken(bool first, double seconds) {
+  generated_tokens_.Increment();
+  (first ? ttft_ : inter_token_).Observe(seconds);
+}
+
+void Metrics::OnStep(int sequences, int tokens, double seconds) {
+  batch_size_.Observe(sequences);
+  step_duration_.Observe(seconds);
+}
+
+void Metrics::OnFinish(const FinalEvent& final) { request_duration_.Observe(final.total_seconds); }
+
+void Metrics::OnOccupancy(const Occupancy& o) {
+  running_.Set(o.running);
+  waiting_.Set(o.waiting);
+  slots_used_.Set(o.slots_used);
+  slots_total_.Set(o.slots_total);
+  sessions_device_.Set(o.sessions_device);
+  sessions_host_.Set(o.sessions_host);
+}
+
+}  // namespace rwkv::server

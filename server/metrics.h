@@ -1,0 +1,64 @@
+// Prometheus metrics (names are API: ../docs and DESIGN.md list them). The scheduler reports
+// through SchedulerObserver; RPC handlers record finished calls. The text endpoint is served by
+// prometheus-cpp's pull exposer on its own port.
+//
+// Thread safety: every method may be called from any thread.
+#ifndef RWKV_SERVER_METRICS_H_
+#define RWKV_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/support/status.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+#include "server/scheduler.h"
+
+namespace rwkv::server {
+
+class Metrics final : public SchedulerObserver {
+ public:
+  Metrics();
+  // Serves /metrics on `address` ("0.0.0.0:9090"; port 0 picks one). Returns the bound port.
+  absl::StatusOr<int> Serve(const std::string& address);
+
+  void RecordRpc(const char* method, grpc::StatusCode code);
+  void OnAdmit(double queue_seconds, int prompt_tokens) override;
+  void OnToken(bool first, double seconds) override;
+  void OnStep(int sequences, int tokens, double seconds) override;
+  void OnFinish(const FinalEvent& final) override;
+  void OnOccupancy(const Occupancy& o) override;
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Counter& generated_tokens_;
+  prometheus::Histogram& ttft_;
+  prometheus::Histogram& inter_token_;
+  prometheus::Histogram& request_duration_;
+  prometheus::Histogram& queue_wait_;
+  prometheus::Histogram& batch_size_;
+  prometheus::Histogram& step_duration_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Gauge& slots_used_;
+  prometheus::Gauge& slots_total_;
+  prometheus::Family<prometheus::Gauge>& sessions_;
+  prometheus::Gauge& sessions_device_;
+  prometheus::Gauge& sessions_host_;
+};
+
+}  // namespace rwkv::server
+
+#endif  // RWKV_SERVER_METRICS_H_

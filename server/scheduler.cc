@@ -1,0 +1,410 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/policy.h"
+
+namespace rwkv::server {
+namespace {
+
+double Seconds(TimePoint a, TimePoint b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Log-probability of `token` and the `top` most likely tokens under softmax(logits).
+TokenLogprob LogprobsOf(std::span<const float> logits, int32_t token, int top) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - mx);
+  const float lse = mx + static_cast<float>(std::log(sum));
+  TokenLogprob out{token, logits[token] - lse, {}};
+  if (top > 0) {
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    const auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    const int k = std::min<int>(top, static_cast<int>(ids.size()));
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), better);
+    for (int i = 0; i < k; ++i) out.top.push_back({ids[i], logits[ids[i]] - lse});
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Scheduler::Seq {
+  Seq(SequenceRequest r, std::shared_ptr<SequenceSink> s, const Tokenizer* tok)
+      : req(std::move(r)), sink(std::move(s)), decoder(tok), stops(req.stop_strings) {}
+  int64_t id = 0;
+  SequenceRequest req;
+  std::shared_ptr<SequenceSink> sink;
+  Session* session = nullptr;     // Held busy while the sequence lives.
+  std::vector<int32_t> feed;      // Prefill input: the session's pending token, then the prompt.
+  size_t fed = 0;                 // Tokens of `feed` already through the model.
+  bool decode = false;            // Prefill done; `next` is the token to feed.
+  int32_t next = 0;
+  int slot = -1;
+  std::optional<Sampler> sampler;
+  IncrementalDecoder decoder;
+  StopMatcher stops;
+  int generated = 0;
+  bool committed = false;
+  TimePoint submitted, admitted, last_token;
+  double first_token_seconds = 0;
+  int remaining() const { return decode ? 1 : static_cast<int>(feed.size() - fed); }
+};
+
+Scheduler::Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenizer, SchedulerOptions options,
+                     SchedulerObserver* observer, ClockFn clock)
+    : backend_(std::move(backend)),
+      tokenizer_(tokenizer),
+      options_(options),
+      observer_(observer),
+      clock_(std::move(clock)),
+      sessions_(&backend_->pool(), options.sessions) {}
+
+Scheduler::~Scheduler() {
+  StopAccepting();
+  AbortAll(absl::UnavailableError("server is shutting down"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  // Without a loop thread (tests), finish what is left here.
+  Iterate();
+}
+
+void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+absl::Status Scheduler::Submit(SequenceRequest request, std::shared_ptr<SequenceSink> sink) {
+  auto seq = std::make_unique<Seq>(std::move(request), std::move(sink), tokenizer_);
+  seq->submitted = clock_();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!accepting_) return absl::UnavailableError("server is draining; retry on another replica");
+    if (queued_.load() >= options_.queue_length) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("admission queue full (queue_length %d); retry later", options_.queue_length));
+    }
+    ++queued_;
+    ++active_;
+    incoming_.push_back(std::move(seq));
+    wake_ = true;
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void Scheduler::Post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back(std::move(task));
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  accepting_ = false;
+}
+
+void Scheduler::AbortAll(absl::Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abort_ = std::move(status);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    const bool stepped = Iterate();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_ && incoming_.empty() && tasks_.empty() && waiting_.empty() && running_.empty()) return;
+    if (!stepped) {
+      // Idle, or every running sequence waits for its reader: sleep until woken. The timeout
+      // bounds how late a deadline or an idle TTL is noticed.
+      cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return wake_ || stop_; });
+    }
+    wake_ = false;
+  }
+}
+
+bool Scheduler::Iterate() {
+  std::vector<std::unique_ptr<Seq>> incoming;
+  std::vector<std::function<void()>> tasks;
+  std::optional<absl::Status> abort;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming.swap(incoming_);
+    tasks.swap(tasks_);
+    abort.swap(abort_);
+  }
+  for (auto& task : tasks) task();
+  for (auto& seq : incoming) Accept(std::move(seq));
+  TimePoint now = clock_();
+  if (abort) {
+    while (!waiting_.empty()) {
+      Finish(*waiting_.front(), Failed(*abort), now);
+      waiting_.pop_front();
+      --queued_;
+    }
+    for (auto& s : running_) Finish(*s, Failed(*abort), now);
+    running_.clear();
+  }
+  Reap(now);
+  if (now >= next_expiry_check_) {
+    sessions_.ExpireIdle(now);
+    next_expiry_check_ = now + std::chrono::seconds(1);
+  }
+
+  PolicyInput in;
+  in.free_slots = sessions_.AvailableSlots();
+  in.token_budget = options_.token_budget;
+  in.max_running = options_.max_running;
+  for (const auto& s : running_) {
+    in.running.push_back({s->id, s->remaining(), s->decode, s->sink->Backlogged()});
+  }
+  for (const auto& s : waiting_) in.waiting.push_back({s->id, s->remaining()});
+  const StepPlan plan = PlanStep(in);
+
+  for (int i = 0; i < plan.admit; ++i) {
+    std::unique_ptr<Seq> seq = std::move(waiting_.front());
+    waiting_.pop_front();
+    --queued_;
+    Seq* raw = seq.get();
+    running_.push_back(std::move(seq));
+    Admit(*raw, now);
+  }
+  std::unordered_map<int64_t, Seq*> by_id;
+  for (auto& s : running_) by_id[s->id] = s.get();
+  std::vector<std::pair<Seq*, int>> work;
+  for (const Work& w : plan.work) {
+    auto it = by_id.find(w.id);
+    if (it != by_id.end() && it->second->slot >= 0) work.emplace_back(it->second, w.tokens);
+  }
+  if (!work.empty()) RunStep(work, now);
+  // Sequences that finished during admission or the step leave the running set.
+  std::erase_if(running_, [](const std::unique_ptr<Seq>& s) { return s->sink == nullptr; });
+  Report();
+  return !work.empty();
+}
+
+void Scheduler::Accept(std::unique_ptr<Seq> seq) {
+  const TimePoint now = clock_();
+  seq->id = next_id_++;
+  SequenceRequest& r = seq->req;
+  if (r.kind == SequenceRequest::Kind::kCreateSession) {
+    absl::StatusOr<Session*> s = sessions_.Create(r.session_id, now);
+    if (!s.ok()) {
+      --queued_;
+      return Finish(*seq, Failed(s.status()), now);
+    }
+    seq->session = *s;
+    seq->session->busy = true;
+    r.session_id = seq->session->id;
+    // Every prompt token but the last goes through the model; the last stays pending, so that
+    // the first turn can start generating from it.
+    if (!r.prompt.empty()) seq->feed.assign(r.prompt.begin(), r.prompt.end() - 1);
+  } else {
+    if (!r.session_id.empty()) {
+      absl::StatusOr<Session*> s = sessions_.Get(r.session_id);
+      absl::Status st = s.status();
+      if (st.ok() && (*s)->busy) {
+        st = absl::FailedPreconditionError(
+            absl::StrCat("session ", r.session_id, " is already running a turn (one turn at a time per session)"));
+      }
+      if (!st.ok()) {
+        --queued_;
+        return Finish(*seq, Failed(st), now);
+      }
+      seq->session = *s;
+      seq->session->busy = true;
+      if (seq->session->pending) seq->feed.push_back(*seq->session->pending);
+    }
+    seq->feed.insert(seq->feed.end(), r.prompt.begin(), r.prompt.end());
+    if (seq->feed.empty()) {
+      --queued_;
+      return Finish(*seq,
+                    Failed(absl::InvalidArgumentError(
+                        "prompt is empty and the session has no pending token to continue from")),
+                    now);
+    }
+    seq->sampler.emplace(r.sampling, backend_->config().vocab);
+  }
+  waiting_.push_back(std::move(seq));
+}
+
+void Scheduler::Reap(TimePoint now) {
+  auto check = [&](Seq& s) -> bool {
+    if (s.sink->Cancelled()) {
+      Finish(s, Failed(absl::CancelledError("the client cancelled the request")), now);
+      return true;
+    }
+    if (s.req.deadline && now >= *s.req.deadline) {
+      Finish(s, Failed(absl::DeadlineExceededError(absl::StrFormat(
+                    "deadline exceeded after %.3f s (%d tokens generated)", Seconds(s.submitted, now), s.generated))),
+             now);
+      return true;
+    }
+    return false;
+  };
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (check(**it)) {
+      --queued_;
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::erase_if(running_, [&](const std::unique_ptr<Seq>& s) { return check(*s); });
+}
+
+void Scheduler::Admit(Seq& seq, TimePoint now) {
+  seq.admitted = now;
+  absl::StatusOr<int> slot = seq.session ? sessions_.CheckOut(*seq.session) : sessions_.AcquireSlot();
+  if (!slot.ok()) return Finish(seq, Failed(slot.status()), now);
+  seq.slot = *slot;
+  if (observer_) observer_->OnAdmit(Seconds(seq.submitted, now), static_cast<int>(seq.req.prompt.size()));
+  if (seq.feed.empty()) {  // A session created without tokens to compute.
+    Commit(seq, seq.req.prompt.empty() ? std::nullopt : std::optional<int32_t>(seq.req.prompt.back()), now);
+    Finish(seq, FinalEvent{}, now);
+  }
+}
+
+void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now) {
+  batch_.clear();
+  int tokens = 0;
+  for (const auto& [s, n] : work) {
+    BatchEntry e;
+    e.slot = s->slot;
+    e.tokens = s->decode ? std::span<const int32_t>(&s->next, 1) : std::span<const int32_t>(s->feed).subspan(s->fed, n);
+    batch_.push_back(e);
+    tokens += n;
+  }
+  const TimePoint t0 = Clock::now();
+  const absl::Status st = backend_->Forward(batch_, &logits_);
+  const TimePoint t1 = Clock::now();
+  if (observer_) observer_->OnStep(static_cast<int>(work.size()), tokens, Seconds(t0, t1));
+  now = clock_();
+  if (!st.ok()) {
+    const absl::Status failed(st.code(), absl::StrCat("engine step failed: ", st.message()));
+    for (const auto& [s, n] : work) Finish(*s, Failed(failed), now);
+    return;
+  }
+  for (size_t e = 0; e < work.size(); ++e) {
+    auto [s, n] = work[e];
+    if (!s->decode) {
+      s->fed += n;
+      if (s->fed < s->feed.size()) continue;
+      if (s->req.kind == SequenceRequest::Kind::kCreateSession) {
+        Commit(*s, s->req.prompt.back(), now);
+        Finish(*s, FinalEvent{}, now);
+        continue;
+      }
+      s->decode = true;
+    }
+    OnLogits(*s, logits_.Last(static_cast<int>(e)), now);
+  }
+}
+
+void Scheduler::OnLogits(Seq& s, std::span<const float> logits, TimePoint now) {
+  const SequenceRequest& r = s.req;
+  const int32_t token = s.sampler->Sample(logits);
+  ++s.generated;
+  const bool first = s.generated == 1;
+  if (first) s.first_token_seconds = Seconds(s.admitted, now);
+  if (observer_) observer_->OnToken(first, first ? s.first_token_seconds : Seconds(s.last_token, now));
+  s.last_token = now;
+
+  ChunkEvent chunk;
+  if (r.want_token_ids) chunk.token_ids.push_back(token);
+  if (r.want_logprobs) chunk.logprobs.push_back(LogprobsOf(logits, token, r.top_logprobs));
+  FinalEvent final;
+  const bool stop_token = std::find(r.stop_tokens.begin(), r.stop_tokens.end(), token) != r.stop_tokens.end();
+  if (!stop_token) chunk.text = s.stops.Push(s.decoder.Push(token));
+  if (s.stops.matched()) {
+    final.reason = FinishReason::kStop;
+    final.matched_stop = s.stops.matched_stop();
+  } else if (stop_token || s.generated >= r.max_tokens) {
+    // The end of the stream: release what the decoder and the stop matcher held back.
+    chunk.text += s.stops.Push(s.decoder.Flush());
+    if (s.stops.matched()) {
+      final.reason = FinishReason::kStop;
+      final.matched_stop = s.stops.matched_stop();
+    } else {
+      chunk.text += s.stops.Flush();
+      final.reason = stop_token ? FinishReason::kStop : FinishReason::kLength;
+      if (stop_token) final.matched_stop = absl::StrCat(token);
+    }
+  }
+  if (!chunk.text.empty() || !chunk.token_ids.empty() || !chunk.logprobs.empty()) s.sink->OnChunk(std::move(chunk));
+  if (final.reason == FinishReason::kNone) {
+    s.next = token;
+    return;
+  }
+  Commit(s, token, now);
+  Finish(s, std::move(final), now);
+}
+
+void Scheduler::Commit(Seq& s, std::optional<int32_t> pending, TimePoint now) {
+  if (s.session != nullptr) {
+    sessions_.Commit(*s.session, s.slot, pending, static_cast<int64_t>(s.req.prompt.size()) + s.generated, now);
+    s.slot = -1;
+  }
+  s.committed = true;
+}
+
+void Scheduler::Finish(Seq& s, FinalEvent final, TimePoint now) {
+  if (s.slot >= 0) {
+    backend_->pool().Release(s.slot).IgnoreError();
+    s.slot = -1;
+  }
+  if (s.session != nullptr) {
+    if (s.committed) {
+      final.session_tokens = s.session->token_count;
+    } else {
+      sessions_.Abandon(*s.session, now);
+    }
+    s.session = nullptr;
+  }
+  final.prompt_tokens = static_cast<int>(s.req.prompt.size());
+  final.generated_tokens = s.generated;
+  if (s.admitted != TimePoint{}) final.queue_seconds = Seconds(s.submitted, s.admitted);
+  final.first_token_seconds = s.first_token_seconds;
+  final.total_seconds = Seconds(s.submitted, now);
+  if (observer_) observer_->OnFinish(final);
+  s.sink->OnFinish(std::move(final));
+  s.sink = nullptr;  // Marks the sequence finished.
+  --active_;
+}
+
+Occupancy Scheduler::occupancy() {
+  Occupancy o;
+  o.running = static_cast<int>(running_.size());
+  o.waiting = static_cast<int>(waiting_.size());
+  o.slots_used = backend_->pool().used();
+  o.slots_total = backend_->pool().capacity();
+  o.sessions_device = sessions_.device_sessions();
+  o.sessions_host = sessions_.count() - sessions_.device_sessions();
+  return o;
+}
+
+void Scheduler::Report() {
+  if (observer_) observer_->OnOccupancy(occupancy());
+}
+
+}  // namespace rwkv::server

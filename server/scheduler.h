@@ -1,0 +1,137 @@
+// Scheduler: continuous batching over one backend and its state pool.
+//
+// One thread (the loop) owns the backend, the pool and the sessions. Other threads submit
+// sequences and post tasks; the loop runs iterations: take in submissions and tasks, drop
+// cancelled and expired sequences, plan the step (server/policy.h), admit, run one backend call
+// that carries every running sequence's decode token and prefill chunks of new ones, sample,
+// check stop conditions, emit events, retire.
+//
+// Thread safety: Submit, Post, Wake, StopAccepting, waiting/running counts: any thread.
+// Everything marked "loop thread" only from the loop (inside a posted task, or from the thread
+// calling Iterate() when no loop was started).
+#ifndef RWKV_SERVER_SCHEDULER_H_
+#define RWKV_SERVER_SCHEDULER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "engine/backend.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+#include "server/sequence.h"
+#include "server/session_store.h"
+#include "server/stop_matcher.h"
+
+namespace rwkv::server {
+
+struct Occupancy {
+  int running = 0, waiting = 0;
+  int slots_used = 0, slots_total = 0;
+  int sessions_device = 0, sessions_host = 0;
+};
+
+// How the scheduler reports what it does (metrics live at the edge). Called on the loop thread.
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnAdmit(double queue_seconds, int prompt_tokens) {}
+  // A token was sampled: `first` = the sequence's first (seconds since admission), else seconds
+  // since its previous token.
+  virtual void OnToken(bool first, double seconds) {}
+  virtual void OnStep(int sequences, int tokens, double seconds) {}
+  virtual void OnFinish(const FinalEvent& final) {}
+  virtual void OnOccupancy(const Occupancy& o) {}
+};
+
+struct SchedulerOptions {
+  int token_budget = 512;  // Tokens per step, decode and prefill together; >= max_running.
+  int max_running = 8;     // Sequences holding a slot at once; <= pool slots.
+  int queue_length = 256;  // Waiting sequences; beyond it Submit says RESOURCE_EXHAUSTED.
+  SessionLimits sessions;
+};
+
+class Scheduler {
+ public:
+  using ClockFn = std::function<TimePoint()>;
+  // REQUIRES: tokenizer and observer (may be null) outlive the scheduler.
+  Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenizer, SchedulerOptions options,
+            SchedulerObserver* observer = nullptr, ClockFn clock = &Clock::now);
+  ~Scheduler();  // Stops the loop; unfinished sequences finish with UNAVAILABLE.
+
+  // Starts the loop thread. Without it, tests drive the loop by calling Iterate().
+  void Start();
+  // Queues a sequence. UNAVAILABLE while draining, RESOURCE_EXHAUSTED when the queue is full;
+  // on error the sink is not called. Session checks (NOT_FOUND, busy) arrive through the sink.
+  absl::Status Submit(SequenceRequest request, std::shared_ptr<SequenceSink> sink);
+  // Runs `task` on the loop thread at the start of the next iteration.
+  void Post(std::function<void()> task);
+  // Wakes an idle loop (a backlogged sink drained, a client left).
+  void Wake();
+  // Drain: new submissions get UNAVAILABLE; queued and running ones go on.
+  void StopAccepting();
+  // Finishes every queued and running sequence with `status` (end of the drain grace period).
+  void AbortAll(absl::Status status);
+  // Sequences submitted and not finished.
+  int active() const { return active_.load(); }
+
+  // One iteration; returns whether it ran a backend step. Loop thread.
+  bool Iterate();
+
+  // Loop thread.
+  SessionStore& sessions() { return sessions_; }
+  Backend& backend() { return *backend_; }
+  const SchedulerOptions& options() const { return options_; }
+  Occupancy occupancy();
+
+ private:
+  struct Seq;
+  void Loop();
+  void Accept(std::unique_ptr<Seq> seq);
+  void Reap(TimePoint now);
+  void Admit(Seq& seq, TimePoint now);
+  void RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now);
+  void OnLogits(Seq& seq, std::span<const float> logits, TimePoint now);
+  void Finish(Seq& seq, FinalEvent final, TimePoint now);
+  void Commit(Seq& seq, std::optional<int32_t> pending, TimePoint now);
+  void Report();
+
+  std::unique_ptr<Backend> backend_;
+  const Tokenizer* tokenizer_;
+  SchedulerOptions options_;
+  SchedulerObserver* observer_;
+  ClockFn clock_;
+  SessionStore sessions_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Seq>> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> abort_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int> queued_{0};  // incoming_ + waiting_, for the queue bound.
+  std::atomic<int> active_{0};
+  std::thread thread_;
+
+  // Loop thread.
+  std::deque<std::unique_ptr<Seq>> waiting_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  int64_t next_id_ = 1;
+  TimePoint next_expiry_check_{};
+  Logits logits_;
+  std::vector<BatchEntry> batch_;
+};
+
+}  // namespace rwkv::server
+
+#endif  // RWKV_SERVER_SCHEDULER_H_

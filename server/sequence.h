@@ -1,0 +1,92 @@
+// What the scheduler is asked to run and what it reports back. No gRPC here: the service adapts
+// these to protobuf messages, tests implement the sink directly.
+#ifndef RWKV_SERVER_SEQUENCE_H_
+#define RWKV_SERVER_SEQUENCE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sampler.h"
+
+namespace rwkv::server {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+enum class FinishReason { kNone, kStop, kLength };
+
+struct SequenceRequest {
+  enum class Kind {
+    kGenerate,       // Prefill, then sample until a stop condition.
+    kCreateSession,  // Create `session_id` and feed the prompt into it; nothing is sampled.
+  };
+  Kind kind = Kind::kGenerate;
+  std::string request_id;
+  std::string session_id;  // Generate: empty = stateless. CreateSession: the new id.
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int max_tokens = 256;
+  std::vector<std::string> stop_strings;
+  std::vector<int32_t> stop_tokens;  // End-of-text included unless ignore_eos.
+  bool want_token_ids = false;
+  bool want_logprobs = false;
+  int top_logprobs = 0;
+  std::optional<TimePoint> deadline;
+};
+
+struct TopLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<TopLogprob> top;
+};
+
+struct ChunkEvent {
+  std::string text;                // Whole UTF-8 characters.
+  std::vector<int32_t> token_ids;  // When requested.
+  std::vector<TokenLogprob> logprobs;
+};
+
+struct FinalEvent {
+  absl::Status status;  // OK for STOP/LENGTH (and a created session); the error otherwise.
+  FinishReason reason = FinishReason::kNone;
+  std::string matched_stop;
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double queue_seconds = 0;
+  double first_token_seconds = 0;
+  double total_seconds = 0;
+  int64_t session_tokens = 0;
+};
+
+inline FinalEvent Failed(absl::Status status) {
+  FinalEvent f;
+  f.status = std::move(status);
+  return f;
+}
+
+// Where one sequence's events go. Shared between the scheduler thread (producer) and the RPC
+// (consumer), hence shared_ptr.
+class SequenceSink {
+ public:
+  virtual ~SequenceSink() = default;
+  // Scheduler thread. Chunks in order; then Finish exactly once; nothing after Finish.
+  virtual void OnChunk(ChunkEvent chunk) = 0;
+  virtual void OnFinish(FinalEvent final) = 0;
+  // Any thread. True once the client is gone: the sequence is dropped at the next step.
+  virtual bool Cancelled() const = 0;
+  // Any thread. True while the client is behind (its bounded buffer is full): the sequence sits
+  // out steps until it drains. It must call Scheduler::Wake() when it drains.
+  virtual bool Backlogged() const = 0;
+};
+
+}  // namespace rwkv::server
+
+#endif  // RWKV_SERVER_SEQUENCE_H_

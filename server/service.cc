@@ -224,6 +224,7 @@ void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, State
   scheduler_ = scheduler;
   tokenizer_ = tokenizer;
   codec_ = std::move(codec);
+  options_.limits.vocab = codec_.config.vocab;
   backend_name_ = std::move(backend_name);
   slots_ = scheduler->backend().pool().capacity();  // Fixed at construction; read before the loop serves.
   ready_.store(true, std::memory_order_release);

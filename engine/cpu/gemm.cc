@@ -1,6 +1,5 @@
 #include "engine/cpu/gemm.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -201,7 +200,6 @@ void Pack(const float* src, int n, int k, float* dst) {
 
 void SetMathThreads(int threads) {
   if (threads <= 0) return;
-  openblas_set_num_threads(threads);
   omp_set_num_threads(threads);
 }
 

@@ -207,6 +207,17 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
   const TimePoint now = clock_();
   seq->id = next_id_++;
   SequenceRequest& r = seq->req;
+  // The service validated the prompt; checked again here because one bad token would fail the
+  // whole batch's engine step.
+  for (size_t i = 0; i < r.prompt.size(); ++i) {
+    if (r.prompt[i] < 0 || r.prompt[i] >= backend_->config().vocab) {
+      --queued_;
+      return Finish(*seq,
+                    Failed(absl::InvalidArgumentError(absl::StrFormat("prompt token %d is %d, outside the vocabulary [0, %d)",
+                                                                      i, r.prompt[i], backend_->config().vocab))),
+                    now);
+    }
+  }
   if (r.kind == SequenceRequest::Kind::kCreateSession) {
     absl::StatusOr<Session*> s = sessions_.Create(r.session_id, now);
     if (!s.ok()) {

@@ -4,6 +4,7 @@
 Usage:
   make_fixtures.py OUT_DIR            all fixtures (needs numpy and torch; run once, output is committed)
   make_fixtures.py --demo FILE        the demo model: World vocabulary size, random weights (numpy only)
+  make_fixtures.py --server-fixture FILE   the server tests' model, vocabulary 257 (numpy only)
 
 The checkpoints use the official tensor names (and one the Hugging Face fla-hub names). The .pth
 files are written by torch.save itself, so the loader is tested on exactly what users download.
@@ -198,6 +199,7 @@ def make_all(out):
     }
     with open(os.path.join(out, "tiny-rwkv7.json"), "w") as f:
         json.dump(manifest, f, indent=1)
+    make_server_fixture(os.path.join(out, "tiny-rwkv7-v257.safetensors"))
     # The bad files only need to be recognisably RWKV-7: a smaller model keeps them small.
     make_bad(out, random_rwkv7(rng, n_layer=2, n_embd=32, head_size=16, ffn=64, vocab=64, dw=4, da=4, dv=4, dg=4))
 
@@ -209,11 +211,24 @@ def make_demo(path):
                                metadata={"description": "rwkv-serve demo model: random weights"})
 
 
+def make_server_fixture(path):
+    """The server tests' model: tiny, with a vocabulary of 257 so that a byte-level vocabulary
+    (tests/fixtures/byte-vocab.txt: id = byte + 1, 0 = end-of-text) covers it."""
+    rng = np.random.default_rng(11)
+    t = random_rwkv7(rng, n_layer=2, n_embd=64, head_size=16, ffn=128, vocab=257, dw=8, da=8, dv=4, dg=8)
+    tensorio.write_safetensors(path, t, {k: "f32" for k in t},
+                               metadata={"description": "rwkv-serve server test model: random weights"})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?")
     ap.add_argument("--demo")
+    ap.add_argument("--server-fixture")
     args = ap.parse_args()
+    if args.server_fixture:
+        make_server_fixture(args.server_fixture)
+        return
     if args.demo:
         make_demo(args.demo)
     elif args.out:

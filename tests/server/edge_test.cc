@@ -1,0 +1,170 @@
+// The gRPC edge without a server: request validation, the status map, configuration and the
+// state export format.
+#include <map>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/config.h"
+#include "server/state_codec.h"
+#include "server/status_map.h"
+#include "server/validation.h"
+
+namespace rwkv::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ValidationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tok_ = *Tokenizer::Load(std::string(RWKV_SOURCE_DIR) + "/engine/vocab/rwkv_vocab_v20230424.txt");
+    limits_.vocab = 65536;
+    limits_.max_prompt_tokens = 100;
+    limits_.max_tokens = 50;
+  }
+  absl::Status Check(const v1::GenerateRequest& r) { return ToSequenceRequest(r, *tok_, limits_).status(); }
+  std::unique_ptr<Tokenizer> tok_;
+  RequestLimits limits_;
+};
+
+TEST_F(ValidationTest, DefaultsFollowChatRwkvAndStopAtEndOfText) {
+  v1::GenerateRequest r;
+  r.set_text("Hello");
+  absl::StatusOr<SequenceRequest> s = ToSequenceRequest(r, *tok_, limits_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->prompt, tok_->Encode("Hello"));
+  EXPECT_FLOAT_EQ(s->sampling.top_p, 0.85f);
+  EXPECT_FLOAT_EQ(s->sampling.temperature, 1.0f);
+  EXPECT_EQ(s->max_tokens, 50) << "min(256, the server limit)";
+  EXPECT_EQ(s->stop_tokens, std::vector<int32_t>{0});
+}
+
+TEST_F(ValidationTest, EveryFieldIsCheckedAndNamedWithItsLimit) {
+  struct Row {
+    std::function<void(v1::GenerateRequest&)> set;
+    std::string message;
+  };
+  const std::vector<Row> rows = {
+      {[](auto& r) { r.mutable_token_ids()->add_ids(70000); }, "token_ids.ids[0] is 70000, outside the vocabulary [0, 65536)"},
+      {[](auto& r) { for (int i = 0; i < 101; ++i) r.mutable_token_ids()->add_ids(1); }, "prompt is 101 tokens; max_prompt_tokens is 100"},
+      {[](auto& r) { r.mutable_stop()->set_max_tokens(51); }, "stop.max_tokens is 51; it must be in [1, 50]"},
+      {[](auto& r) { r.mutable_stop()->set_max_tokens(0); }, "stop.max_tokens is 0"},
+      {[](auto& r) { r.mutable_sampling()->set_temperature(-1); }, "sampling.temperature"},
+      {[](auto& r) { r.mutable_sampling()->set_top_p(2); }, "sampling.top_p"},
+      {[](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[99999] = 1; }, "sampling.logit_bias"},
+      {[](auto& r) { r.mutable_stop()->add_stop_strings(""); }, "stop.stop_strings[0] is 0 bytes; it must be 1..256"},
+      {[](auto& r) { r.mutable_stop()->add_stop_strings("\xff"); }, "stop.stop_strings[0] is not valid UTF-8"},
+      {[](auto& r) { for (int i = 0; i < 17; ++i) r.mutable_stop()->add_stop_strings("x"); }, "stop.stop_strings has 17 entries; the limit is 16"},
+      {[](auto& r) { r.mutable_stop()->add_stop_token_ids(-1); }, "stop.stop_token_ids[0] is -1"},
+      {[](auto& r) { r.mutable_output()->set_logprobs(true); r.mutable_output()->set_top_logprobs(21); }, "output.top_logprobs is 21; it must be in [0, 20]"},
+      {[](auto& r) { r.mutable_output()->set_top_logprobs(2); }, "output.top_logprobs needs output.logprobs"},
+      {[](auto& r) { r.set_session_id("bad id!"); }, "session_id may contain only"},
+  };
+  for (const Row& row : rows) {
+    v1::GenerateRequest r;
+    r.set_text("Hi");
+    row.set(r);
+    const absl::Status st = Check(r);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << row.message;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(row.message));
+  }
+}
+
+TEST(StatusMap, KeepsCodeAndMessage) {
+  const grpc::Status g = ToGrpcStatus(absl::ResourceExhaustedError("queue full (queue_length 2)"));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(g.error_message(), "queue full (queue_length 2)");
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  for (auto [a, b] : std::vector<std::pair<absl::Status, grpc::StatusCode>>{
+           {absl::InvalidArgumentError("x"), grpc::StatusCode::INVALID_ARGUMENT},
+           {absl::NotFoundError("x"), grpc::StatusCode::NOT_FOUND},
+           {absl::FailedPreconditionError("x"), grpc::StatusCode::FAILED_PRECONDITION},
+           {absl::DeadlineExceededError("x"), grpc::StatusCode::DEADLINE_EXCEEDED},
+           {absl::CancelledError("x"), grpc::StatusCode::CANCELLED},
+           {absl::UnavailableError("x"), grpc::StatusCode::UNAVAILABLE},
+           {absl::DataLossError("x"), grpc::StatusCode::DATA_LOSS}}) {
+    EXPECT_EQ(ToGrpcStatus(a).error_code(), b);
+  }
+  EXPECT_STREQ(CodeLabel(grpc::StatusCode::RESOURCE_EXHAUSTED), "resource_exhausted");
+}
+
+absl::StatusOr<ServerConfig> Parse(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  bool help;
+  return ParseServerConfig(
+      args, [&](const char* n) -> const char* { auto it = env.find(n); return it == env.end() ? nullptr : it->second.c_str(); },
+      &help);
+}
+
+TEST(Config, FlagsOverEnvironment) {
+  absl::StatusOr<ServerConfig> c = Parse({"--model", "m.pth", "--vocab=v.txt", "--port", "7000"},
+                                         {{"RWKV_PORT", "6000"}, {"RWKV_METRICS_PORT", "9100"}, {"RWKV_STATE_MEMORY", "2GiB"},
+                                          {"RWKV_SESSION_TTL", "90s"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->port, 7000);
+  EXPECT_EQ(c->metrics_port, 9100);
+  EXPECT_EQ(c->state_memory, 2LL << 30);
+  EXPECT_DOUBLE_EQ(c->session_ttl, 90);
+  EXPECT_EQ(c->model, "m.pth");
+}
+
+TEST(Config, ErrorsNameTheFlagAndTheLimit) {
+  EXPECT_THAT(std::string(Parse({"--vocab", "v"}).status().message()), HasSubstr("--model is required"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--port", "70000"}).status().message()),
+              HasSubstr("--port is '70000'; it must be an integer in [0, 65535]"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--bogus", "1"}).status().message()),
+              HasSubstr("unknown flag --bogus"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v"}, {{"RWKV_STEP_TOKENS", "0"}}).status().message()),
+              HasSubstr("(from RWKV_STEP_TOKENS)"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--state-memory", "12XB"}).status().message()),
+              HasSubstr("--state-memory"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--backend", "tpu"}).status().message()),
+              HasSubstr("cpu or cuda"));
+}
+
+class CodecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    codec_.fingerprint = "rwkv7-0123";
+    codec_.config.arch = Architecture::kRwkv7;
+    codec_.config.n_layer = 1;
+    codec_.config.n_embd = 4;
+    codec_.config.n_att = 4;
+    codec_.config.n_head = 1;
+    codec_.config.head_size = 4;
+    codec_.config.vocab = 100;
+    state_.resize(codec_.config.StateFloats());
+    for (size_t i = 0; i < state_.size(); ++i) state_[i] = 0.5f * i - 3;
+  }
+  StateCodec codec_;
+  std::vector<float> state_;
+};
+
+TEST_F(CodecTest, RoundTrip) {
+  const std::string bytes = codec_.Encode(state_, 42, 17);
+  absl::StatusOr<ExportedState> d = codec_.Decode(bytes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->state, state_);
+  EXPECT_EQ(d->pending, 42);
+  EXPECT_EQ(d->token_count, 17);
+  EXPECT_FALSE(codec_.Decode(codec_.Encode(state_, std::nullopt, 0))->pending.has_value());
+}
+
+TEST_F(CodecTest, RefusesAnotherModelAndCorruptData) {
+  std::string bytes = codec_.Encode(state_, 1, 2);
+  StateCodec other = codec_;
+  other.fingerprint = "rwkv7-ffff";
+  EXPECT_EQ(other.Decode(bytes).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(other.Decode(bytes).status().message()), HasSubstr("belongs to model rwkv7-0123"));
+  std::string flipped = bytes;
+  flipped.back() ^= 1;
+  EXPECT_EQ(codec_.Decode(flipped).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(codec_.Decode(flipped).status().message()), HasSubstr("checksum"));
+  EXPECT_EQ(codec_.Decode(bytes.substr(0, bytes.size() - 4)).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(codec_.Decode("not a state").status().code(), absl::StatusCode::kInvalidArgument);
+  std::string bad_header = bytes;
+  bad_header[12] = '!';
+  EXPECT_EQ(codec_.Decode(bad_header).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace rwkv::server

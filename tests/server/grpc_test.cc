@@ -1,0 +1,314 @@
+// The service in-process over real gRPC on a loopback port, with the real CPU backend on the tiny
+// RWKV-7 fixture and a byte-level vocabulary (so that random output splits UTF-8 characters
+// across tokens).
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "client/client.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+
+namespace rwkv::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Harness {
+  explicit Harness(SchedulerOptions so = {}, ServiceOptions svc = {}, int slots = 8) {
+    tokenizer = *Tokenizer::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/byte-vocab.txt");
+    std::shared_ptr<const Model> model = *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-v257.safetensors");
+    BackendOptions bo;
+    bo.pool_slots = slots;
+    bo.threads = 1;
+    so.max_running = std::min(so.max_running, slots);
+    StateCodec codec{ModelFingerprint(*model), model->config()};
+    scheduler = std::make_unique<Scheduler>(*CreateBackend(model, bo), tokenizer.get(), so, &metrics);
+    svc.limits.max_tokens = 5000;
+    service = std::make_unique<RwkvService>(svc, &metrics);
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service.get());
+    server = b.BuildAndStart();
+    service->Attach(scheduler.get(), tokenizer.get(), codec, "cpu");
+    scheduler->Start();
+    client = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(port));
+  }
+  ~Harness() {
+    scheduler->AbortAll(absl::UnavailableError("test over"));
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    scheduler.reset();
+  }
+  // Runs `fn` on the scheduler loop and returns its result.
+  template <typename F>
+  auto OnLoop(F fn) {
+    std::promise<decltype(fn())> p;
+    scheduler->Post([&] { p.set_value(fn()); });
+    return p.get_future().get();
+  }
+  int SlotsUsed() {
+    return OnLoop([&] { return scheduler->backend().pool().used(); });
+  }
+  double GeneratedTokens() {
+    for (const prometheus::MetricFamily& f : metrics.registry().Collect()) {
+      if (f.name == "rwkv_generated_tokens_total") return f.metric.at(0).counter.value;
+    }
+    return -1;
+  }
+  // Polls until `pred` holds on the loop (bounded).
+  template <typename F>
+  bool WaitFor(F pred) {
+    for (int i = 0; i < 500; ++i) {
+      if (OnLoop(pred)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  Metrics metrics;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<RwkvService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<client::Client> client;
+  int port = 0;
+};
+
+v1::GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens, const std::string& session = "") {
+  v1::GenerateRequest r;
+  r.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  r.mutable_sampling()->set_temperature(0);
+  r.mutable_stop()->set_max_tokens(max_tokens);
+  r.mutable_stop()->set_ignore_eos(true);
+  r.mutable_output()->set_token_ids(true);
+  r.set_session_id(session);
+  return r;
+}
+
+struct Stream {
+  std::vector<v1::Chunk> chunks;
+  std::vector<int32_t> ids;
+  std::string text;
+  absl::StatusOr<v1::Final> final = absl::UnknownError("not run");
+};
+
+Stream Generate(client::Client& c, const v1::GenerateRequest& r, int cancel_after = -1,
+           std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+  Stream s;
+  client::CallOptions o;
+  o.timeout = timeout;
+  s.final = c.Generate(
+      r,
+      [&](const v1::Chunk& ch) {
+        s.chunks.push_back(ch);
+        s.ids.insert(s.ids.end(), ch.token_ids().begin(), ch.token_ids().end());
+        s.text += ch.text();
+        return cancel_after < 0 || static_cast<int>(s.chunks.size()) < cancel_after;
+      },
+      o);
+  return s;
+}
+
+TEST(GrpcService, StreamsChunksThenOneFinalWithUsage) {
+  Harness h;
+  Stream s = Generate(*h.client, Greedy({1, 2, 3}, 40));
+  ASSERT_TRUE(s.final.ok()) << s.final.status();
+  EXPECT_EQ(s.ids.size(), 40u);
+  EXPECT_EQ(s.final->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(s.final->usage().generated_tokens(), 40);
+  EXPECT_EQ(s.final->usage().prompt_tokens(), 3);
+  EXPECT_GT(s.final->usage().total_seconds(), 0);
+  EXPECT_GE(s.final->usage().total_seconds(), s.final->usage().first_token_seconds());
+  // Every chunk is whole UTF-8 characters, although byte tokens split them.
+  for (const v1::Chunk& ch : s.chunks) {
+    std::string valid;
+    EXPECT_EQ(AppendValidUtf8(ch.text(), &valid), ch.text().size());
+    EXPECT_EQ(valid, ch.text());
+  }
+  // Greedy is deterministic: a second identical request gives the same tokens.
+  EXPECT_EQ(Generate(*h.client, Greedy({1, 2, 3}, 40)).ids, s.ids);
+}
+
+TEST(GrpcService, ConcurrentStreamsEqualTheirSingleStreamOutput) {
+  Harness h;
+  std::vector<std::vector<int32_t>> alone;
+  for (int i = 0; i < 6; ++i) alone.push_back(Generate(*h.client, Greedy({10 + i, 20}, 8 + 9 * i)).ids);
+  std::vector<std::future<Stream>> futures;
+  for (int i = 0; i < 6; ++i) {
+    futures.push_back(std::async(std::launch::async, [&h, i] { return Generate(*h.client, Greedy({10 + i, 20}, 8 + 9 * i)); }));
+  }
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(futures[i].get().ids, alone[i]) << i;
+}
+
+TEST(GrpcService, CancelMidStreamFreesTheSlot) {
+  Harness h;
+  Stream s = Generate(*h.client, Greedy({5}, 3000), /*cancel_after=*/3);
+  EXPECT_EQ(s.final.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(h.WaitFor([&] { return h.scheduler->backend().pool().used() == 0; }));
+  EXPECT_EQ(h.scheduler->active(), 0);
+}
+
+TEST(GrpcService, DeadlineEndsTheRequestAndFreesTheSlot) {
+  Harness h;
+  Stream s = Generate(*h.client, Greedy({5}, 5000), -1, std::chrono::milliseconds(100));
+  EXPECT_EQ(s.final.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(h.WaitFor([&] { return h.scheduler->backend().pool().used() == 0; }));
+}
+
+TEST(GrpcService, FullQueueIsResourceExhaustedAtOnce) {
+  SchedulerOptions so;
+  so.max_running = 1;
+  so.queue_length = 1;
+  Harness h(so);
+  auto first = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({1}, 400)); });
+  ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().running == 1; }));
+  auto second = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({2}, 5)); });
+  ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().waiting == 1; }));
+  Stream third = Generate(*h.client, Greedy({3}, 5));
+  EXPECT_EQ(third.final.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(third.final.status().message()), HasSubstr("queue_length 1"));
+  EXPECT_TRUE(first.get().final.ok());
+  EXPECT_TRUE(second.get().final.ok());
+}
+
+TEST(GrpcService, SlowReaderPausesOnlyItsOwnSequence) {
+  ServiceOptions svc;
+  svc.stream_buffer = 2;
+  Harness h({}, svc);
+  // A raw stream that stops reading after one message; top log-probs make each message large so
+  // that the transport's flow-control window fills and the server-side buffer backs up.
+  v1::GenerateRequest big = Greedy({9}, 2500);
+  big.mutable_output()->set_logprobs(true);
+  big.mutable_output()->set_top_logprobs(20);
+  grpc::ClientContext ctx;
+  // A small, fixed HTTP/2 receive window on this channel, so that an unread stream backs up into
+  // the server within a few hundred messages.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+  auto stub = v1::Rwkv::NewStub(
+      grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(h.port), grpc::InsecureChannelCredentials(), args));
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, big);
+  v1::GenerateResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  // Meanwhile another stream runs to the end.
+  Stream fast = Generate(*h.client, Greedy({3}, 300));
+  ASSERT_TRUE(fast.final.ok());
+  EXPECT_EQ(fast.ids.size(), 300u);
+  EXPECT_EQ(h.OnLoop([&] { return h.scheduler->occupancy().running; }), 1) << "the slow one is not finished";
+  // It is paused: no tokens are generated while nobody reads, and far fewer than requested were.
+  const double before = h.GeneratedTokens();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(h.GeneratedTokens(), before);
+  EXPECT_LT(before, 300 + 2500);
+  // Reading again resumes it to the end.
+  int tokens = static_cast<int>(msg.chunk().token_ids_size());
+  bool final_seen = false;
+  while (reader->Read(&msg)) {
+    tokens += msg.chunk().token_ids_size();
+    final_seen = final_seen || msg.has_final();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(final_seen);
+  EXPECT_EQ(tokens, 2500);
+}
+
+TEST(GrpcService, DrainRefusesNewRequestsAndFinishesRunningOnes) {
+  Harness h;
+  auto running = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({4}, 300)); });
+  ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().running == 1; }));
+  h.service->SetDraining();
+  h.scheduler->StopAccepting();
+  Stream refused = Generate(*h.client, Greedy({4}, 3));
+  EXPECT_EQ(refused.final.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(refused.final.status().message()), HasSubstr("draining"));
+  v1::CreateSessionRequest cr;
+  EXPECT_EQ(h.client->CreateSession(cr).status().code(), absl::StatusCode::kUnavailable);
+  Stream done = running.get();
+  ASSERT_TRUE(done.final.ok());
+  EXPECT_EQ(done.ids.size(), 300u);
+}
+
+TEST(GrpcService, SessionsCreateTurnForkExportImport) {
+  Harness h;
+  v1::CreateSessionRequest cr;
+  cr.set_session_id("conv");
+  cr.mutable_token_ids()->add_ids(7);
+  cr.mutable_token_ids()->add_ids(8);
+  absl::StatusOr<v1::Session> s = h.client->CreateSession(cr);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->token_count(), 2);
+  EXPECT_EQ(h.client->CreateSession(cr).status().code(), absl::StatusCode::kAlreadyExists);
+
+  Stream t1 = Generate(*h.client, Greedy({9}, 5, "conv"));
+  ASSERT_TRUE(t1.final.ok());
+  EXPECT_EQ(t1.final->session_tokens(), 8);
+  std::vector<int32_t> all = {7, 8, 9};
+  all.insert(all.end(), t1.ids.begin(), t1.ids.end());
+  all.push_back(10);
+  const std::vector<int32_t> expect = Generate(*h.client, Greedy(all, 6)).ids;
+
+  ASSERT_TRUE(h.client->ForkSession("conv", "branch").ok());
+  absl::StatusOr<std::string> exported = h.client->ExportSession("conv");
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  absl::StatusOr<v1::Session> imported = h.client->ImportSession(*exported, "moved");
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->token_count(), 8);
+  for (const char* id : {"conv", "branch", "moved"}) {
+    EXPECT_EQ(Generate(*h.client, Greedy({10}, 6, id)).ids, expect) << id;
+  }
+  std::string corrupt = *exported;
+  corrupt[corrupt.size() - 1] ^= 0x40;
+  EXPECT_EQ(h.client->ImportSession(corrupt, "bad").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(h.client->GetSession("bad").status().code(), absl::StatusCode::kNotFound);
+
+  absl::StatusOr<std::vector<v1::Session>> list = h.client->ListSessions();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 3u);
+  EXPECT_TRUE(h.client->DeleteSession("branch").ok());
+  EXPECT_EQ(h.client->DeleteSession("branch").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(GrpcService, ModelInfoTokenizeAndErrors) {
+  Harness h;
+  absl::StatusOr<v1::ModelInfo> info = h.client->GetModelInfo();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->architecture(), "rwkv7");
+  EXPECT_EQ(info->vocab_size(), 257);
+  EXPECT_EQ(info->state_bytes(), 2 * (2 * 64 + 4 * 16 * 16) * 4);
+  EXPECT_EQ(info->limits().state_slots(), 8);
+  absl::StatusOr<std::vector<int32_t>> ids = h.client->Tokenize("hi");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{'h' + 1, 'i' + 1}));  // id = byte + 1
+  EXPECT_EQ(*h.client->Detokenize({'h' + 1, 'i' + 1, 0xE4 + 1}), "hi\xEF\xBF\xBD");
+  EXPECT_EQ(h.client->Detokenize({300}).status().code(), absl::StatusCode::kInvalidArgument);
+  Stream bad = Generate(*h.client, Greedy({1, 999}, 3));
+  EXPECT_EQ(bad.final.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.final.status().message()), HasSubstr("token_ids.ids[1] is 999"));
+  v1::GenerateRequest empty = Greedy({}, 3);
+  EXPECT_EQ(Generate(*h.client, empty).final.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GrpcService, NotReadyBeforeAttach) {
+  Metrics metrics;
+  RwkvService service({}, &metrics);
+  grpc::ServerBuilder b;
+  int port = 0;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  b.RegisterService(&service);
+  auto server = b.BuildAndStart();
+  client::Client c("127.0.0.1:" + std::to_string(port));
+  EXPECT_EQ(c.GetModelInfo().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(Generate(c, Greedy({1}, 1)).final.status().message()), HasSubstr("loading"));
+  server->Shutdown();
+}
+
+}  // namespace
+}  // namespace rwkv::server

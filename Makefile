@@ -39,12 +39,11 @@ $(DEMO_MODEL): tests/reference/make_fixtures.py
 	@mkdir -p $(dir $@)
 	$(PYTHON) tests/reference/make_fixtures.py --demo $@
 
-# The main job on the embedded default: the CPU backend streaming text from a small RWKV-7 that
-# the repo makes (random weights: the text is fluent-looking nonsense; the pipeline is real).
+# The main job on the embedded default: rwkv-server on the CPU backend with a small RWKV-7 that
+# the repo makes (random weights: the text is fluent-looking nonsense; the pipeline is real),
+# a completion streamed through rwkv-client, a session turn, then a graceful stop.
 demo: build $(DEMO_MODEL)
-	$(BUILD)/tools/rwkv-cli inspect --model $(DEMO_MODEL)
-	$(BUILD)/tools/rwkv-cli generate --model $(DEMO_MODEL) --vocab $(VOCAB) \
-	  --prompt "User: Tell me about RWKV."$$'\n\n'"Assistant:" --max-tokens 80 --seed 42
+	@scripts/demo.sh $(BUILD) $(DEMO_MODEL) $(VOCAB)
 
 bench: build
 	$(BUILD)/bench/engine_bench --json $(BUILD)/bench/engine_bench.json

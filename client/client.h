@@ -54,7 +54,7 @@ class Client {
   absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& ids, const CallOptions& opts = {});
   absl::StatusOr<v1::ModelInfo> GetModelInfo(const CallOptions& opts = {});
 
-  grpc::Channel* channel() { return channel_.get(); }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   std::shared_ptr<grpc::Channel> channel_;

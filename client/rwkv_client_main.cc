@@ -17,6 +17,7 @@
 #include "client/flags.h"
 #include "client/load.h"
 #include "client/plot.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace rwkv::client {
@@ -34,6 +35,7 @@ commands:
   session  create [--id ID] [--prompt TEXT] | list | get ID | fork ID [--id NEW] | delete ID
            | export ID FILE | import FILE [--id ID]
   info                                          model, backend and limits
+  health   [--service rwkv.v1.Rwkv]             grpc.health.v1 status; exit 0 only when SERVING
   tokenize TEXT | detokenize 1,2,3
   bench    [--concurrency 1,4,16,64] [--requests N | --duration SECONDS] [--prompt-tokens 16]
            [--max-tokens 64] [--temperature 0] [--json FILE] [--plot DIR] [--no-progress]
@@ -172,6 +174,7 @@ absl::Status Generate(Client& c, const Flags& f) {
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "[%s: %d prompt + %d generated tokens, queue %.3f s, first token %.3f s, total %.3f s]\n",
                  v1::FinishReason_Name(final->finish_reason()).c_str() + 14, u.prompt_tokens(), u.generated_tokens(),
                  u.queue_seconds(), u.first_token_seconds(), u.total_seconds());
@@ -291,6 +294,22 @@ absl::Status Info(Client& c, const Flags& f) {
   return absl::OkStatus();
 }
 
+absl::Status Health(Client& c, const Flags& f) {
+  auto stub = grpc::health::v1::Health::NewStub(c.channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(f.Get("service"));
+  grpc::health::v1::HealthCheckResponse resp;
+  const grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (!s.ok()) return Fail("health", FromGrpc(s));
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError("health: not serving");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Bench(Client& c, const Flags& f) {
   absl::StatusOr<v1::ModelInfo> info = c.GetModelInfo(Options(f));
   if (!info.ok()) return Fail("bench", info.status());
@@ -384,6 +403,8 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::string> text = ids.ok() ? client.Detokenize(*ids, Options(*flags)) : ids.status();
     st = text.status();
     if (text.ok()) std::printf("%s\n", text->c_str());
+  } else if (cmd == "health") {
+    st = Health(client, *flags);
   } else if (cmd == "bench") {
     st = Bench(client, *flags);
   } else {

@@ -128,6 +128,7 @@ int Run(int argc, char** argv) {
   ServiceOptions so;
   so.default_deadline = std::chrono::milliseconds(static_cast<int64_t>(cfg.default_deadline * 1000));
   so.stream_buffer = cfg.stream_buffer;
+  so.access_log = cfg.access_log;
   so.limits.max_prompt_tokens = cfg.max_prompt_tokens;
   so.limits.max_tokens = cfg.max_tokens;
   RwkvService service(so, &metrics);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/status.h"
+#include "server/log.h"
 #include "server/status_map.h"
 
 namespace rwkv::server {
@@ -33,6 +34,12 @@ class RwkvService::StreamSink final : public SequenceSink {
              size_t buffer)
       : reactor_(reactor), scheduler_(scheduler), metrics_(metrics), buffer_(buffer) {}
 
+  // Fields of the access log line; empty `request_id` = no line.
+  void SetAccessLog(std::string request_id, std::string session_id) {
+    request_id_ = std::move(request_id);
+    session_id_ = std::move(session_id);
+  }
+
   void OnChunk(ChunkEvent c) override {
     v1::GenerateResponse msg;
     v1::Chunk* out = msg.mutable_chunk();
@@ -54,6 +61,16 @@ class RwkvService::StreamSink final : public SequenceSink {
   }
 
   void OnFinish(FinalEvent f) override {
+    if (!request_id_.empty()) {
+      Log(f.status.ok() ? "info" : "warn", "generate",
+          absl::StrFormat("request_id=%s session=%s code=%s finish=%s prompt_tokens=%d generated_tokens=%d "
+                          "queue_s=%.4f first_token_s=%.4f total_s=%.4f%s",
+                          LogValue(request_id_), LogValue(session_id_.empty() ? "-" : session_id_),
+                          CodeLabel(static_cast<grpc::StatusCode>(f.status.code())),
+                          f.reason == FinishReason::kStop ? "stop" : f.reason == FinishReason::kLength ? "length" : "-",
+                          f.prompt_tokens, f.generated_tokens, f.queue_seconds, f.first_token_seconds, f.total_seconds,
+                          f.status.ok() ? "" : absl::StrCat(" error=", LogValue(std::string(f.status.message())))));
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (f.status.ok()) {
       v1::GenerateResponse msg;
@@ -123,6 +140,7 @@ class RwkvService::StreamSink final : public SequenceSink {
   bool finished_ = false;
   std::optional<grpc::Status> status_;
   std::atomic<bool> cancelled_{false};
+  std::string request_id_, session_id_;
 };
 
 class RwkvService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -279,6 +297,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
                                                                        const v1::GenerateRequest* req) {
   auto* reactor = new GenerateReactor(scheduler_, metrics_, options_.stream_buffer);
   std::shared_ptr<StreamSink> sink = reactor->sink();
+  if (options_.access_log) {
+    static std::atomic<uint64_t> counter{0};
+    sink->SetAccessLog(req->request_id().empty() ? absl::StrFormat("r%d", counter.fetch_add(1) + 1) : req->request_id(),
+                       req->session_id());
+  }
   absl::Status st = Ready(true);
   absl::StatusOr<SequenceRequest> seq = absl::UnavailableError("");
   if (st.ok()) {

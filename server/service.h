@@ -25,6 +25,7 @@ struct ServiceOptions {
   std::chrono::milliseconds default_deadline{0};  // For requests without one; 0 = none.
   int stream_buffer = 16;                          // Responses queued per stream before it pauses.
   size_t export_chunk_bytes = 1 << 20;
+  bool access_log = false;                         // One log line per finished Generate.
 };
 
 class RwkvService final : public v1::Rwkv::CallbackService {

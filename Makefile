@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test sanitize demo bench fixtures clean
+.PHONY: all deps configure build test sanitize demo bench bench-serve fixtures clean
 
 all: build
 
@@ -47,6 +47,10 @@ demo: build $(DEMO_MODEL)
 
 bench: build
 	$(BUILD)/bench/engine_bench --json $(BUILD)/bench/engine_bench.json
+
+# Aggregate tokens/s through gRPC at 1/4/16/64 streams beside the engine-only figure (CPU, 0.1B shape).
+bench-serve: build
+	$(PYTHON) bench/serve_bench.py --build $(BUILD)
 
 # Regenerates the committed test fixtures (needs python3-torch; not part of the build).
 fixtures:

@@ -389,6 +389,8 @@ void Scheduler::Finish(Seq& s, FinalEvent final, TimePoint now) {
       final.session_tokens = s.session->token_count;
     } else {
       sessions_.Abandon(*s.session, now);
+      // A session whose creation failed (deadline, shutdown, engine error) does not exist.
+      if (s.req.kind == SequenceRequest::Kind::kCreateSession) sessions_.Delete(s.session->id).IgnoreError();
     }
     s.session = nullptr;
   }

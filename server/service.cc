@@ -103,11 +103,11 @@ class RwkvService::StreamSink final : public SequenceSink {
       if (!ok) cancelled_ = true;  // The stream broke: the client is gone.
       PumpLocked();
     }
-    scheduler_->Wake();  // The sequence may have been paused on a full buffer.
+    if (scheduler_ != nullptr) scheduler_->Wake();  // The sequence may have been paused on a full buffer.
   }
   void Cancel() {
     cancelled_ = true;
-    scheduler_->Wake();
+    if (scheduler_ != nullptr) scheduler_->Wake();
   }
   void Detach() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -131,7 +131,7 @@ class RwkvService::StreamSink final : public SequenceSink {
 
   mutable std::mutex mu_;
   grpc::ServerWriteReactor<v1::GenerateResponse>* reactor_;  // Null after OnDone.
-  Scheduler* scheduler_;
+  Scheduler* scheduler_;  // Null when the call was refused before the model was attached.
   Metrics* metrics_;
   const size_t buffer_;
   std::deque<v1::GenerateResponse> queue_;

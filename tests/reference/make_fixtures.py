@@ -5,6 +5,7 @@ Usage:
   make_fixtures.py OUT_DIR            all fixtures (needs numpy and torch; run once, output is committed)
   make_fixtures.py --demo FILE        the demo model: World vocabulary size, random weights (numpy only)
   make_fixtures.py --server-fixture FILE   the server tests' model, vocabulary 257 (numpy only)
+  make_fixtures.py --bench-model FILE      the 0.1B-shape serving benchmark model (numpy only)
 
 The checkpoints use the official tensor names (and one the Hugging Face fla-hub names). The .pth
 files are written by torch.save itself, so the loader is tested on exactly what users download.
@@ -220,12 +221,25 @@ def make_server_fixture(path):
                                metadata={"description": "rwkv-serve server test model: random weights"})
 
 
+def make_bench_model(path):
+    """The serving benchmark's model: the RWKV-7 0.1B shape (L12 C768 H12x64 F3072, vocab 65536,
+    LoRA 64/64/32/128, as engine_bench builds in memory), random weights, bf16."""
+    rng = np.random.default_rng(3)
+    t = random_rwkv7(rng, n_layer=12, n_embd=768, head_size=64, ffn=3072, vocab=65536, dw=64, da=64, dv=32, dg=128)
+    tensorio.write_safetensors(path, t, {k: "bf16" for k in t},
+                               metadata={"description": "rwkv-serve benchmark model: random weights"})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?")
     ap.add_argument("--demo")
     ap.add_argument("--server-fixture")
+    ap.add_argument("--bench-model")
     args = ap.parse_args()
+    if args.bench_model:
+        make_bench_model(args.bench_model)
+        return
     if args.server_fixture:
         make_server_fixture(args.server_fixture)
         return

@@ -366,6 +366,20 @@ TEST_F(SchedulerTest, OutOfVocabularyPromptIsRefusedWithoutTouchingTheBatch) {
   EXPECT_THAT(std::string(bad->final().status.message()), HasSubstr("prompt token 1 is 999"));
 }
 
+TEST_F(SchedulerTest, FailedCreationLeavesNoSession) {
+  Make(2);
+  SequenceRequest r;
+  r.kind = SequenceRequest::Kind::kCreateSession;
+  r.session_id = "late";
+  r.prompt = {1, 2, 3, 4};
+  r.deadline = now_ - std::chrono::seconds(1);
+  auto sink = Submit(std::move(r));
+  RunUntilDone({sink});
+  EXPECT_EQ(sink->final().status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(sched_->sessions().Find("late"), nullptr);
+  EXPECT_EQ(backend_->pool().used(), 0);
+}
+
 TEST_F(SchedulerTest, ForkedSessionsContinueIndependently) {
   Make(4);
   CreateSession("a", {5, 6});

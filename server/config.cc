@@ -114,6 +114,8 @@ const std::vector<Flag>& Flags() {
       {"queue-length", "requests waiting for admission before RESOURCE_EXHAUSTED (default 256)",
        Int(&ServerConfig::queue_length, 1, 1 << 20)},
       {"max-sessions", "sessions kept at once (default 1024)", Int(&ServerConfig::max_sessions, 1, 1 << 24)},
+      {"session-memory", "host RAM all sessions' states may take, e.g. 8GiB; bounds --max-sessions (default: no bound)",
+       Bytes(&ServerConfig::session_memory)},
       {"session-ttl", "seconds an idle session is kept; 0 = forever (default 3600)",
        Seconds(&ServerConfig::session_ttl, 1e9)},
       {"max-prompt-tokens", "tokens in one prompt (default 65536)", Int(&ServerConfig::max_prompt_tokens, 1, kMax)},

@@ -28,6 +28,7 @@ struct ServerConfig {
   int step_tokens = 512;       // Token budget of one engine step.
   int queue_length = 256;
   int max_sessions = 1024;
+  int64_t session_memory = 0;  // Host bytes all sessions' states may take; 0 = max_sessions alone.
   double session_ttl = 3600;   // Seconds idle before a session is deleted; 0 = never.
   int max_prompt_tokens = 65536;
   int max_tokens = 4096;

@@ -79,6 +79,15 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, Metrics* metrics) {
   }
   so.queue_length = cfg.queue_length;
   so.sessions.max_sessions = cfg.max_sessions;
+  if (cfg.session_memory > 0) {
+    // Every session may end up on the host tier, so the byte budget bounds the count.
+    const int64_t fit = cfg.session_memory / mc.StateBytes();
+    if (fit < 1) {
+      return absl::InvalidArgumentError(absl::StrFormat("--session-memory %d bytes holds no session state of %d bytes",
+                                                        cfg.session_memory, mc.StateBytes()));
+    }
+    so.sessions.max_sessions = static_cast<int>(std::min<int64_t>(cfg.max_sessions, fit));
+  }
   so.sessions.idle_ttl = std::chrono::seconds(static_cast<int64_t>(cfg.session_ttl));
   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(m, bo);
   if (!backend.ok()) return backend.status();

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #ifdef RWKV_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
 #endif
 
@@ -71,8 +72,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Mod
 #ifdef RWKV_WITH_CUDA
     const int devices = CudaDeviceCount();
     if (devices <= 0) return absl::FailedPreconditionError("backend cuda: no CUDA device is visible");
-    return absl::UnimplementedError(
-        absl::StrCat("backend cuda: ", devices, " device(s) found, but the CUDA backend is not implemented yet"));
+    if (options.device < 0 || options.device >= devices) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device is ", options.device, "; this machine has CUDA devices 0..", devices - 1));
+    }
+    return cuda::CudaBackend::Create(std::move(model), options);
 #else
     return absl::UnimplementedError(
         "backend cuda: this build has no CUDA support (configure with -DRWKV_WITH_CUDA=ON)");

@@ -65,6 +65,10 @@ class Backend {
   // On INVALID_ARGUMENT (bad slot, duplicate slot, empty or out-of-range tokens) no slot changed.
   virtual absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) = 0;
 
+  // OK, or the sticky device error that makes every Forward fail from now on (a GPU in a failed
+  // state). The server turns its health NOT_SERVING on it instead of serving garbage.
+  virtual absl::Status Healthy() const { return absl::OkStatus(); }
+
  protected:
   // Shared argument checks for every backend.
   absl::Status ValidateBatch(std::span<const BatchEntry> batch);
@@ -82,6 +86,7 @@ struct BackendOptions {
   int max_step_tokens = 512;  // Scratch size: tokens per internal step, [1, kMaxStepTokens].
   int threads = 0;            // CPU math threads; 0 = library default.
   int device = 0;             // CUDA device ordinal.
+  std::string dtype = "f16";  // CUDA weight type: f32, f16 or bf16 (the CPU backend runs f32).
 };
 
 // The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,

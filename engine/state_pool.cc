@@ -25,7 +25,10 @@ absl::StatusOr<int> StatePool::Acquire() {
   free_.pop_back();
   in_use_[slot] = true;
   ++used_;
-  DoReset(slot);
+  if (absl::Status s = DoReset(slot); !s.ok()) {
+    Release(slot).IgnoreError();
+    return s;
+  }
   return slot;
 }
 
@@ -47,15 +50,13 @@ absl::Status StatePool::Release(int slot) {
 
 absl::Status StatePool::Reset(int slot) {
   if (absl::Status s = CheckSlot(slot, "reset"); !s.ok()) return s;
-  DoReset(slot);
-  return absl::OkStatus();
+  return DoReset(slot);
 }
 
 absl::Status StatePool::Copy(int src, int dst) {
   if (absl::Status s = CheckSlot(src, "copy source"); !s.ok()) return s;
   if (absl::Status s = CheckSlot(dst, "copy destination"); !s.ok()) return s;
-  if (src != dst) DoCopy(src, dst);
-  return absl::OkStatus();
+  return src == dst ? absl::OkStatus() : DoCopy(src, dst);
 }
 
 absl::Status StatePool::Read(int slot, std::span<float> out) const {
@@ -64,8 +65,7 @@ absl::Status StatePool::Read(int slot, std::span<float> out) const {
     return absl::InvalidArgumentError(
         absl::StrCat("read: buffer holds ", out.size(), " floats, a slot ", slot_floats_));
   }
-  DoRead(slot, out.data());
-  return absl::OkStatus();
+  return DoRead(slot, out.data());
 }
 
 absl::Status StatePool::Write(int slot, std::span<const float> in) {
@@ -74,16 +74,27 @@ absl::Status StatePool::Write(int slot, std::span<const float> in) {
     return absl::InvalidArgumentError(
         absl::StrCat("write: buffer holds ", in.size(), " floats, a slot ", slot_floats_));
   }
-  DoWrite(slot, in.data());
-  return absl::OkStatus();
+  return DoWrite(slot, in.data());
 }
 
 HostStatePool::HostStatePool(int capacity, int64_t slot_floats)
     : StatePool(capacity, slot_floats), data_(static_cast<size_t>(capacity) * slot_floats, 0.0f) {}
 
-void HostStatePool::DoReset(int slot) { std::fill_n(slot_data(slot), slot_floats(), 0.0f); }
-void HostStatePool::DoCopy(int src, int dst) { std::memcpy(slot_data(dst), slot_data(src), slot_bytes()); }
-void HostStatePool::DoRead(int slot, float* out) const { std::memcpy(out, slot_data(slot), slot_bytes()); }
-void HostStatePool::DoWrite(int slot, const float* in) { std::memcpy(slot_data(slot), in, slot_bytes()); }
+absl::Status HostStatePool::DoReset(int slot) {
+  std::fill_n(slot_data(slot), slot_floats(), 0.0f);
+  return absl::OkStatus();
+}
+absl::Status HostStatePool::DoCopy(int src, int dst) {
+  std::memcpy(slot_data(dst), slot_data(src), slot_bytes());
+  return absl::OkStatus();
+}
+absl::Status HostStatePool::DoRead(int slot, float* out) const {
+  std::memcpy(out, slot_data(slot), slot_bytes());
+  return absl::OkStatus();
+}
+absl::Status HostStatePool::DoWrite(int slot, const float* in) {
+  std::memcpy(slot_data(slot), in, slot_bytes());
+  return absl::OkStatus();
+}
 
 }  // namespace rwkv

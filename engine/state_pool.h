@@ -46,11 +46,11 @@ class StatePool {
 
  protected:
   StatePool(int capacity, int64_t slot_floats);
-  // Storage operations; arguments already validated.
-  virtual void DoReset(int slot) = 0;
-  virtual void DoCopy(int src, int dst) = 0;
-  virtual void DoRead(int slot, float* out) const = 0;
-  virtual void DoWrite(int slot, const float* in) = 0;
+  // Storage operations; arguments already validated. Errors come from the device (CUDA).
+  virtual absl::Status DoReset(int slot) = 0;
+  virtual absl::Status DoCopy(int src, int dst) = 0;
+  virtual absl::Status DoRead(int slot, float* out) const = 0;
+  virtual absl::Status DoWrite(int slot, const float* in) = 0;
 
  private:
   absl::Status CheckSlot(int slot, const char* what) const;
@@ -68,10 +68,10 @@ class HostStatePool final : public StatePool {
   const float* slot_data(int slot) const { return data_.data() + slot * slot_floats(); }
 
  private:
-  void DoReset(int slot) override;
-  void DoCopy(int src, int dst) override;
-  void DoRead(int slot, float* out) const override;
-  void DoWrite(int slot, const float* in) override;
+  absl::Status DoReset(int slot) override;
+  absl::Status DoCopy(int src, int dst) override;
+  absl::Status DoRead(int slot, float* out) const override;
+  absl::Status DoWrite(int slot, const float* in) override;
   std::vector<float> data_;
 };
 

@@ -126,7 +126,7 @@ int Run(int argc, char** argv) {
 
   Metrics metrics;
   if (cfg.metrics_port >= 0) {
-    absl::StatusOr<int> port = metrics.Serve(absl::StrCat(cfg.host, ":", cfg.metrics_port));
+    absl::StatusOr<int> port = metrics.Serve(cfg.host, cfg.metrics_port);
     if (!port.ok()) {
       Log("error", "metrics endpoint failed", absl::StrCat("error=", LogValue(port.status().ToString())));
       return 1;

@@ -1,6 +1,5 @@
 #include "server/metrics.h"
 
-#include <exception>
 
 #include "absl/strings/str_cat.h"
 #include "server/status_map.h"
@@ -48,15 +47,9 @@ Metrics::Metrics()
       sessions_device_(sessions_.Add({{"tier", "device"}})),
       sessions_host_(sessions_.Add({{"tier", "host"}})) {}
 
-absl::StatusOr<int> Metrics::Serve(const std::string& address) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("metrics endpoint cannot listen on ", address, ": ", e.what()));
-  }
-  exposer_->RegisterCollectable(registry_);
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports[0];
+absl::StatusOr<int> Metrics::Serve(const std::string& host, int port) {
+  http_ = std::make_unique<MetricsHttpServer>(registry_);
+  return http_->Start(host, port);
 }
 
 void Metrics::RecordRpc(const char* method, grpc::StatusCode code) {

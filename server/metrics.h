@@ -1,6 +1,6 @@
-// Prometheus metrics (names are API: ../docs and DESIGN.md list them). The scheduler reports
-// through SchedulerObserver; RPC handlers record finished calls. The text endpoint is served by
-// prometheus-cpp's pull exposer on its own port.
+// Prometheus metrics (names are API: docs/server.md and DESIGN.md list them). The scheduler
+// reports through SchedulerObserver; RPC handlers record finished calls. The text endpoint is
+// MetricsHttpServer on its own port.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef RWKV_SERVER_METRICS_H_
@@ -12,13 +12,13 @@
 
 #include <grpcpp/support/status.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
+#include "server/metrics_http.h"
 #include "server/scheduler.h"
 
 namespace rwkv::server {
@@ -26,8 +26,8 @@ namespace rwkv::server {
 class Metrics final : public SchedulerObserver {
  public:
   Metrics();
-  // Serves /metrics on `address` ("0.0.0.0:9090"; port 0 picks one). Returns the bound port.
-  absl::StatusOr<int> Serve(const std::string& address);
+  // Serves /metrics on host:port (port 0 picks one). Returns the bound port.
+  absl::StatusOr<int> Serve(const std::string& host, int port);
 
   void RecordRpc(const char* method, grpc::StatusCode code);
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
@@ -40,7 +40,7 @@ class Metrics final : public SchedulerObserver {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Counter& prompt_tokens_;
   prometheus::Counter& generated_tokens_;

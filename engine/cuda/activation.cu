@@ -1,0 +1,47 @@
+#include "engine/cuda/ops.h"
+#include "engine/cuda/type_cast.cuh"
+
+namespace rwkv::cuda {
+namespace {
+
+__device__ __forceinline__ float Apply(float x, Act act) {
+  switch (act) {
+    case Act::kTanh:
+      return tanhf(x);
+    case Act::kSigmoid:
+      return 1.0f / (1.0f + __expf(-x));
+    case Act::kReluSquare: {
+      const float r = fmaxf(x, 0.0f);
+      return r * r;
+    }
+    default:
+      return x;
+  }
+}
+
+template <typename T>
+__global__ void ActivateKernel(const float* in, int64_t n, Act act, T* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = FromFloat<T>(Apply(in[i], act));
+  }
+}
+
+int Blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 65535)); }
+
+}  // namespace
+
+void Activate(const float* in, int64_t n, Act act, void* out, WeightType wt, cudaStream_t s) {
+  if (n == 0) return;
+  DispatchType(wt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    ActivateKernel<T><<<Blocks(n), 256, 0, s>>>(in, n, act, static_cast<T*>(out));
+  });
+}
+
+void ActivateInPlace(float* x, int64_t n, Act act, cudaStream_t s) {
+  if (n == 0) return;
+  ActivateKernel<float><<<Blocks(n), 256, 0, s>>>(x, n, act, x);
+}
+
+}  // namespace rwkv::cuda

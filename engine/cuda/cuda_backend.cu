@@ -1,0 +1,207 @@
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/ops.h"
+#include "engine/status.h"
+
+namespace rwkv::cuda {
+
+absl::StatusOr<WeightType> ParseWeightType(std::string_view name) {
+  if (name == "f32" || name == "fp32") return WeightType::kF32;
+  if (name == "f16" || name == "fp16") return WeightType::kF16;
+  if (name == "bf16") return WeightType::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("weight dtype '%s' is unknown; expected f32, f16 or bf16", std::string(name)));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<const Model> model,
+                                                             const BackendOptions& options) {
+  RWKV_ASSIGN_OR_RETURN(WeightType type, ParseWeightType(options.dtype));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  cudaStream_t stream;
+  RWKV_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  absl::StatusOr<std::unique_ptr<CudaWeights>> w = CudaWeights::Upload(*model, type, stream);
+  if (!w.ok()) {
+    cudaStreamDestroy(stream);
+    return w.status();
+  }
+  absl::StatusOr<std::unique_ptr<CudaBackend>> b = Create(std::move(*w), options, stream);
+  if (!b.ok()) {
+    cudaStreamDestroy(stream);
+    return b.status();
+  }
+  (*b)->own_stream_ = true;
+  return std::unique_ptr<Backend>(std::move(*b));
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr<CudaWeights> weights,
+                                                                 const BackendOptions& options, cudaStream_t stream) {
+  if (weights->config().arch != Architecture::kRwkv7) {
+    return absl::UnimplementedError(
+        absl::StrCat("backend cuda runs rwkv7; this model is ", ArchitectureName(weights->config().arch)));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->weights_ = std::move(weights);
+  b->stream_ = stream;
+  b->max_tokens_ = options.max_step_tokens;
+  RWKV_RETURN_IF_ERROR(b->Allocate(options));
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
+  if (own_stream_) cudaStreamDestroy(stream_);
+}
+
+absl::Status CudaBackend::Allocate(const BackendOptions& options) {
+  const ModelConfig& c = config();
+  const int64_t T = max_tokens_, C = c.n_embd, F = c.ffn_dim, V = c.vocab;
+  const int64_t rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 1});
+  const size_t tb = WeightTypeBytes(weights_->type());
+  RWKV_ASSIGN_OR_RETURN(pool_, CudaStatePool::Create(options.pool_slots, c.StateFloats(), stream_));
+  RWKV_RETURN_IF_ERROR(cublas_.Init(stream_));
+  RWKV_RETURN_IF_ERROR(f32_.Allocate(12 * T * C * 4, "step scratch"));
+  RWKV_RETURN_IF_ERROR(typed_.Allocate(8 * T * C * tb, "step scratch"));
+  RWKV_RETURN_IF_ERROR(lora_f32_.Allocate(T * rank * 4, "step scratch"));
+  RWKV_RETURN_IF_ERROR(lora_typed_.Allocate(T * rank * tb, "step scratch"));
+  RWKV_RETURN_IF_ERROR(ffn_f32_.Allocate(T * F * 4, "step scratch"));
+  RWKV_RETURN_IF_ERROR(ffn_typed_.Allocate(T * F * tb, "step scratch"));
+  RWKV_RETURN_IF_ERROR(logits_.Allocate(T * V * 4, "logits"));
+  float* f = f32_.as<float>();
+  for (float** p : {&x_, &z_, &r_, &k_, &v_, &d_, &alpha_, &g_, &vg_, &y_, &v_first_, &head_in_}) {
+    *p = f;
+    f += T * C;
+  }
+  char* t = typed_.as<char>();
+  for (int i = 0; i < 6; ++i, t += T * C * tb) mix_[i] = t;
+  yt_ = t;
+  head_typed_ = t + T * C * tb;
+  // Tables: tokens + row_piece (rows) + 4 per piece + head rows; pieces and head rows <= rows.
+  const size_t table_ints = 7 * T;
+  RWKV_RETURN_IF_ERROR(tables_.Allocate(table_ints * 4, "step tables"));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_tables_, table_ints * 4));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Check(absl::Status s) {
+  if (!s.ok() && absl::StrContains(s.message(), "[sticky]")) {
+    broken_.Update(absl::FailedPreconditionError(absl::StrCat("the CUDA device is in a failed state: ", s.message())));
+  }
+  return s;
+}
+
+absl::Status CudaBackend::Forward(std::span<const BatchEntry> batch, Logits* out) {
+  RWKV_RETURN_IF_ERROR(broken_);
+  RWKV_RETURN_IF_ERROR(ValidateBatch(batch));
+  out->Prepare(batch, config().vocab);
+  done_.assign(batch.size(), 0);
+  while (plan_.Next(batch, done_, max_tokens_, *out)) {
+    RWKV_RETURN_IF_ERROR(Check(Step(out)));
+    plan_.Advance(&done_);
+  }
+  return Check([&]() -> absl::Status {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }());
+}
+
+absl::Status CudaBackend::Step(Logits* out) {
+  const ModelConfig& c = config();
+  const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
+  // The previous step's upload must be done before the staging buffer is rewritten.
+  RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  plan_.Pack(&packed_);
+  std::copy(packed_.begin(), packed_.end(), pinned_tables_);
+  int32_t* dev = tables_.as<int32_t>();
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, pinned_tables_, packed_.size() * 4, cudaMemcpyHostToDevice, stream_));
+  dt_.tokens = dev;
+  dt_.row_piece = dev + rows;
+  dt_.piece_slot = dev + 2 * rows;
+  dt_.piece_row = dt_.piece_slot + pieces;
+  dt_.piece_count = dt_.piece_row + pieces;
+  dt_.head_rows = dt_.piece_count + pieces;
+
+  Embed(weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
+  for (int l = 0; l < c.n_layer; ++l) {
+    RWKV_RETURN_IF_ERROR(TimeMix(l, rows, pieces));
+    RWKV_RETURN_IF_ERROR(ChannelMix(l, rows, pieces));
+  }
+  if (heads > 0) {
+    LayerNorm(x_, dt_.head_rows, heads, c.n_embd, weights_->ln_out_w(), weights_->ln_out_b(), cpu::kLayerNormEps,
+              head_in_, stream_);
+    Activate(head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
+    RWKV_RETURN_IF_ERROR(Gemm(head_typed_, heads, weights_->head(), logits_.as<float>(), c.vocab, false));
+    // Runs of consecutive destination rows come back in one copy each.
+    for (int i = 0; i < heads;) {
+      int j = i + 1;
+      while (j < heads && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
+      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
+                                                logits_.as<float>() + int64_t{i} * c.vocab,
+                                                int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
+      i = j;
+    }
+  }
+  RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const WeightType wt = weights_->type();
+  const int C = c.n_embd, H = c.n_head, N = c.head_size;
+  const int64_t layer_off = l * (2 * int64_t{C} + int64_t{H} * N * N);
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), layer_off};
+
+  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  MixSet mixes{{w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4], mix_[5]}, 6};
+  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  void *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
+
+  RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xk, rows, w.key, k_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xv, rows, w.value, v_, C, false));
+  // LoRA: down-projection, activation (and the cast back to the GEMM type), up-projection.
+  auto lora = [&](const void* in, const DeviceMatrix& down, const DeviceMatrix& up, Act act, float* dst) {
+    RWKV_RETURN_IF_ERROR(Gemm(in, rows, down, lora_f32_.as<float>(), down.n, false));
+    Activate(lora_f32_.as<float>(), int64_t{rows} * down.n, act, lora_typed_.get(), wt, stream_);
+    return Gemm(lora_typed_.get(), rows, up, dst, C, false);
+  };
+  RWKV_RETURN_IF_ERROR(lora(xw, w.w1, w.w2, Act::kTanh, d_));
+  RWKV_RETURN_IF_ERROR(lora(xa, w.a1, w.a2, Act::kNone, alpha_));
+  RWKV_RETURN_IF_ERROR(lora(xg, w.g1, w.g2, Act::kSigmoid, g_));
+  if (l == 0) {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(v_first_, v_, int64_t{rows} * C * 4, cudaMemcpyDeviceToDevice, stream_));
+  } else {
+    RWKV_RETURN_IF_ERROR(lora(xv, w.v1, w.v2, Act::kNone, vg_));
+  }
+  TimeMixPrep(PrepArgs{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a}, rows, C,
+              N, stream_);
+  const StateView S{pool_->device_data(), pool_->slot_floats(), layer_off + C};
+  Wkv7(S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
+  GroupNormBonusGate(y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, wt, stream_);
+  return Gemm(yt_, rows, w.output, x_, C, true);
+}
+
+absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const int C = c.n_embd;
+  const int64_t layer_off = l * (2 * int64_t{C} + int64_t{c.n_head} * c.head_size * c.head_size);
+  const StateView shift{pool_->device_data(), pool_->slot_floats(),
+                        layer_off + C + int64_t{c.n_head} * c.head_size * c.head_size};
+  LayerNorm(x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
+  MixSet mixes{{w.ffn_x_k}, {mix_[2]}, 1};
+  TokenShiftMix(z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
+  Activate(ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
+           stream_);
+  return Gemm(ffn_typed_.get(), rows, w.ffn_value, x_, C, true);
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,80 @@
+// The CUDA backend for RWKV-7: weights in fp16, bf16 or fp32 on the device, cuBLAS GEMMs with
+// float32 accumulation, our kernels for everything else, float32 state in a device pool that the
+// kernels address in place by slot. Logits come back to the host for the sampler.
+//
+// Thread safety: none; one thread (the scheduler's) owns it, like every backend.
+#ifndef RWKV_ENGINE_CUDA_CUDA_BACKEND_H_
+#define RWKV_ENGINE_CUDA_CUDA_BACKEND_H_
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cuda/cublas_gemm.h"
+#include "engine/cuda/cuda_state_pool.h"
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/ops.h"
+#include "engine/cuda/step_plan.h"
+
+namespace rwkv::cuda {
+
+absl::StatusOr<WeightType> ParseWeightType(std::string_view name);  // "f32", "f16", "bf16"
+
+class CudaBackend final : public Backend {
+ public:
+  // Uploads `model` (kept for its config only) and allocates pool and scratch on options.device.
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(std::shared_ptr<const Model> model,
+                                                         const BackendOptions& options);
+  // Runs weights already on the device (benchmarks). REQUIRES: the current device is theirs.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(std::unique_ptr<CudaWeights> weights,
+                                                             const BackendOptions& options, cudaStream_t stream);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return weights_->config(); }
+  StatePool& pool() override { return *pool_; }
+  int max_step_tokens() const override { return max_tokens_; }
+  absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) override;
+  absl::Status Healthy() const override { return broken_; }
+
+  const CudaWeights& weights() const { return *weights_; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  CudaBackend() = default;
+  absl::Status Allocate(const BackendOptions& options);
+  absl::Status Step(Logits* out);
+  absl::Status TimeMix(int l, int rows, int pieces);
+  absl::Status ChannelMix(int l, int rows, int pieces);
+  absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate) {
+    return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate);
+  }
+  // Marks the backend broken when `s` is a sticky device error.
+  absl::Status Check(absl::Status s);
+
+  std::unique_ptr<CudaWeights> weights_;
+  std::unique_ptr<CudaStatePool> pool_;
+  cudaStream_t stream_ = nullptr;
+  bool own_stream_ = false;
+  Cublas cublas_;
+  int max_tokens_ = 0;
+  absl::Status broken_;  // Sticky error: every later Forward fails with it.
+
+  StepPlan plan_;
+  std::vector<int32_t> packed_;
+  int32_t* pinned_tables_ = nullptr;  // Page-locked staging for the tables' upload.
+  DeviceBuffer tables_;
+  DeviceTables dt_;
+  // Scratch, sized for max_tokens_ rows. float32: x z r k v d alpha g vg y v_first head_in.
+  DeviceBuffer f32_, typed_, lora_f32_, lora_typed_, ffn_f32_, ffn_typed_, logits_;
+  float *x_, *z_, *r_, *k_, *v_, *d_, *alpha_, *g_, *vg_, *y_, *v_first_, *head_in_;
+  void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
+  void *yt_, *head_typed_;
+  std::vector<int> done_;
+};
+
+}  // namespace rwkv::cuda
+
+#endif  // RWKV_ENGINE_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,196 @@
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/ops.h"
+#include "engine/dtype.h"
+#include "engine/status.h"
+
+namespace rwkv::cuda {
+
+// Every tensor: where it goes in the arena, and how to produce its values.
+struct CudaWeights::Plan {
+  struct Tensor {
+    size_t offset = 0;
+    int64_t elements = 0;
+    bool typed = false;                    // In WeightType (matrices, embedding) or float32 (vectors).
+    const float* host = nullptr;           // Upload: float32 source, row-major.
+    const PackedMatrix* packed = nullptr;  // Upload: a packed matrix to unpack.
+    float lo = 0, hi = 0;                  // Random: uniform range.
+    void** dst = nullptr;                  // Where the device pointer goes.
+  };
+  std::vector<Tensor> tensors;
+  size_t size = 0;
+  void Add(Tensor t, WeightType type) {
+    const size_t bytes = t.elements * (t.typed ? WeightTypeBytes(type) : 4);
+    size = (size + 255) / 256 * 256;
+    t.offset = size;
+    size += bytes;
+    tensors.push_back(t);
+  }
+};
+
+namespace {
+
+using Plan = CudaWeights::Plan;  // Only for the builder below.
+
+}  // namespace
+
+absl::Status CudaWeights::Allocate(Plan* plan) {
+  RWKV_RETURN_IF_ERROR(arena_.Allocate(plan->size, "model weights"));
+  char* base = arena_.as<char>();
+  for (Plan::Tensor& t : plan->tensors) *t.dst = base + t.offset;
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Builds the plan for every tensor of an RWKV-7 model with `layers` pointing into `w`.
+// Vector and matrix sources come from `model` (Upload) or are random ranges (model == nullptr).
+void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::vector<CudaLayer>* layers,
+               const void** emb, const float** ln_out_w, const float** ln_out_b, DeviceMatrix* head,
+               CudaWeights::Plan* plan) {
+  const int C = c.n_embd;
+  auto vec = [&](const float** dst, const float* host, float lo, float hi) {
+    Plan::Tensor t;
+    t.elements = C;
+    t.host = host;
+    t.lo = lo;
+    t.hi = hi;
+    t.dst = reinterpret_cast<void**>(const_cast<float**>(dst));
+    plan->Add(t, type);
+  };
+  auto mat = [&](DeviceMatrix* dst, const PackedMatrix* packed, int n, int k) {
+    dst->n = n;
+    dst->k = k;
+    Plan::Tensor t;
+    t.elements = int64_t{n} * k;
+    t.typed = true;
+    t.packed = packed;
+    t.lo = -1.0f / std::sqrt(static_cast<float>(k));
+    t.hi = -t.lo;
+    t.dst = const_cast<void**>(&dst->data);
+    plan->Add(t, type);
+  };
+  {
+    Plan::Tensor t;
+    t.elements = int64_t{c.vocab} * C;
+    t.typed = true;
+    t.host = model ? model->emb() : nullptr;
+    t.lo = -1;
+    t.hi = 1;
+    t.dst = const_cast<void**>(emb);
+    plan->Add(t, type);
+  }
+  vec(ln_out_w, model ? model->ln_out_w() : nullptr, 0.9f, 1.1f);
+  vec(ln_out_b, model ? model->ln_out_b() : nullptr, -0.1f, 0.1f);
+  mat(head, model ? &model->head() : nullptr, c.vocab, C);
+  layers->resize(c.n_layer);
+  for (int l = 0; l < c.n_layer; ++l) {
+    CudaLayer& L = (*layers)[l];
+    const Rwkv7Layer* H = model ? &model->layer(l) : nullptr;
+    auto v = [&](const float** dst, const float* Rwkv7Layer::*src, float lo, float hi) {
+      vec(dst, H ? H->*src : nullptr, lo, hi);
+    };
+    auto m = [&](DeviceMatrix* dst, PackedMatrix Rwkv7Layer::*src, int n, int k) {
+      mat(dst, H ? &(H->*src) : nullptr, n, k);
+    };
+    v(&L.ln1_w, &Rwkv7Layer::ln1_w, 0.9f, 1.1f);
+    v(&L.ln1_b, &Rwkv7Layer::ln1_b, -0.1f, 0.1f);
+    v(&L.ln2_w, &Rwkv7Layer::ln2_w, 0.9f, 1.1f);
+    v(&L.ln2_b, &Rwkv7Layer::ln2_b, -0.1f, 0.1f);
+    v(&L.x_r, &Rwkv7Layer::x_r, 0, 1);
+    v(&L.x_w, &Rwkv7Layer::x_w, 0, 1);
+    v(&L.x_k, &Rwkv7Layer::x_k, 0, 1);
+    v(&L.x_v, &Rwkv7Layer::x_v, 0, 1);
+    v(&L.x_a, &Rwkv7Layer::x_a, 0, 1);
+    v(&L.x_g, &Rwkv7Layer::x_g, 0, 1);
+    v(&L.w0, &Rwkv7Layer::w0, -2, 2);
+    v(&L.a0, &Rwkv7Layer::a0, -1, 1);
+    if (l > 0)
+      v(&L.v0, &Rwkv7Layer::v0, -1, 1);
+    else
+      L.v0 = nullptr;
+    v(&L.k_k, &Rwkv7Layer::k_k, 0.5f, 1.5f);
+    v(&L.k_a, &Rwkv7Layer::k_a, 0, 1);
+    v(&L.r_k, &Rwkv7Layer::r_k, -0.5f, 0.5f);
+    v(&L.ln_x_w, &Rwkv7Layer::ln_x_w, 0.9f, 1.1f);
+    v(&L.ln_x_b, &Rwkv7Layer::ln_x_b, -0.1f, 0.1f);
+    v(&L.ffn_x_k, &Rwkv7Layer::ffn_x_k, 0, 1);
+    m(&L.w1, &Rwkv7Layer::w1, c.lora_decay, C);
+    m(&L.w2, &Rwkv7Layer::w2, C, c.lora_decay);
+    m(&L.a1, &Rwkv7Layer::a1, c.lora_iclr, C);
+    m(&L.a2, &Rwkv7Layer::a2, C, c.lora_iclr);
+    if (l > 0) {
+      m(&L.v1, &Rwkv7Layer::v1, c.lora_value, C);
+      m(&L.v2, &Rwkv7Layer::v2, C, c.lora_value);
+    }
+    m(&L.g1, &Rwkv7Layer::g1, c.lora_gate, C);
+    m(&L.g2, &Rwkv7Layer::g2, C, c.lora_gate);
+    m(&L.receptance, &Rwkv7Layer::receptance, C, C);
+    m(&L.key, &Rwkv7Layer::key, C, C);
+    m(&L.value, &Rwkv7Layer::value, C, C);
+    m(&L.output, &Rwkv7Layer::output, C, C);
+    m(&L.ffn_key, &Rwkv7Layer::ffn_key, c.ffn_dim, C);
+    m(&L.ffn_value, &Rwkv7Layer::ffn_value, C, c.ffn_dim);
+  }
+}
+
+size_t StepBytes(const Plan& plan, WeightType type, int64_t emb_elements) {
+  size_t total = 0;
+  for (const Plan::Tensor& t : plan.tensors) total += t.elements * (t.typed ? WeightTypeBytes(type) : 4);
+  return total - emb_elements * WeightTypeBytes(type);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& model, WeightType type, cudaStream_t s) {
+  std::unique_ptr<CudaWeights> w(new CudaWeights(model.config(), type));
+  Plan plan;
+  BuildPlan(model.config(), &model, type, &w->layers_, &w->emb_, &w->ln_out_w_, &w->ln_out_b_, &w->head_, &plan);
+  RWKV_RETURN_IF_ERROR(w->Allocate(&plan));
+  w->step_bytes_ = StepBytes(plan, type, int64_t{model.config().vocab} * model.config().n_embd);
+  std::vector<float> rows;
+  std::vector<uint16_t> half;
+  for (const Plan::Tensor& t : plan.tensors) {
+    const float* src = t.host;
+    if (t.packed != nullptr) {  // Unpack the CPU panel layout to row-major [n, k].
+      const PackedMatrix& p = *t.packed;
+      rows.resize(static_cast<size_t>(p.n) * p.k);
+      for (int r = 0; r < p.n; ++r) {
+        const float* panel = p.data + int64_t{r / kPanel} * p.k * kPanel + r % kPanel;
+        for (int j = 0; j < p.k; ++j) rows[static_cast<size_t>(r) * p.k + j] = panel[int64_t{j} * kPanel];
+      }
+      src = rows.data();
+    }
+    void* dst = w->arena_.as<char>() + t.offset;
+    if (!t.typed || type == WeightType::kF32) {
+      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, t.elements * 4, cudaMemcpyHostToDevice));
+    } else {
+      half.resize(t.elements);
+      for (int64_t i = 0; i < t.elements; ++i) {
+        half[i] = type == WeightType::kF16 ? FloatToF16(src[i]) : FloatToBf16(src[i]);
+      }
+      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, half.data(), t.elements * 2, cudaMemcpyHostToDevice));
+    }
+  }
+  return w;
+}
+
+absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Random(const ModelConfig& config, WeightType type,
+                                                                 uint64_t seed, cudaStream_t s) {
+  std::unique_ptr<CudaWeights> w(new CudaWeights(config, type));
+  Plan plan;
+  BuildPlan(config, nullptr, type, &w->layers_, &w->emb_, &w->ln_out_w_, &w->ln_out_b_, &w->head_, &plan);
+  RWKV_RETURN_IF_ERROR(w->Allocate(&plan));
+  w->step_bytes_ = StepBytes(plan, type, int64_t{config.vocab} * config.n_embd);
+  uint64_t k = seed;
+  for (const Plan::Tensor& t : plan.tensors) {
+    FillRandom(w->arena_.as<char>() + t.offset, t.typed ? type : WeightType::kF32, t.elements, t.lo, t.hi, ++k, s);
+  }
+  RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  return w;
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,88 @@
+// Launchers of the CUDA backend's kernels, one op per .cu file. Every pointer is device memory;
+// every launch goes on `stream` and returns at once (errors surface at the next synchronising
+// call, which the backend turns into a Status). Rows are tokens of one step, [rows, width]
+// row-major; the state pool is one allocation of `slot_floats` floats per slot, addressed in
+// place through the step tables' slot indices (no gather/scatter).
+#ifndef RWKV_ENGINE_CUDA_OPS_H_
+#define RWKV_ENGINE_CUDA_OPS_H_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/cuda/cuda_util.h"
+
+namespace rwkv::cuda {
+
+// Per-step tables, device copies of StepPlan (engine/cuda/step_plan.h).
+struct DeviceTables {
+  const int32_t* tokens = nullptr;       // [rows]
+  const int32_t* row_piece = nullptr;    // [rows] the piece a row belongs to
+  const int32_t* piece_slot = nullptr;   // [pieces] pool slot
+  const int32_t* piece_row = nullptr;    // [pieces] first row
+  const int32_t* piece_count = nullptr;  // [pieces] rows
+  const int32_t* head_rows = nullptr;    // [head_rows] rows whose logits are wanted, in output order
+};
+
+// Where a layer's state lives inside each slot (spec section 7, the CPU backend's layout):
+// [shift_att C][S: H x N x N, value-major][shift_ffn C].
+struct StateView {
+  float* pool = nullptr;
+  int64_t slot_floats = 0;
+  int64_t offset = 0;  // Float offset of the vector or matrix inside the slot.
+};
+
+enum class Act { kNone, kTanh, kSigmoid, kReluSquare };
+
+// x[r] = float(emb[tokens[r]]).
+void Embed(const void* emb, WeightType t, const int32_t* tokens, int rows, int C, float* x, cudaStream_t s);
+
+// out[i] = LayerNorm(in[rows_index ? rows_index[i] : i]) * w + b over C, biased variance.
+void LayerNorm(const float* in, const int32_t* rows_index, int rows, int C, const float* w, const float* b, float eps,
+               float* out, cudaStream_t s);
+
+// Up to six token-shift mixes: out_m[r] = z[r] + (prev[r] - z[r]) * mix_m, where prev is the
+// previous row of the same piece, or the slot's saved vector for a piece's first row. Outputs are
+// in the GEMM input type.
+struct MixSet {
+  const float* mix[6];
+  void* out[6];
+  int n;
+};
+void TokenShiftMix(const float* z, int rows, int C, DeviceTables t, StateView shift, MixSet mixes, WeightType wt,
+                   cudaStream_t s);
+// The slot keeps each piece's last row of z for the next step.
+void SaveShift(const float* z, int pieces, int C, DeviceTables t, StateView shift, cudaStream_t s);
+
+// out = act(in) converted to the GEMM input type (n elements).
+void Activate(const float* in, int64_t n, Act act, void* out, WeightType wt, cudaStream_t s);
+// In place on float32: x = act(x).
+void ActivateInPlace(float* x, int64_t n, Act act, cudaStream_t s);
+
+// Per row and head (spec 6.2): value residual (layer > 0: v += (v_first - v) * sigmoid(v0 + vg)),
+// decay d = exp(-e^-0.5 * sigmoid(w0 + d)), alpha = sigmoid(a0 + alpha), kk = L2norm(k * k_k)
+// per head, a = -kk, b = kk * alpha, k *= 1 + (alpha - 1) * k_a. `vg` is read and overwritten
+// with b; `alpha` becomes a.
+struct PrepArgs {
+  float *v, *d, *alpha, *k, *vg;
+  const float* v_first;  // Null in layer 0.
+  const float *w0, *a0, *v0, *k_k, *k_a;
+};
+void TimeMixPrep(PrepArgs a, int rows, int C, int N, cudaStream_t s);
+
+// The RWKV-7 recurrence for every piece and head, sequential over a piece's rows:
+// S = S * diag(d) + (S a) b^T + v k^T; y = S r. S is the slot's [N value rows][N key columns].
+void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const float* r, const float* d, const float* k,
+          const float* v, const float* a, const float* b, float* y, cudaStream_t s);
+
+// out = (GroupNorm_N(y) * w + b + (sum_j r k r_k per head) * v) * g, in the GEMM input type.
+void GroupNormBonusGate(const float* y, const float* r, const float* k, const float* v, const float* g,
+                        const float* r_k, const float* w, const float* b, float eps, int rows, int C, int N, void* out,
+                        WeightType wt, cudaStream_t s);
+
+// Fills n elements with deterministic pseudo-random values uniform in [lo, hi) (benchmarks).
+void FillRandom(void* out, WeightType wt, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t s);
+
+}  // namespace rwkv::cuda
+
+#endif  // RWKV_ENGINE_CUDA_OPS_H_

@@ -1,0 +1,38 @@
+// Host-side planning of one CUDA engine step: which tokens of which batch entries go in, and the
+// index tables the kernels read (uploaded in one copy). Plain C++, built and unit-tested without
+// a GPU.
+#ifndef RWKV_ENGINE_CUDA_STEP_PLAN_H_
+#define RWKV_ENGINE_CUDA_STEP_PLAN_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace rwkv::cuda {
+
+struct StepPlan {
+  // Pieces: a run of consecutive tokens of one entry. Rows are the pieces' tokens, in order.
+  std::vector<int32_t> tokens, row_piece;                                             // [rows]
+  std::vector<int32_t> piece_entry, piece_slot, piece_row, piece_count, piece_begin;  // [pieces]
+  std::vector<int32_t> head_rows;  // Rows whose logits are wanted, in output order.
+  std::vector<int32_t> head_dest;  // Their row in Logits (the Logits row index).
+  int rows() const { return static_cast<int>(tokens.size()); }
+  int pieces() const { return static_cast<int>(piece_slot.size()); }
+
+  // Fills the next step from `batch`, where done[e] tokens of entry e are already through:
+  // entries in order, each contributing as many of its remaining tokens as fit in `max_tokens`.
+  // Returns false when nothing is left. `logits` must be Prepare()d for the batch.
+  bool Next(std::span<const BatchEntry> batch, const std::vector<int>& done, int max_tokens, const Logits& logits);
+  // Advances `done` past this step's pieces.
+  void Advance(std::vector<int>* done) const;
+
+  // The tables as one int32 buffer, in the order the device copy is carved:
+  // tokens, row_piece, piece_slot, piece_row, piece_count, head_rows.
+  void Pack(std::vector<int32_t>* out) const;
+};
+
+}  // namespace rwkv::cuda
+
+#endif  // RWKV_ENGINE_CUDA_STEP_PLAN_H_

@@ -1,0 +1,47 @@
+#include "engine/cuda/ops.h"
+#include "engine/cuda/type_cast.cuh"
+
+namespace rwkv::cuda {
+namespace {
+
+template <typename T>
+__global__ void TokenShiftMixKernel(const float* z, int C, DeviceTables t, StateView shift, MixSet m) {
+  const int r = blockIdx.x;
+  const int p = t.row_piece[r];
+  const bool first = r == t.piece_row[p];
+  const float* cur = z + static_cast<int64_t>(r) * C;
+  const float* prev =
+      first ? shift.pool + static_cast<int64_t>(t.piece_slot[p]) * shift.slot_floats + shift.offset : cur - C;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const float c = cur[i], d = prev[i] - c;
+    for (int k = 0; k < m.n; ++k) {
+      static_cast<T*>(m.out[k])[static_cast<int64_t>(r) * C + i] = FromFloat<T>(c + d * m.mix[k][i]);
+    }
+  }
+}
+
+__global__ void SaveShiftKernel(const float* z, int C, DeviceTables t, StateView shift) {
+  const int p = blockIdx.x;
+  const float* last = z + static_cast<int64_t>(t.piece_row[p] + t.piece_count[p] - 1) * C;
+  float* dst = shift.pool + static_cast<int64_t>(t.piece_slot[p]) * shift.slot_floats + shift.offset;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) dst[i] = last[i];
+}
+
+}  // namespace
+
+void TokenShiftMix(const float* z, int rows, int C, DeviceTables t, StateView shift, MixSet mixes, WeightType wt,
+                   cudaStream_t s) {
+  if (rows == 0) return;
+  DispatchType(wt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    TokenShiftMixKernel<T><<<rows, 256, 0, s>>>(z, C, t, shift, mixes);
+  });
+}
+
+void SaveShift(const float* z, int pieces, int C, DeviceTables t, StateView shift, cudaStream_t s) {
+  if (pieces == 0) return;
+  // After every mix of the step has read the old vector (same stream, so ordered after them).
+  SaveShiftKernel<<<pieces, 256, 0, s>>>(z, C, t, shift);
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,70 @@
+#include "engine/cuda/ops.h"
+#include "engine/cuda/type_cast.cuh"
+
+namespace rwkv::cuda {
+namespace {
+
+constexpr int kMaxN = 128;
+
+// One block per (piece, head); thread i owns value row i of S, kept in registers across the
+// piece's tokens, and the per-token vectors are staged in shared memory.
+template <int N>
+__global__ void Wkv7Kernel(StateView S, DeviceTables t, int H, int C, const float* r, const float* d, const float* k,
+                           const float* v, const float* a, const float* b, float* y) {
+  const int p = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+  float* Sh =
+      S.pool + static_cast<int64_t>(t.piece_slot[p]) * S.slot_floats + S.offset + static_cast<int64_t>(h) * N * N;
+  float s[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) s[j] = Sh[i * N + j];
+  __shared__ float rs[N], ds[N], ks[N], as[N], bs[N];
+  const int row0 = t.piece_row[p], count = t.piece_count[p];
+  for (int step = 0; step < count; ++step) {
+    const int64_t o = static_cast<int64_t>(row0 + step) * C + h * N;
+    __syncthreads();
+    rs[i] = r[o + i];
+    ds[i] = d[o + i];
+    ks[i] = k[o + i];
+    as[i] = a[o + i];
+    bs[i] = b[o + i];
+    __syncthreads();
+    float sa = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) sa += s[j] * as[j];
+    const float vi = v[o + i];
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      s[j] = s[j] * ds[j] + sa * bs[j] + vi * ks[j];
+      acc += s[j] * rs[j];
+    }
+    y[o + i] = acc;
+  }
+#pragma unroll
+  for (int j = 0; j < N; ++j) Sh[i * N + j] = s[j];
+}
+
+}  // namespace
+
+void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const float* r, const float* d, const float* k,
+          const float* v, const float* a, const float* b, float* y, cudaStream_t s) {
+  if (pieces == 0) return;
+  const dim3 grid(pieces, H);
+  switch (N) {
+    case 16:
+      Wkv7Kernel<16><<<grid, 16, 0, s>>>(S, t, H, C, r, d, k, v, a, b, y);
+      break;
+    case 32:
+      Wkv7Kernel<32><<<grid, 32, 0, s>>>(S, t, H, C, r, d, k, v, a, b, y);
+      break;
+    case 64:
+      Wkv7Kernel<64><<<grid, 64, 0, s>>>(S, t, H, C, r, d, k, v, a, b, y);
+      break;
+    case 128:
+      Wkv7Kernel<128><<<grid, 128, 0, s>>>(S, t, H, C, r, d, k, v, a, b, y);
+      break;
+  }
+  static_assert(kMaxN == 128);
+}
+
+}  // namespace rwkv::cuda

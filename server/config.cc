@@ -99,6 +99,7 @@ const std::vector<Flag>& Flags() {
       {"vocab", "RWKV World vocabulary file; required", String(&ServerConfig::vocab)},
       {"backend", "cpu or cuda (default cpu)", String(&ServerConfig::backend)},
       {"device", "CUDA device ordinal (default 0)", Int(&ServerConfig::device, 0, 1024)},
+      {"dtype", "CUDA weight type: f16, bf16 or f32 (default f16; the CPU backend runs f32)", String(&ServerConfig::dtype)},
       {"threads", "CPU math threads; 0 = all cores (default 0)", Int(&ServerConfig::threads, 0, 4096)},
       {"host", "gRPC and metrics listen address (default 0.0.0.0)", String(&ServerConfig::host)},
       {"port", "gRPC port; 0 = any free port (default 50051)", Int(&ServerConfig::port, 0, 65535)},
@@ -183,6 +184,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::vector<std::string>& a
   }
   if (c.model.empty()) return absl::InvalidArgumentError("--model is required (or RWKV_MODEL)");
   if (c.vocab.empty()) return absl::InvalidArgumentError("--vocab is required (or RWKV_VOCAB)");
+  if (c.dtype != "f16" && c.dtype != "bf16" && c.dtype != "f32") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype is '", c.dtype, "'; it must be f16, bf16 or f32"));
+  }
   if (c.backend != "cpu" && c.backend != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("--backend is '", c.backend, "'; it must be cpu or cuda"));
   }

@@ -18,6 +18,7 @@ struct ServerConfig {
   std::string vocab;
   std::string backend = "cpu";
   int device = 0;
+  std::string dtype = "f16";   // CUDA weight type.
   int threads = 0;
   std::string host = "0.0.0.0";
   int port = 50051;            // 0 = any free port (logged).

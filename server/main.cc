@@ -3,6 +3,7 @@
 // work gets UNAVAILABLE, running streams get --grace seconds to finish, then the process exits 0.
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -31,6 +32,29 @@ namespace {
 
 constexpr char kServiceName[] = "rwkv.v1.Rwkv";
 
+// Forwards the scheduler's reports to the metrics, and takes the server out of rotation (health
+// NOT_SERVING) when the backend reports a sticky device failure.
+class ServerObserver final : public SchedulerObserver {
+ public:
+  explicit ServerObserver(Metrics* m) : m_(m) {}
+  void SetHealth(grpc::HealthCheckServiceInterface* h) { health_ = h; }
+  void OnAdmit(double q, int p) override { m_->OnAdmit(q, p); }
+  void OnToken(bool first, double s) override { m_->OnToken(first, s); }
+  void OnStep(int seqs, int tokens, double s) override { m_->OnStep(seqs, tokens, s); }
+  void OnFinish(const FinalEvent& f) override { m_->OnFinish(f); }
+  void OnOccupancy(const Occupancy& o) override { m_->OnOccupancy(o); }
+  void OnBackendBroken(const absl::Status& why) override {
+    if (broken_.exchange(true)) return;
+    Log("error", "backend failed; health NOT_SERVING", absl::StrCat("error=", LogValue(why.ToString())));
+    if (health_ != nullptr) health_->SetServingStatus(false);
+  }
+
+ private:
+  Metrics* m_;
+  grpc::HealthCheckServiceInterface* health_ = nullptr;
+  std::atomic<bool> broken_{false};
+};
+
 struct Engine {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Scheduler> scheduler;
@@ -38,7 +62,7 @@ struct Engine {
   std::string backend;
 };
 
-absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, Metrics* metrics) {
+absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* observer) {
   Engine e;
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(cfg.vocab);
   if (!tok.ok()) return tok.status();
@@ -57,6 +81,7 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, Metrics* metrics) {
   BackendOptions bo;
   bo.kind = cfg.backend;
   bo.device = cfg.device;
+  bo.dtype = cfg.dtype;
   bo.threads = cfg.threads;
   bo.max_step_tokens = cfg.step_tokens;
   bo.pool_slots = cfg.state_slots > 0 ? cfg.state_slots : StatePool::SlotsForBudget(cfg.state_memory, mc.StateBytes());
@@ -92,7 +117,7 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, Metrics* metrics) {
   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(m, bo);
   if (!backend.ok()) return backend.status();
   e.backend = std::string((*backend)->name());
-  e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, metrics);
+  e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, observer);
   Log("info", "model loaded",
       absl::StrFormat("model=%s arch=%s config=%s fingerprint=%s backend=%s state_bytes=%d slots=%d max_running=%d "
                       "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
@@ -125,6 +150,7 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Metrics metrics;
+  ServerObserver observer(&metrics);
   if (cfg.metrics_port >= 0) {
     absl::StatusOr<int> port = metrics.Serve(cfg.host, cfg.metrics_port);
     if (!port.ok()) {
@@ -155,11 +181,12 @@ int Run(int argc, char** argv) {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);  // Loading.
+  observer.SetHealth(health);
   Log("info", "grpc listening", absl::StrFormat("address=%s:%d", cfg.host, port));
 
   absl::StatusOr<Engine> engine = [&]() -> absl::StatusOr<Engine> {
     const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<Engine> e = LoadEngine(cfg, &metrics);
+    absl::StatusOr<Engine> e = LoadEngine(cfg, &observer);
     if (e.ok()) {
       Log("info", "ready", absl::StrFormat("load_seconds=%.3f",
                                            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));

@@ -312,6 +312,7 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
   if (observer_) observer_->OnStep(static_cast<int>(work.size()), tokens, Seconds(t0, t1));
   now = clock_();
   if (!st.ok()) {
+    if (const absl::Status health = backend_->Healthy(); !health.ok() && observer_) observer_->OnBackendBroken(health);
     const absl::Status failed(st.code(), absl::StrCat("engine step failed: ", st.message()));
     for (const auto& [s, n] : work) Finish(*s, Failed(failed), now);
     return;

@@ -50,6 +50,8 @@ class SchedulerObserver {
   virtual void OnStep(int sequences, int tokens, double seconds) {}
   virtual void OnFinish(const FinalEvent& final) {}
   virtual void OnOccupancy(const Occupancy& o) {}
+  // The backend reports a sticky failure (Backend::Healthy): every later step will fail.
+  virtual void OnBackendBroken(const absl::Status& why) {}
 };
 
 struct SchedulerOptions {

@@ -40,7 +40,7 @@ commands:
              [--temperature 1.0] [--top-p 0.85] [--top-k 0] [--min-p 0]
              [--presence-penalty 0.2] [--frequency-penalty 0.2] [--penalty-decay 0.996]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
-common:      [--backend cpu] [--threads N]
+common:      [--backend cpu|cuda] [--threads N] [--device 0] [--dtype f16|bf16|f32 (cuda weights)]
 )";
 
 using Flags = std::map<std::string, std::string>;
@@ -103,6 +103,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared
   BackendOptions o;
   if (auto it = f.find("backend"); it != f.end()) o.kind = it->second;
   RWKV_ASSIGN_OR_RETURN(o.threads, Number<int>(f, "threads", 0));
+  RWKV_ASSIGN_OR_RETURN(o.device, Number<int>(f, "device", 0));
+  if (auto it = f.find("dtype"); it != f.end()) o.dtype = it->second;
   o.pool_slots = 1;
   o.max_step_tokens = max_step_tokens;
   return CreateBackend(std::move(model), o);

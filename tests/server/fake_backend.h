@@ -53,6 +53,7 @@ class FakeBackend final : public Backend {
 
   absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) override {
     if (absl::Status st = ValidateBatch(batch); !st.ok()) return st;
+    if (!broken.ok()) return broken;
     if (fail_next) {
       fail_next = false;
       return absl::InternalError("injected device failure");
@@ -71,8 +72,11 @@ class FakeBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status Healthy() const override { return broken; }
+
   std::vector<std::vector<int>> steps;  // Tokens per entry of every successful call.
   bool fail_next = false;
+  absl::Status broken;  // A sticky failure: every Forward fails with it.
 
  private:
   static void Feed(float* s, int32_t t) { FakeModel::Feed(s, t); }

@@ -341,6 +341,28 @@ TEST_F(SchedulerTest, EngineFailureFailsTheStepsSequencesAndKeepsSessions) {
   EXPECT_EQ(backend_->pool().used(), 1);
 }
 
+TEST_F(SchedulerTest, StickyBackendFailureIsReportedToTheObserver) {
+  struct Watch : SchedulerObserver {
+    void OnBackendBroken(const absl::Status& why) override { reports.push_back(why); }
+    std::vector<absl::Status> reports;
+  } watch;
+  auto backend = std::make_unique<FakeBackend>(2);
+  FakeBackend* fake = backend.get();
+  tokenizer_ = *Tokenizer::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/byte-vocab.txt");
+  sched_ = std::make_unique<Scheduler>(std::move(backend), tokenizer_.get(), SchedulerOptions{}, &watch,
+                                       [this] { return now_; });
+  auto ok = Submit(Greedy({1}, 2));
+  RunUntilDone({ok});
+  EXPECT_TRUE(watch.reports.empty()) << "no report while healthy";
+  fake->broken = absl::FailedPreconditionError("device lost");
+  auto failed = Submit(Greedy({1}, 2));
+  RunUntilDone({failed});
+  EXPECT_EQ(failed->final().status.code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(watch.reports.size(), 1u);
+  EXPECT_EQ(watch.reports[0].message(), "device lost");
+  sched_.reset();  // Before `watch` goes.
+}
+
 TEST_F(SchedulerTest, DrainRefusesNewWorkAndAbortFinishesTheRest) {
   Make(2);
   auto running = Submit(Greedy({1}, 1000));

@@ -1,0 +1,231 @@
+// The CUDA backend against the CPU backend (the oracle), op by op and for the whole model. Every
+// test skips itself when no CUDA device is visible.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <random>
+
+#include "engine/backend.h"
+#include "engine/cpu/kernels.h"
+#include "engine/cuda/cuda_device.h"
+#include "engine/cuda/cuda_util.h"
+#include "engine/cuda/ops.h"
+#include "engine/model.h"
+#include "gtest/gtest.h"
+#include "tests/engine/test_util.h"
+
+namespace rwkv {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device visible"
+
+double RelL2(std::span<const float> got, std::span<const float> want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (double{got[i]} - want[i]) * (double{got[i]} - want[i]);
+    den += double{want[i]} * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// Device copies of host vectors, freed at the end of the test.
+class Dev {
+ public:
+  ~Dev() {
+    for (void* p : ptrs_) cudaFree(p);
+  }
+  float* Put(const std::vector<float>& v) {
+    float* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, v.size() * 4 + 4), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ptrs_.push_back(p);
+    return p;
+  }
+  int32_t* PutInts(const std::vector<int32_t>& v) {
+    int32_t* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, v.size() * 4 + 4), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ptrs_.push_back(p);
+    return p;
+  }
+  static std::vector<float> Get(const float* p, size_t n) {
+    std::vector<float> v(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+
+ private:
+  std::vector<void*> ptrs_;
+};
+
+std::vector<float> Random(size_t n, float lo, float hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+TEST(CudaOps, LayerNormMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 7, C = 768;
+  const auto x = Random(rows * C, -3, 3, 1), w = Random(C, 0.5f, 1.5f, 2), b = Random(C, -1, 1, 3);
+  std::vector<float> want(rows * C);
+  cpu::LayerNormRows(x.data(), rows, C, w.data(), b.data(), want.data());
+  Dev d;
+  float* out = d.Put(std::vector<float>(rows * C));
+  cuda::LayerNorm(d.Put(x), nullptr, rows, C, d.Put(w), d.Put(b), cpu::kLayerNormEps, out, nullptr);
+  // Float sums in another order than the CPU's double accumulators: a few ulps of the output.
+  EXPECT_LT(RelL2(Dev::Get(out, rows * C), want), 1e-6);
+}
+
+TEST(CudaOps, Wkv7MatchesCpuOverAChunk) {
+  SKIP_WITHOUT_GPU();
+  const int H = 2, N = 64, C = H * N, T = 5;
+  auto r = Random(T * C, -1, 1, 4), dd = Random(T * C, 0.5f, 1, 5), k = Random(T * C, -1, 1, 6),
+       v = Random(T * C, -1, 1, 7), a = Random(T * C, -0.2f, 0.2f, 8), bb = Random(T * C, -0.2f, 0.2f, 9);
+  std::vector<float> S0 = Random(H * N * N, -0.5f, 0.5f, 10), S = S0, want(T * C);
+  for (int h = 0; h < H; ++h) {
+    cpu::Wkv7Head(S.data() + h * N * N, N, T, C, r.data() + h * N, dd.data() + h * N, k.data() + h * N,
+                  v.data() + h * N, a.data() + h * N, bb.data() + h * N, want.data() + h * N);
+  }
+  Dev d;
+  float* pool = d.Put(S0);
+  float* y = d.Put(std::vector<float>(T * C));
+  cuda::DeviceTables t;
+  t.piece_slot = d.PutInts({0});
+  t.piece_row = d.PutInts({0});
+  t.piece_count = d.PutInts({T});
+  cuda::Wkv7({pool, H * N * N, 0}, t, 1, H, N, C, d.Put(r), d.Put(dd), d.Put(k), d.Put(v), d.Put(a), d.Put(bb), y,
+             nullptr);
+  // Same operation order per element as the CPU loop; fused multiply-adds differ: 1e-5.
+  EXPECT_LT(RelL2(Dev::Get(y, T * C), want), 1e-5);
+  EXPECT_LT(RelL2(Dev::Get(pool, H * N * N), S), 1e-5);
+}
+
+TEST(CudaOps, GroupNormBonusGateMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, H = 4, N = 16, C = H * N;
+  auto y = Random(rows * C, -2, 2, 11), r = Random(rows * C, -1, 1, 12), k = Random(rows * C, -1, 1, 13),
+       v = Random(rows * C, -1, 1, 14), g = Random(rows * C, 0, 1, 15), r_k = Random(C, -1, 1, 16),
+       w = Random(C, 0.5f, 1.5f, 17), b = Random(C, -0.5f, 0.5f, 18);
+  std::vector<float> want = y;
+  cpu::GroupNormRows(want.data(), rows, C, N, w.data(), b.data());
+  for (int row = 0; row < rows; ++row) {
+    for (int h = 0; h < H; ++h) {
+      float bonus = 0;
+      for (int j = 0; j < N; ++j) bonus += r[row * C + h * N + j] * k[row * C + h * N + j] * r_k[h * N + j];
+      for (int j = 0; j < N; ++j) {
+        const int o = row * C + h * N + j;
+        want[o] = (want[o] + bonus * v[o]) * g[o];
+      }
+    }
+  }
+  Dev d;
+  float* out = d.Put(std::vector<float>(rows * C));
+  cuda::GroupNormBonusGate(d.Put(y), d.Put(r), d.Put(k), d.Put(v), d.Put(g), d.Put(r_k), d.Put(w), d.Put(b),
+                           cpu::kGroupNormEps, rows, C, N, out, cuda::WeightType::kF32, nullptr);
+  EXPECT_LT(RelL2(Dev::Get(out, rows * C), want), 1e-5);  // Float reductions in another order.
+}
+
+struct ModelCase {
+  const char* dtype;
+  double tol;  // Relative L2 of the logits against the CPU backend.
+};
+
+class CudaModel : public ::testing::TestWithParam<ModelCase> {};
+
+// Logits of every position of the manifest's tokens, fed in `chunk`-token calls.
+std::vector<float> AllLogits(Backend& b, const std::vector<int32_t>& tokens, int chunk) {
+  const int slot = *b.pool().Acquire();
+  std::vector<float> out;
+  Logits logits;
+  for (size_t i = 0; i < tokens.size(); i += chunk) {
+    const size_t n = std::min<size_t>(chunk, tokens.size() - i);
+    BatchEntry e{slot, std::span<const int32_t>(tokens).subspan(i, n), true};
+    EXPECT_TRUE(b.Forward({&e, 1}, &logits).ok());
+    for (int r = 0; r < logits.rows(0); ++r) out.insert(out.end(), logits.Row(0, r).begin(), logits.Row(0, r).end());
+  }
+  EXPECT_TRUE(b.pool().Release(slot).ok());
+  return out;
+}
+
+TEST_P(CudaModel, LogitsMatchTheCpuBackendAtEveryPosition) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  BackendOptions cpu_opts;
+  cpu_opts.pool_slots = 2;
+  BackendOptions gpu_opts = cpu_opts;
+  gpu_opts.kind = "cuda";
+  gpu_opts.dtype = GetParam().dtype;
+  auto cpu = *CreateBackend(model, cpu_opts);
+  absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateBackend(model, gpu_opts);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const std::vector<int32_t> tokens = testing::ManifestTokens();
+  const std::vector<float> want = AllLogits(*cpu, tokens, static_cast<int>(tokens.size()));
+  for (int chunk : {1, 3, static_cast<int>(tokens.size())}) {
+    const std::vector<float> got = AllLogits(**gpu, tokens, chunk);
+    // Tolerances from the issue: fp32 weights 1e-4 (GEMM summation order), fp16/bf16 1e-2
+    // (weights and GEMM inputs rounded to 11 or 8 significant bits).
+    EXPECT_LT(RelL2(got, want), GetParam().tol) << GetParam().dtype << " chunk " << chunk;
+  }
+  EXPECT_TRUE((*gpu)->Healthy().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaModel,
+                         ::testing::Values(ModelCase{"f32", 1e-4}, ModelCase{"f16", 1e-2}, ModelCase{"bf16", 1e-2}),
+                         [](const auto& info) { return std::string(info.param.dtype); });
+
+TEST(CudaModelGreedy, SixtyFourGreedyTokensEqualTheCpuBackendInFp32) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  BackendOptions o;
+  o.pool_slots = 4;
+  auto cpu = *CreateBackend(model, o);
+  o.kind = "cuda";
+  o.dtype = "f32";
+  auto gpu = *CreateBackend(model, o);
+  auto greedy = [](Backend& b) {
+    // Two sequences in one batch, so that batching is exercised too.
+    const int s0 = *b.pool().Acquire(), s1 = *b.pool().Acquire();
+    std::vector<int32_t> t0 = {1, 2, 3}, t1 = {7};
+    std::vector<int32_t> out;
+    Logits logits;
+    for (int step = 0; step < 64; ++step) {
+      const BatchEntry batch[] = {{s0, t0, false}, {s1, t1, false}};
+      EXPECT_TRUE(b.Forward(batch, &logits).ok());
+      for (int e = 0; e < 2; ++e) {
+        const auto row = logits.Last(e);
+        const int32_t best = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+        out.push_back(best);
+        (e == 0 ? t0 : t1) = {best};
+      }
+    }
+    return out;
+  };
+  EXPECT_EQ(greedy(*gpu), greedy(*cpu));
+}
+
+TEST(CudaPool, CopyReadWriteRoundTrip) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  BackendOptions o;
+  o.kind = "cuda";
+  o.pool_slots = 3;
+  auto gpu = *CreateBackend(model, o);
+  StatePool& pool = gpu->pool();
+  const int a = *pool.Acquire(), b = *pool.Acquire();
+  std::vector<float> in = Random(pool.slot_floats(), -1, 1, 21), out(pool.slot_floats());
+  ASSERT_TRUE(pool.Write(a, in).ok());
+  ASSERT_TRUE(pool.Copy(a, b).ok());
+  ASSERT_TRUE(pool.Read(b, out).ok());
+  EXPECT_EQ(in, out);
+  ASSERT_TRUE(pool.Reset(b).ok());
+  ASSERT_TRUE(pool.Read(b, out).ok());
+  EXPECT_EQ(out, std::vector<float>(pool.slot_floats(), 0.0f));
+}
+
+}  // namespace
+}  // namespace rwkv

@@ -137,6 +137,12 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
   }
 }
 
+int64_t Parameters(const Plan& plan) {
+  int64_t n = 0;
+  for (const Plan::Tensor& t : plan.tensors) n += t.elements;
+  return n;
+}
+
 size_t StepBytes(const Plan& plan, WeightType type, int64_t emb_elements) {
   size_t total = 0;
   for (const Plan::Tensor& t : plan.tensors) total += t.elements * (t.typed ? WeightTypeBytes(type) : 4);
@@ -151,6 +157,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
   BuildPlan(model.config(), &model, type, &w->layers_, &w->emb_, &w->ln_out_w_, &w->ln_out_b_, &w->head_, &plan);
   RWKV_RETURN_IF_ERROR(w->Allocate(&plan));
   w->step_bytes_ = StepBytes(plan, type, int64_t{model.config().vocab} * model.config().n_embd);
+  w->parameters_ = Parameters(plan);
   std::vector<float> rows;
   std::vector<uint16_t> half;
   for (const Plan::Tensor& t : plan.tensors) {
@@ -185,6 +192,8 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Random(const ModelConf
   BuildPlan(config, nullptr, type, &w->layers_, &w->emb_, &w->ln_out_w_, &w->ln_out_b_, &w->head_, &plan);
   RWKV_RETURN_IF_ERROR(w->Allocate(&plan));
   w->step_bytes_ = StepBytes(plan, type, int64_t{config.vocab} * config.n_embd);
+  w->parameters_ = Parameters(plan);
+  w->config_.parameter_count = w->parameters_;
   uint64_t k = seed;
   for (const Plan::Tensor& t : plan.tensors) {
     FillRandom(w->arena_.as<char>() + t.offset, t.typed ? type : WeightType::kF32, t.elements, t.lo, t.hi, ++k, s);

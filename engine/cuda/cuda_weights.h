@@ -44,6 +44,7 @@ class CudaWeights {
   size_t bytes() const { return arena_.bytes(); }
   // Bytes a decode step reads: every matrix and vector, not the embedding table.
   size_t step_bytes() const { return step_bytes_; }
+  int64_t parameters() const { return parameters_; }
 
   struct Plan;  // The layout of every tensor in the arena (cuda_weights.cu).
 
@@ -59,6 +60,7 @@ class CudaWeights {
   DeviceMatrix head_;
   std::vector<CudaLayer> layers_;
   size_t step_bytes_ = 0;
+  int64_t parameters_ = 0;
 };
 
 }  // namespace rwkv::cuda

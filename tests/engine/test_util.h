@@ -18,7 +18,12 @@
 
 namespace rwkv::testing {
 
-inline std::string SourcePath(const std::string& rel) { return std::string(RWKV_SOURCE_DIR) + "/" + rel; }
+// The source tree: RWKV_SOURCE_DIR from the environment when set (binaries carried to another
+// machine), else the tree the test was built from.
+inline std::string SourcePath(const std::string& rel) {
+  const char* env = std::getenv("RWKV_SOURCE_DIR");
+  return std::string(env != nullptr && *env != '\0' ? env : RWKV_SOURCE_DIR) + "/" + rel;
+}
 inline std::string Fixture(const std::string& name) { return SourcePath("tests/fixtures/" + name); }
 inline std::string VocabPath() { return SourcePath("engine/vocab/rwkv_vocab_v20230424.txt"); }
 

@@ -1,0 +1,259 @@
+// Engine-only throughput of the CUDA backend on random RWKV-7 models of the released shapes, made
+// on the device (nothing crosses PCIe but token ids and logits): decode steps at batch 1 ... 1024
+// as memory allows, prefill of 1 x 1024 and 32 x 32 tokens, and the device's measured limits in
+// the same run (a device-to-device copy for bandwidth, a large GEMM for the FLOP rate).
+//
+//   cuda_bench [--shapes 0.1b,1.5b,7.2b] [--batches 1,8,32,128,256,512,1024] [--dtype f16]
+//              [--seconds 2] [--device 0] [--json FILE]
+//
+// A decode step here is what the server runs per token: the whole model over the batch and the
+// logits of every sequence copied to the host. Table on stdout, JSON to --json. Medians.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/cuda/cublas_gemm.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.h"
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/ops.h"
+#include "nlohmann/json.hpp"
+
+namespace rwkv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+ModelConfig Shape(const std::string& name) {
+  ModelConfig c;
+  c.arch = Architecture::kRwkv7;
+  c.vocab = 65536;
+  c.head_size = 64;
+  if (name == "0.1b") {
+    c.n_layer = 12, c.n_embd = 768;
+    c.lora_decay = c.lora_iclr = 64, c.lora_value = 32, c.lora_gate = 128;
+  } else if (name == "1.5b") {
+    c.n_layer = 24, c.n_embd = 2048;
+    c.lora_decay = c.lora_iclr = 96, c.lora_value = 64, c.lora_gate = 256;
+  } else {  // 7.2b
+    c.n_layer = 32, c.n_embd = 4096;
+    c.lora_decay = c.lora_iclr = 128, c.lora_value = 96, c.lora_gate = 480;
+  }
+  c.n_att = c.n_embd;
+  c.n_head = c.n_embd / c.head_size;
+  c.ffn_dim = 4 * c.n_embd;
+  return c;
+}
+
+struct Args {
+  std::vector<std::string> shapes = {"0.1b", "1.5b", "7.2b"};
+  std::vector<int> batches = {1, 8, 32, 128, 256, 512, 1024};
+  std::string dtype = "f16";
+  double seconds = 2;
+  int device = 0;
+  std::string json;
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--shapes") {
+      a.shapes = absl::StrSplit(v, ',');
+    } else if (k == "--batches") {
+      a.batches.clear();
+      for (absl::string_view s : absl::StrSplit(v, ',')) {
+        int b;
+        if (absl::SimpleAtoi(s, &b) && b > 0) a.batches.push_back(b);
+      }
+    } else if (k == "--dtype") {
+      a.dtype = v;
+    } else if (k == "--seconds") {
+      a.seconds = std::stod(v);
+    } else if (k == "--device") {
+      a.device = std::stoi(v);
+    } else if (k == "--json") {
+      a.json = v;
+    } else {
+      std::fprintf(stderr, "cuda_bench: unknown flag %s\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+#define CHECK_OK(expr)                                                                       \
+  do {                                                                                       \
+    const absl::Status s_ = (expr);                                                          \
+    if (!s_.ok()) {                                                                          \
+      std::fprintf(stderr, "cuda_bench: %s: %s\n", #expr, std::string(s_.message()).c_str()); \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+// Device-to-device copy of a 2 GiB buffer: bytes read + written per second.
+double MeasureBandwidth(cudaStream_t s) {
+  const size_t bytes = size_t{1} << 31;
+  cuda::DeviceBuffer a, b;
+  CHECK_OK(a.Allocate(bytes, "bandwidth probe"));
+  CHECK_OK(b.Allocate(bytes, "bandwidth probe"));
+  std::vector<double> t;
+  for (int i = 0; i < 6; ++i) {
+    cudaStreamSynchronize(s);
+    const auto t0 = Clock::now();
+    cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, s);
+    cudaStreamSynchronize(s);
+    if (i > 0) t.push_back(Seconds(t0, Clock::now()));
+  }
+  return 2.0 * bytes / *std::min_element(t.begin(), t.end());
+}
+
+// An 8192^3 GEMM in the weight type with float32 accumulation.
+double MeasureFlops(cuda::WeightType wt, cudaStream_t s) {
+  const int n = 8192;
+  cuda::DeviceBuffer x, w, y;
+  CHECK_OK(x.Allocate(size_t{n} * n * cuda::WeightTypeBytes(wt), "gemm probe"));
+  CHECK_OK(w.Allocate(size_t{n} * n * cuda::WeightTypeBytes(wt), "gemm probe"));
+  CHECK_OK(y.Allocate(size_t{n} * n * 4, "gemm probe"));
+  cuda::FillRandom(x.get(), wt, int64_t{n} * n, -1, 1, 1, s);
+  cuda::FillRandom(w.get(), wt, int64_t{n} * n, -1, 1, 2, s);
+  cuda::Cublas blas;
+  CHECK_OK(blas.Init(s));
+  std::vector<double> t;
+  for (int i = 0; i < 6; ++i) {
+    cudaStreamSynchronize(s);
+    const auto t0 = Clock::now();
+    CHECK_OK(blas.Gemm(x.get(), n, cuda::DeviceMatrix{w.get(), n, n}, wt, y.as<float>(), n, false));
+    cudaStreamSynchronize(s);
+    if (i > 0) t.push_back(Seconds(t0, Clock::now()));
+  }
+  return 2.0 * n * n * double{n} / *std::min_element(t.begin(), t.end());
+}
+
+// Median seconds of Forward over `batch` (after one warm-up call), at most `seconds` of steps.
+double TimeSteps(Backend& b, const std::vector<BatchEntry>& batch, double seconds) {
+  Logits logits;
+  std::vector<double> t;
+  const auto start = Clock::now();
+  for (int i = 0; i < 3 || (Seconds(start, Clock::now()) < seconds && i < 500); ++i) {
+    const auto t0 = Clock::now();
+    CHECK_OK(b.Forward(batch, &logits));
+    if (i > 0) t.push_back(Seconds(t0, Clock::now()));
+  }
+  return Median(t);
+}
+
+int Main(int argc, char** argv) {
+  const Args args = Parse(argc, argv);
+  if (CudaDeviceCount() == 0) {
+    std::fprintf(stderr, "cuda_bench: no CUDA device visible\n");
+    return 1;
+  }
+  absl::StatusOr<cuda::WeightType> wt = cuda::ParseWeightType(args.dtype);
+  CHECK_OK(wt.status());
+  cudaSetDevice(args.device);
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, args.device);
+  cudaStream_t stream;
+  cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  const double bandwidth = MeasureBandwidth(stream);
+  const double flops = MeasureFlops(*wt, stream);
+  std::printf("device %s: measured copy bandwidth %.0f GB/s, %s GEMM %.1f TFLOP/s\n", prop.name, bandwidth / 1e9,
+              args.dtype.c_str(), flops / 1e12);
+
+  nlohmann::json out;
+  out["device"] = prop.name;
+  out["dtype"] = args.dtype;
+  out["bandwidth_gbs"] = bandwidth / 1e9;
+  out["gemm_tflops"] = flops / 1e12;
+  std::printf("\n%-6s %-8s %6s %11s %12s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
+              "of bw", "of flops");
+  for (const std::string& shape : args.shapes) {
+    absl::StatusOr<std::unique_ptr<cuda::CudaWeights>> w = cuda::CudaWeights::Random(Shape(shape), *wt, 7, stream);
+    if (!w.ok()) {
+      std::printf("%-6s skipped: %s\n", shape.c_str(), std::string(w.status().message()).c_str());
+      continue;
+    }
+    const ModelConfig c = (*w)->config();
+    const double step_bytes = static_cast<double>((*w)->step_bytes());
+    // Every weight but the embedding is one multiply-add per token.
+    const double flop_per_token = 2.0 * static_cast<double>((*w)->parameters() - int64_t{c.vocab} * c.n_embd);
+    // As many slots as the largest batch, if they fit beside the weights.
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+    BackendOptions o;
+    o.kind = "cuda";
+    o.device = args.device;
+    o.max_step_tokens = std::max(1024, max_batch);
+    const size_t scratch = size_t{static_cast<size_t>(o.max_step_tokens)} * (c.vocab * 4 + c.n_embd * 100 + c.ffn_dim * 8);
+    const int fit = static_cast<int>((free_b > scratch ? free_b - scratch : 0) * 0.9 / c.StateBytes());
+    o.pool_slots = std::max(1, std::min(std::max(max_batch, 32), fit));
+    absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> be = cuda::CudaBackend::Create(std::move(*w), o, stream);
+    if (!be.ok()) {
+      std::printf("%-6s skipped: %s\n", shape.c_str(), std::string(be.status().message()).c_str());
+      continue;
+    }
+    Backend& b = **be;
+    std::vector<int> slots;
+    for (int i = 0; i < o.pool_slots; ++i) slots.push_back(*b.pool().Acquire());
+    std::vector<int32_t> tokens(2048);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % c.vocab);
+    nlohmann::json rows = nlohmann::json::array();
+    auto report = [&](const char* mode, const std::string& label, int tokens_per_step, double sec, bool decode) {
+      const double tps = tokens_per_step / sec;
+      const double gbs = decode ? step_bytes / sec / 1e9 : 0;
+      std::printf("%-6s %-8s %6s %11.3f %12.1f %9s %8.1f%% %8.1f%%\n", shape.c_str(), mode, label.c_str(), sec * 1e3,
+                  tps, decode ? std::to_string(static_cast<int>(gbs)).c_str() : "-",
+                  decode ? 100 * gbs * 1e9 / bandwidth : 0.0, 100 * tps * flop_per_token / flops);
+      rows.push_back({{"mode", mode}, {"label", label}, {"median_ms", sec * 1e3}, {"tokens_per_s", tps},
+                      {"weight_gbs", gbs}, {"bandwidth_fraction", gbs * 1e9 / bandwidth},
+                      {"flops_fraction", tps * flop_per_token / flops}});
+    };
+    for (int batch : args.batches) {
+      if (batch > o.pool_slots) {
+        std::printf("%-6s %-8s %6d   skipped: %d slots fit\n", shape.c_str(), "decode", batch, o.pool_slots);
+        continue;
+      }
+      std::vector<BatchEntry> entries;
+      for (int i = 0; i < batch; ++i) entries.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
+      report("decode", std::to_string(batch), batch, TimeSteps(b, entries, args.seconds), true);
+    }
+    {
+      std::vector<BatchEntry> one = {{slots[0], std::span<const int32_t>(tokens).subspan(0, 1024), false}};
+      report("prefill", "1x1024", 1024, TimeSteps(b, one, args.seconds), false);
+    }
+    if (o.pool_slots >= 32) {
+      std::vector<BatchEntry> many;
+      for (int i = 0; i < 32; ++i) many.push_back({slots[i], std::span<const int32_t>(tokens).subspan(32 * i, 32), false});
+      report("prefill", "32x32", 1024, TimeSteps(b, many, args.seconds), false);
+    }
+    out["shapes"][shape] = {{"config", c.Describe()},
+                            {"parameters", c.parameter_count},
+                            {"weight_bytes_per_step", step_bytes},
+                            {"state_bytes", c.StateBytes()},
+                            {"slots", o.pool_slots},
+                            {"rows", rows}};
+  }
+  if (!args.json.empty()) std::ofstream(args.json) << out.dump(1) << "\n";
+  cudaStreamDestroy(stream);
+  return 0;
+}
+
+}  // namespace
+}  // namespace rwkv
+
+int main(int argc, char** argv) { return rwkv::Main(argc, argv); }

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "engine/state_pool.h"
 
 namespace rwkv {
@@ -51,6 +52,14 @@ class Logits {
   std::vector<float> data_;
 };
 
+// Sampling of one batch entry on the device (Backend::ForwardSample).
+struct DeviceSample {
+  bool sample = false;                     // Sample this entry's last token in this call.
+  const SamplingParams* params = nullptr;  // REQUIRES: ValidateSamplingParams(*params).ok().
+  bool first = false;                      // The sequence's first sample: its counts start at 0.
+  double uniform = 0;                      // The draw for this step, in [0, 1).
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -64,6 +73,18 @@ class Backend {
   // Advances each entry's slot over its tokens, in order, and writes the logits into `out`.
   // On INVALID_ARGUMENT (bad slot, duplicate slot, empty or out-of-range tokens) no slot changed.
   virtual absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) = 0;
+
+  // Whether ForwardSample runs here. Sampling on the device keeps the logits there: per step only
+  // token ids cross to the host. The sampler's order of operations is engine/sampler.h's; the
+  // penalty counts of each slot live on the device and start at zero on a sequence's first sample.
+  virtual bool samples_on_device() const { return false; }
+  // Forward (no entry may ask for all_logits), then samples each entry marked in `sampling` and
+  // writes its token to tokens[e] (unmarked entries get -1). Unmarked entries' logits go to `out`
+  // as in Forward (for requests that sample on the host, e.g. to report log-probabilities).
+  virtual absl::Status ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
+                                     std::span<int32_t> tokens, Logits* out) {
+    return absl::UnimplementedError("this backend samples on the host");
+  }
 
   // OK, or the sticky device error that makes every Forward fail from now on (a GPU in a failed
   // state). The server turns its health NOT_SERVING on it instead of serving garbage.

@@ -52,6 +52,9 @@ class Sampler {
   int32_t Sample(std::span<const float> logits);
   // Records a token chosen elsewhere (e.g. forced), for the penalties.
   void Observe(int32_t token);
+  // The next draw of this sequence's seeded RNG, in [0, 1): a backend that samples on the device
+  // draws with it, so that a seed means the same stream on every backend.
+  double Uniform();
 
  private:
   // The total order of candidates: more probable first (by work_), lower id on ties.
@@ -59,7 +62,6 @@ class Sampler {
   // Reorders order_[0, n) so that [0, result) is the nucleus for top_p (with ties at the cut-off).
   int64_t NucleusPrefix(int64_t n);
   uint64_t NextRandom();
-  double Uniform();  // [0, 1)
 
   SamplingParams params_;
   int vocab_;

@@ -45,7 +45,8 @@ struct Scheduler::Seq {
   bool decode = false;            // Prefill done; `next` is the token to feed.
   int32_t next = 0;
   int slot = -1;
-  std::optional<Sampler> sampler;
+  std::optional<Sampler> sampler;  // On the host; with device sampling only its RNG is used.
+  bool device_sampling = false;     // The backend samples this sequence's tokens.
   IncrementalDecoder decoder;
   StopMatcher stops;
   int generated = 0;
@@ -255,6 +256,8 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
                     now);
     }
     seq->sampler.emplace(r.sampling, backend_->config().vocab);
+    // Log-probabilities need the logits on the host; everything else samples where they are.
+    seq->device_sampling = backend_->samples_on_device() && !r.want_logprobs;
   }
   waiting_.push_back(std::move(seq));
 }
@@ -298,16 +301,35 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
 
 void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now) {
   batch_.clear();
+  device_.clear();
   int tokens = 0;
+  bool any_device = false;
   for (const auto& [s, n] : work) {
     BatchEntry e;
     e.slot = s->slot;
     e.tokens = s->decode ? std::span<const int32_t>(&s->next, 1) : std::span<const int32_t>(s->feed).subspan(s->fed, n);
     batch_.push_back(e);
     tokens += n;
+    // A token is sampled for this entry when its prompt is through after this call.
+    const bool samples = s->req.kind == SequenceRequest::Kind::kGenerate && (s->decode || s->fed + n == s->feed.size());
+    DeviceSample d;
+    if (samples && s->device_sampling) {
+      d.sample = true;
+      d.params = &s->req.sampling;
+      d.first = s->generated == 0;
+      d.uniform = s->sampler->Uniform();
+      any_device = true;
+    }
+    device_.push_back(d);
   }
   const TimePoint t0 = Clock::now();
-  const absl::Status st = backend_->Forward(batch_, &logits_);
+  absl::Status st;
+  if (any_device) {
+    sampled_.assign(batch_.size(), -1);
+    st = backend_->ForwardSample(batch_, device_, sampled_, &logits_);
+  } else {
+    st = backend_->Forward(batch_, &logits_);
+  }
   const TimePoint t1 = Clock::now();
   if (observer_) observer_->OnStep(static_cast<int>(work.size()), tokens, Seconds(t0, t1));
   now = clock_();
@@ -329,13 +351,17 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
       }
       s->decode = true;
     }
-    OnLogits(*s, logits_.Last(static_cast<int>(e)), now);
+    if (device_[e].sample) {
+      OnToken(*s, sampled_[e], {}, now);
+    } else {
+      const std::span<const float> logits = logits_.Last(static_cast<int>(e));
+      OnToken(*s, s->sampler->Sample(logits), logits, now);
+    }
   }
 }
 
-void Scheduler::OnLogits(Seq& s, std::span<const float> logits, TimePoint now) {
+void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, TimePoint now) {
   const SequenceRequest& r = s.req;
-  const int32_t token = s.sampler->Sample(logits);
   ++s.generated;
   const bool first = s.generated == 1;
   if (first) s.first_token_seconds = Seconds(s.admitted, now);
@@ -344,7 +370,7 @@ void Scheduler::OnLogits(Seq& s, std::span<const float> logits, TimePoint now) {
 
   ChunkEvent chunk;
   if (r.want_token_ids) chunk.token_ids.push_back(token);
-  if (r.want_logprobs) chunk.logprobs.push_back(LogprobsOf(logits, token, r.top_logprobs));
+  if (r.want_logprobs && !logits.empty()) chunk.logprobs.push_back(LogprobsOf(logits, token, r.top_logprobs));
   FinalEvent final;
   const bool stop_token = std::find(r.stop_tokens.begin(), r.stop_tokens.end(), token) != r.stop_tokens.end();
   if (!stop_token) chunk.text = s.stops.Push(s.decoder.Push(token));

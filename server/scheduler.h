@@ -101,7 +101,8 @@ class Scheduler {
   void Reap(TimePoint now);
   void Admit(Seq& seq, TimePoint now);
   void RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now);
-  void OnLogits(Seq& seq, std::span<const float> logits, TimePoint now);
+  // A sampled token: stream it, check stop conditions. `logits` (host path only) feed log-probs.
+  void OnToken(Seq& seq, int32_t token, std::span<const float> logits, TimePoint now);
   void Finish(Seq& seq, FinalEvent final, TimePoint now);
   void Commit(Seq& seq, std::optional<int32_t> pending, TimePoint now);
   void Report();
@@ -132,6 +133,8 @@ class Scheduler {
   TimePoint next_expiry_check_{};
   Logits logits_;
   std::vector<BatchEntry> batch_;
+  std::vector<DeviceSample> device_;
+  std::vector<int32_t> sampled_;
 };
 
 }  // namespace rwkv::server

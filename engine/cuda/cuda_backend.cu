@@ -70,6 +70,9 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_RETURN_IF_ERROR(ffn_f32_.Allocate(T * F * 4, "step scratch"));
   RWKV_RETURN_IF_ERROR(ffn_typed_.Allocate(T * F * tb, "step scratch"));
   RWKV_RETURN_IF_ERROR(logits_.Allocate(T * V * 4, "logits"));
+  RWKV_RETURN_IF_ERROR(counts_.Allocate(int64_t{options.pool_slots} * V * 4, "sampling counts"));
+  RWKV_RETURN_IF_ERROR(jobs_.Allocate(T * sizeof(SampleJob), "sampling jobs"));
+  RWKV_RETURN_IF_ERROR(tokens_.Allocate(std::max<int64_t>(T, options.pool_slots) * 4, "sampled tokens"));
   float* f = f32_.as<float>();
   for (float** p : {&x_, &z_, &r_, &k_, &v_, &d_, &alpha_, &g_, &vg_, &y_, &v_first_, &head_in_}) {
     *p = f;
@@ -93,13 +96,44 @@ absl::Status CudaBackend::Check(absl::Status s) {
   return s;
 }
 
-absl::Status CudaBackend::Forward(std::span<const BatchEntry> batch, Logits* out) {
+absl::Status CudaBackend::Forward(std::span<const BatchEntry> batch, Logits* out) { return Run(batch, out, {}); }
+
+absl::Status CudaBackend::ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
+                                        std::span<int32_t> tokens, Logits* out) {
+  if (sampling.size() != batch.size() || tokens.size() != batch.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("ForwardSample: %d entries, %d samplings, %d token outputs",
+                                                      batch.size(), sampling.size(), tokens.size()));
+  }
+  for (size_t e = 0; e < batch.size(); ++e) {
+    if (batch[e].all_logits) return absl::InvalidArgumentError("ForwardSample: entries may not ask for all_logits");
+    if (sampling[e].sample && sampling[e].params == nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat("ForwardSample: entry %d samples without parameters", e));
+    }
+  }
+  if (batch.size() > tokens_.bytes() / 4) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ForwardSample: %d entries; at most %d", batch.size(), tokens_.bytes() / 4));
+  }
+  RWKV_RETURN_IF_ERROR(Check([&]() -> absl::Status {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(tokens_.get(), 0xff, batch.size() * 4, stream_));  // -1
+    return absl::OkStatus();
+  }()));
+  RWKV_RETURN_IF_ERROR(Run(batch, out, sampling));
+  return Check([&]() -> absl::Status {
+    RWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(tokens.data(), tokens_.get(), batch.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }());
+}
+
+absl::Status CudaBackend::Run(std::span<const BatchEntry> batch, Logits* out, std::span<const DeviceSample> sampling) {
   RWKV_RETURN_IF_ERROR(broken_);
   RWKV_RETURN_IF_ERROR(ValidateBatch(batch));
   out->Prepare(batch, config().vocab);
   done_.assign(batch.size(), 0);
   while (plan_.Next(batch, done_, max_tokens_, *out)) {
-    RWKV_RETURN_IF_ERROR(Check(Step(out)));
+    RWKV_RETURN_IF_ERROR(Check(Step(out, sampling)));
     plan_.Advance(&done_);
   }
   return Check([&]() -> absl::Status {
@@ -108,7 +142,22 @@ absl::Status CudaBackend::Forward(std::span<const BatchEntry> batch, Logits* out
   }());
 }
 
-absl::Status CudaBackend::Step(Logits* out) {
+// Grows `buf` to hold `bytes` (a cudaMalloc only when a step carries more bias or ban entries
+// than any before it).
+absl::Status Reserve(DeviceBuffer& buf, size_t bytes, const char* what) {
+  if (buf.bytes() >= bytes) return absl::OkStatus();
+  return buf.Allocate(std::max(bytes, 2 * buf.bytes()), what);
+}
+
+template <typename T>
+absl::Status Upload(DeviceBuffer& buf, const std::vector<T>& v, cudaStream_t s, const char* what) {
+  if (v.empty()) return absl::OkStatus();
+  RWKV_RETURN_IF_ERROR(Reserve(buf, v.size() * sizeof(T), what));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buf.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampling) {
   const ModelConfig& c = config();
   const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
   // The previous step's upload must be done before the staging buffer is rewritten.
@@ -134,15 +183,41 @@ absl::Status CudaBackend::Step(Logits* out) {
               head_in_, stream_);
     Activate(head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
     RWKV_RETURN_IF_ERROR(Gemm(head_typed_, heads, weights_->head(), logits_.as<float>(), c.vocab, false));
-    // Runs of consecutive destination rows come back in one copy each.
-    for (int i = 0; i < heads;) {
-      int j = i + 1;
-      while (j < heads && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
-      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
-                                                logits_.as<float>() + int64_t{i} * c.vocab,
-                                                int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
-      i = j;
+  }
+  auto on_device = [&](int i) {
+    return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
+  };
+  // Rows sampled elsewhere come back to the host: runs of consecutive destinations in one copy.
+  for (int i = 0; i < heads;) {
+    if (on_device(i)) {
+      ++i;
+      continue;
     }
+    int j = i + 1;
+    while (j < heads && !on_device(j) && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
+                                              logits_.as<float>() + int64_t{i} * c.vocab,
+                                              int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
+    i = j;
+  }
+  // The others are sampled here; only their token ids will cross.
+  sample_jobs_.Clear();
+  for (int i = 0; i < heads; ++i) {
+    if (!on_device(i)) continue;
+    const int piece = plan_.row_piece[plan_.head_rows[i]];
+    const int e = plan_.piece_entry[piece];
+    const DeviceSample& d = sampling[e];
+    sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
+  }
+  if (!sample_jobs_.jobs.empty()) {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // Earlier uploads read these host vectors.
+    RWKV_RETURN_IF_ERROR(Upload(jobs_, sample_jobs_.jobs, stream_, "sampling jobs"));
+    RWKV_RETURN_IF_ERROR(Upload(bias_ids_, sample_jobs_.bias_ids, stream_, "logit bias"));
+    RWKV_RETURN_IF_ERROR(Upload(bias_values_, sample_jobs_.bias_values, stream_, "logit bias"));
+    RWKV_RETURN_IF_ERROR(Upload(ban_ids_, sample_jobs_.ban_ids, stream_, "banned tokens"));
+    SampleRows(jobs_.as<SampleJob>(), static_cast<int>(sample_jobs_.jobs.size()), bias_ids_.as<int32_t>(),
+               bias_values_.as<float>(), ban_ids_.as<int32_t>(), logits_.as<float>(), c.vocab, counts_.as<float>(),
+               tokens_.as<int32_t>(), stream_);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
   return absl::OkStatus();

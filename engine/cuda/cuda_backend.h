@@ -16,6 +16,7 @@
 #include "engine/cuda/cuda_state_pool.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/ops.h"
+#include "engine/cuda/sample_jobs.h"
 #include "engine/cuda/step_plan.h"
 
 namespace rwkv::cuda {
@@ -37,6 +38,9 @@ class CudaBackend final : public Backend {
   StatePool& pool() override { return *pool_; }
   int max_step_tokens() const override { return max_tokens_; }
   absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) override;
+  bool samples_on_device() const override { return true; }
+  absl::Status ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
+                             std::span<int32_t> tokens, Logits* out) override;
   absl::Status Healthy() const override { return broken_; }
 
   const CudaWeights& weights() const { return *weights_; }
@@ -45,7 +49,9 @@ class CudaBackend final : public Backend {
  private:
   CudaBackend() = default;
   absl::Status Allocate(const BackendOptions& options);
-  absl::Status Step(Logits* out);
+  // One internal step of plan_: logits to `out` (host), or, with `sampling`, sampled on the device.
+  absl::Status Step(Logits* out, std::span<const DeviceSample> sampling);
+  absl::Status Run(std::span<const BatchEntry> batch, Logits* out, std::span<const DeviceSample> sampling);
   absl::Status TimeMix(int l, int rows, int pieces);
   absl::Status ChannelMix(int l, int rows, int pieces);
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate) {
@@ -73,6 +79,9 @@ class CudaBackend final : public Backend {
   void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
   void *yt_, *head_typed_;
   std::vector<int> done_;
+  // Device sampling: penalty counts [slots, V], the step's jobs and their lists, the tokens.
+  DeviceBuffer counts_, jobs_, bias_ids_, bias_values_, ban_ids_, tokens_;
+  SampleJobs sample_jobs_;
 };
 
 }  // namespace rwkv::cuda

@@ -80,6 +80,12 @@ void GroupNormBonusGate(const float* y, const float* r, const float* k, const fl
                         const float* r_k, const float* w, const float* b, float eps, int rows, int C, int N, void* out,
                         WeightType wt, cudaStream_t s);
 
+// Samples one token per job from the rows of `logits` (modified in place) with the slots' penalty
+// counts [slots, V] (updated), writing tokens[job.out] (engine/cuda/sample.cu).
+struct SampleJob;
+void SampleRows(const SampleJob* jobs, int n, const int32_t* bias_ids, const float* bias_values, const int32_t* ban_ids,
+                float* logits, int V, float* counts, int32_t* tokens, cudaStream_t s);
+
 // Fills n elements with deterministic pseudo-random values uniform in [lo, hi) (benchmarks).
 void FillRandom(void* out, WeightType wt, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t s);
 

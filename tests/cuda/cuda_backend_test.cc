@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "engine/backend.h"
@@ -206,6 +208,89 @@ TEST(CudaModelGreedy, SixtyFourGreedyTokensEqualTheCpuBackendInFp32) {
     return out;
   };
   EXPECT_EQ(greedy(*gpu), greedy(*cpu));
+}
+
+// Device sampling against the host's view of the same logits.
+class CudaSampling : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device visible";
+    std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+    BackendOptions o;
+    o.kind = "cuda";
+    o.dtype = "f32";
+    o.pool_slots = 4;
+    gpu_ = *CreateBackend(model, o);
+    ASSERT_TRUE(gpu_->samples_on_device());
+  }
+  // Logits of `prompt` (host path) and the token the device samples from the same state.
+  std::pair<std::vector<float>, int32_t> Both(const std::vector<int32_t>& prompt, const SamplingParams& p,
+                                              double u = 0.5) {
+    const int a = *gpu_->pool().Acquire(), b = *gpu_->pool().Acquire();
+    Logits logits;
+    const BatchEntry host[] = {{a, prompt, false}};
+    EXPECT_TRUE(gpu_->Forward(host, &logits).ok());
+    std::vector<float> row(logits.Last(0).begin(), logits.Last(0).end());
+    const BatchEntry dev[] = {{b, prompt, false}};
+    DeviceSample d;
+    d.sample = true;
+    d.params = &p;
+    d.first = true;
+    d.uniform = u;
+    int32_t token = -1;
+    EXPECT_TRUE(gpu_->ForwardSample(dev, {&d, 1}, {&token, 1}, &logits).ok());
+    EXPECT_TRUE(gpu_->pool().Release(a).ok());
+    EXPECT_TRUE(gpu_->pool().Release(b).ok());
+    return {row, token};
+  }
+  std::unique_ptr<Backend> gpu_;
+};
+
+TEST_F(CudaSampling, GreedyAndTopKOneTakeTheArgmax) {
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  auto [row, token] = Both({1, 2, 3}, greedy);
+  const int32_t argmax = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+  EXPECT_EQ(token, argmax);
+  SamplingParams top1;
+  top1.top_k = 1;
+  for (double u : {0.01, 0.5, 0.99}) EXPECT_EQ(Both({1, 2, 3}, top1, u).second, argmax) << u;
+}
+
+TEST_F(CudaSampling, BansAndBiasAreApplied) {
+  SamplingParams p;
+  p.temperature = 0;
+  auto [row, argmax_token] = Both({4, 5}, p);
+  p.banned_tokens = {argmax_token};
+  EXPECT_NE(Both({4, 5}, p).second, argmax_token);
+  p.banned_tokens.clear();
+  p.logit_bias = {{7, 100.0f}};
+  EXPECT_EQ(Both({4, 5}, p).second, 7);
+}
+
+TEST_F(CudaSampling, TopPKeepsTheDrawInsideTheNucleus) {
+  SamplingParams p;
+  p.top_p = 0.3f;
+  auto [row, token] = Both({9}, p, 0.0);
+  // The host's nucleus of the same logits (with float slack at the edge).
+  std::vector<double> prob(row.size());
+  const double mx = *std::max_element(row.begin(), row.end());
+  double z = 0;
+  for (size_t i = 0; i < row.size(); ++i) z += prob[i] = std::exp(row[i] - mx);
+  std::vector<int> order(row.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return prob[a] > prob[b]; });
+  double mass = 0;
+  std::vector<int> nucleus;
+  for (int i : order) {
+    nucleus.push_back(i);
+    mass += prob[i] / z;
+    if (mass >= 0.3 + 1e-4) break;
+  }
+  for (double u : {0.0, 0.3, 0.7, 0.999}) {
+    const int32_t t = Both({9}, p, u).second;
+    EXPECT_NE(std::find(nucleus.begin(), nucleus.end(), t), nucleus.end()) << "u " << u << " token " << t;
+  }
 }
 
 TEST(CudaPool, CopyReadWriteRoundTrip) {

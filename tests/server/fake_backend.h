@@ -6,6 +6,7 @@
 #define RWKV_TESTS_SERVER_FAKE_BACKEND_H_
 
 #include <cstdint>
+#include <algorithm>
 #include <span>
 #include <vector>
 
@@ -74,9 +75,28 @@ class FakeBackend final : public Backend {
 
   absl::Status Healthy() const override { return broken; }
 
+  // Device sampling, emulated: the arg-max of the entry's logits (the fake's logits have one clear
+  // maximum, so every sampling setting picks it). Unmarked entries' logits go to `out`.
+  bool samples_on_device() const override { return device_sampling; }
+  absl::Status ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
+                             std::span<int32_t> tokens, Logits* out) override {
+    if (absl::Status st = Forward(batch, out); !st.ok()) return st;
+    for (size_t e = 0; e < batch.size(); ++e) {
+      tokens[e] = -1;
+      if (!sampling[e].sample) continue;
+      const auto row = out->Last(static_cast<int>(e));
+      tokens[e] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      ++device_samples;
+      if (sampling[e].first) ++first_samples;
+    }
+    return absl::OkStatus();
+  }
+
   std::vector<std::vector<int>> steps;  // Tokens per entry of every successful call.
   bool fail_next = false;
   absl::Status broken;  // A sticky failure: every Forward fails with it.
+  bool device_sampling = false;
+  int device_samples = 0, first_samples = 0;
 
  private:
   static void Feed(float* s, int32_t t) { FakeModel::Feed(s, t); }

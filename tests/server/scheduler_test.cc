@@ -363,6 +363,22 @@ TEST_F(SchedulerTest, StickyBackendFailureIsReportedToTheObserver) {
   sched_.reset();  // Before `watch` goes.
 }
 
+TEST_F(SchedulerTest, DeviceSamplingServesEverySequenceButThoseThatWantLogprobs) {
+  Make(4);
+  backend_->device_sampling = true;
+  auto a = Submit(Greedy({3, 4}, 12));
+  SequenceRequest with_lp = Greedy({5}, 7);
+  with_lp.want_logprobs = true;
+  auto b = Submit(std::move(with_lp));
+  RunUntilDone({a, b});
+  ASSERT_TRUE(a->final().status.ok());
+  ASSERT_TRUE(b->final().status.ok());
+  EXPECT_THAT(a->ids(), ElementsAreArray(FakeModel::Greedy({3, 4}, 12)));
+  EXPECT_THAT(b->ids(), ElementsAreArray(FakeModel::Greedy({5}, 7)));
+  EXPECT_EQ(backend_->device_samples, 12) << "only the sequence without log-probs samples on the device";
+  EXPECT_EQ(backend_->first_samples, 1) << "its counts start at zero once";
+}
+
 TEST_F(SchedulerTest, DrainRefusesNewWorkAndAbortFinishesTheRest) {
   Make(2);
   auto running = Submit(Greedy({1}, 1000));

@@ -1,0 +1,32 @@
+#include "engine/cuda/sample_jobs.h"
+
+namespace rwkv::cuda {
+
+void SampleJobs::Add(int logits_row, int slot, int out, bool first, const SamplingParams& p, double uniform) {
+  SampleJob j;
+  j.logits_row = logits_row;
+  j.slot = slot;
+  j.out = out;
+  j.first = first;
+  j.temperature = p.temperature;
+  j.top_p = p.top_p;
+  j.min_p = p.min_p;
+  j.presence = p.presence_penalty;
+  j.frequency = p.frequency_penalty;
+  j.decay = p.penalty_decay;
+  j.top_k = p.top_k;
+  j.uniform = static_cast<float>(uniform);
+  j.greedy = p.temperature == 0 || p.top_p == 0;  // Sampler's rule 3.
+  j.bias_begin = static_cast<int32_t>(bias_ids.size());
+  for (const auto& [id, v] : p.logit_bias) {
+    bias_ids.push_back(id);
+    bias_values.push_back(v);
+  }
+  j.bias_count = static_cast<int32_t>(bias_ids.size()) - j.bias_begin;
+  j.ban_begin = static_cast<int32_t>(ban_ids.size());
+  ban_ids.insert(ban_ids.end(), p.banned_tokens.begin(), p.banned_tokens.end());
+  j.ban_count = static_cast<int32_t>(ban_ids.size()) - j.ban_begin;
+  jobs.push_back(j);
+}
+
+}  // namespace rwkv::cuda

@@ -6,8 +6,10 @@
 //   cuda_bench [--shapes 0.1b,1.5b,7.2b] [--batches 1,8,32,128,256,512,1024] [--dtype f16]
 //              [--seconds 2] [--device 0] [--json FILE]
 //
-// A decode step here is what the server runs per token: the whole model over the batch and the
-// logits of every sequence copied to the host. Table on stdout, JSON to --json. Medians.
+// A decode step here is what the server runs per token: the whole model over the batch, one token
+// per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph.
+// Prefill rows time Forward over the prompt (the last logits of each to the host). Table on
+// stdout, JSON to --json. Medians.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -143,15 +145,22 @@ double MeasureFlops(cuda::WeightType wt, cudaStream_t s) {
   return 2.0 * n * n * double{n} / *std::min_element(t.begin(), t.end());
 }
 
-// Median seconds of Forward over `batch` (after one warm-up call), at most `seconds` of steps.
-double TimeSteps(Backend& b, const std::vector<BatchEntry>& batch, double seconds) {
+// Median seconds of a step over `batch` (after warm-up calls), at most `seconds` of steps. With
+// `sample`, every entry's token is sampled on the device (top-p 0.85, the chat default), so only
+// ids cross to the host, and decode steps replay as CUDA graphs: what the server runs per token.
+double TimeSteps(Backend& b, const std::vector<BatchEntry>& batch, double seconds, bool sample) {
   Logits logits;
+  SamplingParams p;
+  p.top_p = 0.85f;
+  std::vector<DeviceSample> ds(batch.size());
+  for (DeviceSample& d : ds) d = {true, &p, false, 0.5};
+  std::vector<int32_t> tokens(batch.size());
   std::vector<double> t;
   const auto start = Clock::now();
-  for (int i = 0; i < 3 || (Seconds(start, Clock::now()) < seconds && i < 500); ++i) {
+  for (int i = 0; i < 4 || (Seconds(start, Clock::now()) < seconds && i < 500); ++i) {
     const auto t0 = Clock::now();
-    CHECK_OK(b.Forward(batch, &logits));
-    if (i > 0) t.push_back(Seconds(t0, Clock::now()));
+    CHECK_OK(sample ? b.ForwardSample(batch, ds, tokens, &logits) : b.Forward(batch, &logits));
+    if (i > 2) t.push_back(Seconds(t0, Clock::now()));  // The first calls load kernels and capture graphs.
   }
   return Median(t);
 }
@@ -230,16 +239,16 @@ int Main(int argc, char** argv) {
       }
       std::vector<BatchEntry> entries;
       for (int i = 0; i < batch; ++i) entries.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
-      report("decode", std::to_string(batch), batch, TimeSteps(b, entries, args.seconds), true);
+      report("decode", std::to_string(batch), batch, TimeSteps(b, entries, args.seconds, true), true);
     }
     {
       std::vector<BatchEntry> one = {{slots[0], std::span<const int32_t>(tokens).subspan(0, 1024), false}};
-      report("prefill", "1x1024", 1024, TimeSteps(b, one, args.seconds), false);
+      report("prefill", "1x1024", 1024, TimeSteps(b, one, args.seconds, false), false);
     }
     if (o.pool_slots >= 32) {
       std::vector<BatchEntry> many;
       for (int i = 0; i < 32; ++i) many.push_back({slots[i], std::span<const int32_t>(tokens).subspan(32 * i, 32), false});
-      report("prefill", "32x32", 1024, TimeSteps(b, many, args.seconds), false);
+      report("prefill", "32x32", 1024, TimeSteps(b, many, args.seconds, false), false);
     }
     out["shapes"][shape] = {{"config", c.Describe()},
                             {"parameters", c.parameter_count},

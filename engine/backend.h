@@ -108,6 +108,7 @@ struct BackendOptions {
   int threads = 0;            // CPU math threads; 0 = library default.
   int device = 0;             // CUDA device ordinal.
   std::string dtype = "f16";  // CUDA weight type: f32, f16 or bf16 (the CPU backend runs f32).
+  bool cuda_graphs = true;    // CUDA: replay decode steps as graphs.
 };
 
 // The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,

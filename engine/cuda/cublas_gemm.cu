@@ -34,6 +34,11 @@ absl::Status Cublas::Init(cudaStream_t stream) {
   handle_ = h;
   if (cublasStatus_t s = cublasSetStream(h, stream); s != CUBLAS_STATUS_SUCCESS)
     return CublasError(s, "cublasSetStream");
+  constexpr size_t kWorkspace = 32 << 20;
+  if (absl::Status st = workspace_.Allocate(kWorkspace, "cuBLAS workspace"); !st.ok()) return st;
+  if (cublasStatus_t s = cublasSetWorkspace(h, workspace_.get(), kWorkspace); s != CUBLAS_STATUS_SUCCESS) {
+    return CublasError(s, "cublasSetWorkspace");
+  }
   // float32 GEMMs stay float32 (no TF32): the fp32 parity target is 1e-4 against the CPU.
   if (cublasStatus_t s = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH); s != CUBLAS_STATUS_SUCCESS) {
     return CublasError(s, "cublasSetMathMode");

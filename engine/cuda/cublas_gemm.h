@@ -29,6 +29,7 @@ class Cublas {
 
  private:
   void* handle_ = nullptr;  // cublasHandle_t
+  DeviceBuffer workspace_;  // Set explicitly so that GEMMs can be captured into CUDA graphs.
 };
 
 }  // namespace rwkv::cuda

@@ -52,7 +52,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr
 }
 
 CudaBackend::~CudaBackend() {
+  for (auto& [rows, g] : graphs_) {
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+  }
   if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
+  if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
   if (own_stream_) cudaStreamDestroy(stream_);
 }
 
@@ -86,6 +90,8 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   const size_t table_ints = 7 * T;
   RWKV_RETURN_IF_ERROR(tables_.Allocate(table_ints * 4, "step tables"));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_tables_, table_ints * 4));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_jobs_, T * sizeof(SampleJob)));
+  graphs_enabled_ = options.cuda_graphs;
   return absl::OkStatus();
 }
 
@@ -158,12 +164,61 @@ absl::Status Upload(DeviceBuffer& buf, const std::vector<T>& v, cudaStream_t s, 
 }
 
 absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampling) {
-  const ModelConfig& c = config();
   const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
-  // The previous step's upload must be done before the staging buffer is rewritten.
+  // The staging buffers are rewritten below: whatever still reads them must be done.
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   plan_.Pack(&packed_);
   std::copy(packed_.begin(), packed_.end(), pinned_tables_);
+  auto on_device = [&](int i) {
+    return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
+  };
+  sample_jobs_.Clear();
+  for (int i = 0; i < heads; ++i) {
+    if (!on_device(i)) continue;
+    const int piece = plan_.row_piece[plan_.head_rows[i]];
+    const int e = plan_.piece_entry[piece];
+    const DeviceSample& d = sampling[e];
+    sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
+  }
+  const int jobs = static_cast<int>(sample_jobs_.jobs.size());
+  std::copy(sample_jobs_.jobs.begin(), sample_jobs_.jobs.end(), pinned_jobs_);
+
+  // A decode step whose every sequence samples on the device, without bias or bans, has a shape
+  // fixed by its batch size alone: it replays as a CUDA graph (captured on the size's second use,
+  // after cuBLAS has loaded its kernels).
+  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows &&
+                         sample_jobs_.bias_ids.empty() && sample_jobs_.ban_ids.empty();
+  if (graphable) {
+    GraphSlot& g = graphs_[rows];
+    if (g.exec == nullptr && !g.failed && ++g.uses >= 2 && graphs_.size() <= kMaxGraphs) {
+      cudaGraph_t graph = nullptr;
+      auto capture = [&]() -> absl::Status {
+        RWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+        const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs, nullptr, sampling);
+        RWKV_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
+        RWKV_RETURN_IF_ERROR(enqueued);
+        RWKV_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec, graph, 0));
+        return absl::OkStatus();
+      };
+      const absl::Status st = capture();
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      if (!st.ok()) {
+        cudaGetLastError();  // A failed capture is not the device's failure: run this size eagerly.
+        g.exec = nullptr;
+        g.failed = true;
+      }
+    }
+    if (g.exec != nullptr) {
+      RWKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
+      return absl::OkStatus();
+    }
+  }
+  return Enqueue(rows, pieces, heads, jobs, out, sampling);
+}
+
+absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Logits* out,
+                                  std::span<const DeviceSample> sampling) {
+  const ModelConfig& c = config();
   int32_t* dev = tables_.as<int32_t>();
   RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, pinned_tables_, packed_.size() * 4, cudaMemcpyHostToDevice, stream_));
   dt_.tokens = dev;
@@ -184,40 +239,32 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
     Activate(head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
     RWKV_RETURN_IF_ERROR(Gemm(head_typed_, heads, weights_->head(), logits_.as<float>(), c.vocab, false));
   }
-  auto on_device = [&](int i) {
-    return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
-  };
-  // Rows sampled elsewhere come back to the host: runs of consecutive destinations in one copy.
-  for (int i = 0; i < heads;) {
-    if (on_device(i)) {
-      ++i;
-      continue;
+  if (out != nullptr) {
+    // Rows sampled on the host come back: runs of consecutive destinations in one copy each.
+    auto on_device = [&](int i) {
+      return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
+    };
+    for (int i = 0; i < heads;) {
+      if (on_device(i)) {
+        ++i;
+        continue;
+      }
+      int j = i + 1;
+      while (j < heads && !on_device(j) && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
+      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
+                                                logits_.as<float>() + int64_t{i} * c.vocab,
+                                                int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
+      i = j;
     }
-    int j = i + 1;
-    while (j < heads && !on_device(j) && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
-    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
-                                              logits_.as<float>() + int64_t{i} * c.vocab,
-                                              int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
-    i = j;
   }
-  // The others are sampled here; only their token ids will cross.
-  sample_jobs_.Clear();
-  for (int i = 0; i < heads; ++i) {
-    if (!on_device(i)) continue;
-    const int piece = plan_.row_piece[plan_.head_rows[i]];
-    const int e = plan_.piece_entry[piece];
-    const DeviceSample& d = sampling[e];
-    sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
-  }
-  if (!sample_jobs_.jobs.empty()) {
-    RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // Earlier uploads read these host vectors.
-    RWKV_RETURN_IF_ERROR(Upload(jobs_, sample_jobs_.jobs, stream_, "sampling jobs"));
+  if (jobs > 0) {
+    RWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(jobs_.get(), pinned_jobs_, jobs * sizeof(SampleJob), cudaMemcpyHostToDevice, stream_));
     RWKV_RETURN_IF_ERROR(Upload(bias_ids_, sample_jobs_.bias_ids, stream_, "logit bias"));
     RWKV_RETURN_IF_ERROR(Upload(bias_values_, sample_jobs_.bias_values, stream_, "logit bias"));
     RWKV_RETURN_IF_ERROR(Upload(ban_ids_, sample_jobs_.ban_ids, stream_, "banned tokens"));
-    SampleRows(jobs_.as<SampleJob>(), static_cast<int>(sample_jobs_.jobs.size()), bias_ids_.as<int32_t>(),
-               bias_values_.as<float>(), ban_ids_.as<int32_t>(), logits_.as<float>(), c.vocab, counts_.as<float>(),
-               tokens_.as<int32_t>(), stream_);
+    SampleRows(jobs_.as<SampleJob>(), jobs, bias_ids_.as<int32_t>(), bias_values_.as<float>(), ban_ids_.as<int32_t>(),
+               logits_.as<float>(), c.vocab, counts_.as<float>(), tokens_.as<int32_t>(), stream_);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
   return absl::OkStatus();

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -52,6 +53,9 @@ class CudaBackend final : public Backend {
   // One internal step of plan_: logits to `out` (host), or, with `sampling`, sampled on the device.
   absl::Status Step(Logits* out, std::span<const DeviceSample> sampling);
   absl::Status Run(std::span<const BatchEntry> batch, Logits* out, std::span<const DeviceSample> sampling);
+  // The device work of a step whose tables and jobs are staged: on the stream, or into a graph
+  // being captured. `out` null: no logits to the host.
+  absl::Status Enqueue(int rows, int pieces, int heads, int jobs, Logits* out, std::span<const DeviceSample> sampling);
   absl::Status TimeMix(int l, int rows, int pieces);
   absl::Status ChannelMix(int l, int rows, int pieces);
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate) {
@@ -82,6 +86,16 @@ class CudaBackend final : public Backend {
   // Device sampling: penalty counts [slots, V], the step's jobs and their lists, the tokens.
   DeviceBuffer counts_, jobs_, bias_ids_, bias_values_, ban_ids_, tokens_;
   SampleJobs sample_jobs_;
+  SampleJob* pinned_jobs_ = nullptr;  // Page-locked staging of the step's jobs.
+  // Decode steps replayed as CUDA graphs, by batch size.
+  struct GraphSlot {
+    cudaGraphExec_t exec = nullptr;
+    int uses = 0;
+    bool failed = false;
+  };
+  static constexpr size_t kMaxGraphs = 256;
+  std::map<int, GraphSlot> graphs_;
+  bool graphs_enabled_ = true;
 };
 
 }  // namespace rwkv::cuda

@@ -293,6 +293,42 @@ TEST_F(CudaSampling, TopPKeepsTheDrawInsideTheNucleus) {
   }
 }
 
+TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  auto decode = [&](bool graphs) {
+    BackendOptions o;
+    o.kind = "cuda";
+    o.dtype = "f32";
+    o.pool_slots = 3;
+    o.cuda_graphs = graphs;
+    auto b = *CreateBackend(model, o);
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    std::vector<int> slots = {*b->pool().Acquire(), *b->pool().Acquire(), *b->pool().Acquire()};
+    std::vector<int32_t> next = {1, 2, 3}, out;
+    Logits logits;
+    for (int step = 0; step < 12; ++step) {
+      // Batch sizes 3, 2, 3, 2, ...: both sizes get captured and replayed.
+      const int n = step % 2 == 0 ? 3 : 2;
+      std::vector<BatchEntry> batch;
+      std::vector<DeviceSample> ds(n);
+      for (int e = 0; e < n; ++e) {
+        batch.push_back({slots[e], std::span<const int32_t>(&next[e], 1), false});
+        ds[e].sample = true;
+        ds[e].params = &greedy;
+        ds[e].first = step < 2;
+      }
+      std::vector<int32_t> tokens(n);
+      EXPECT_TRUE(b->ForwardSample(batch, ds, tokens, &logits).ok());
+      for (int e = 0; e < n; ++e) next[e] = tokens[e];
+      out.insert(out.end(), tokens.begin(), tokens.end());
+    }
+    return out;
+  };
+  EXPECT_EQ(decode(true), decode(false));
+}
+
 TEST(CudaPool, CopyReadWriteRoundTrip) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));

@@ -132,6 +132,107 @@ TEST(CudaOps, GroupNormBonusGateMatchesCpu) {
   EXPECT_LT(RelL2(Dev::Get(out, rows * C), want), 1e-5);  // Float reductions in another order.
 }
 
+TEST(CudaOps, EmbedAndActivationsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const int V = 50, C = 96;
+  const auto emb = Random(V * C, -2, 2, 30);
+  Dev d;
+  float* x = d.Put(std::vector<float>(3 * C));
+  cuda::Embed(d.Put(emb), cuda::WeightType::kF32, d.PutInts({7, 0, 49}), 3, C, x, nullptr);
+  const std::vector<float> got = Dev::Get(x, 3 * C);
+  for (int r = 0; r < 3; ++r) {
+    const int t = std::vector<int>{7, 0, 49}[r];
+    EXPECT_TRUE(std::equal(got.begin() + r * C, got.begin() + (r + 1) * C, emb.begin() + t * C)) << r;
+  }
+  const auto in = Random(1000, -4, 4, 31);
+  for (cuda::Act act : {cuda::Act::kNone, cuda::Act::kTanh, cuda::Act::kSigmoid, cuda::Act::kReluSquare}) {
+    std::vector<float> want(in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      const float v = in[i];
+      want[i] = act == cuda::Act::kTanh      ? std::tanh(v)
+                : act == cuda::Act::kSigmoid ? 1 / (1 + std::exp(-v))
+                : act == cuda::Act::kReluSquare ? std::max(v, 0.0f) * std::max(v, 0.0f)
+                                                : v;
+    }
+    float* out = d.Put(std::vector<float>(in.size()));
+    cuda::Activate(d.Put(in), static_cast<int64_t>(in.size()), act, out, cuda::WeightType::kF32, nullptr);
+    // Fast-math exp in the sigmoid: a few ulps.
+    EXPECT_LT(RelL2(Dev::Get(out, in.size()), want), 1e-6) << static_cast<int>(act);
+  }
+}
+
+TEST(CudaOps, TokenShiftReadsTheSlotForAPiecesFirstRowAndSavesItsLast) {
+  SKIP_WITHOUT_GPU();
+  const int C = 32, slot_floats = 100, offset = 10;
+  // Two pieces: rows 0-2 in slot 1, row 3 in slot 0.
+  const auto z = Random(4 * C, -1, 1, 40), mix = Random(C, 0, 1, 41);
+  std::vector<float> pool = Random(2 * slot_floats, -1, 1, 42);
+  std::vector<float> want(4 * C);
+  for (int r = 0; r < 4; ++r) {
+    const float* prev = r == 0 ? &pool[1 * slot_floats + offset] : r == 3 ? &pool[0 * slot_floats + offset] : &z[(r - 1) * C];
+    for (int i = 0; i < C; ++i) want[r * C + i] = z[r * C + i] + (prev[i] - z[r * C + i]) * mix[i];
+  }
+  Dev d;
+  float* dpool = d.Put(pool);
+  float* out = d.Put(std::vector<float>(4 * C));
+  cuda::DeviceTables t;
+  t.row_piece = d.PutInts({0, 0, 0, 1});
+  t.piece_slot = d.PutInts({1, 0});
+  t.piece_row = d.PutInts({0, 3});
+  t.piece_count = d.PutInts({3, 1});
+  const cuda::StateView shift{dpool, slot_floats, offset};
+  const float* dz = d.Put(z);
+  cuda::TokenShiftMix(dz, 4, C, t, shift, cuda::MixSet{{d.Put(mix)}, {out}, 1}, cuda::WeightType::kF32, nullptr);
+  cuda::SaveShift(dz, 2, C, t, shift, nullptr);
+  // The same two operations per element; the device may fuse them into one FMA: 1e-6.
+  EXPECT_LT(RelL2(Dev::Get(out, 4 * C), want), 1e-6);
+  const std::vector<float> saved = Dev::Get(dpool, 2 * slot_floats);
+  EXPECT_TRUE(std::equal(z.begin() + 2 * C, z.begin() + 3 * C, saved.begin() + 1 * slot_floats + offset));
+  EXPECT_TRUE(std::equal(z.begin() + 3 * C, z.begin() + 4 * C, saved.begin() + 0 * slot_floats + offset));
+}
+
+TEST(CudaOps, TimeMixPrepMatchesTheCpuBackendsRowLoop) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, H = 2, N = 16, C = H * N;
+  auto v = Random(rows * C, -1, 1, 50), vf = Random(rows * C, -1, 1, 51), vg = Random(rows * C, -1, 1, 52),
+       dd = Random(rows * C, -1, 1, 53), al = Random(rows * C, -1, 1, 54), k = Random(rows * C, -1, 1, 55);
+  const auto w0 = Random(C, -1, 1, 56), a0 = Random(C, -1, 1, 57), v0 = Random(C, -1, 1, 58),
+             k_k = Random(C, 0.5f, 1.5f, 59), k_a = Random(C, 0, 1, 60);
+  Dev d;
+  float *gv = d.Put(v), *gd = d.Put(dd), *ga = d.Put(al), *gk = d.Put(k), *gvg = d.Put(vg);
+  cuda::TimeMixPrep({gv, gd, ga, gk, gvg, d.Put(vf), d.Put(w0), d.Put(a0), d.Put(v0), d.Put(k_k), d.Put(k_a)}, rows, C,
+                    N, nullptr);
+  // The CPU backend's loop (engine/cpu/cpu_backend.cc, TimeMix), layer > 0.
+  auto sig = [](float x) { return 1.0f / (1.0f + std::exp(-x)); };
+  std::vector<float> b(rows * C), a(rows * C);
+  for (int r = 0; r < rows; ++r) {
+    for (int i = 0; i < C; ++i) {
+      const int o = r * C + i;
+      v[o] += (vf[o] - v[o]) * sig(v0[i] + vg[o]);
+      dd[o] = std::exp(-static_cast<float>(std::exp(-0.5)) * sig(w0[i] + dd[o]));
+      al[o] = sig(a0[i] + al[o]);
+    }
+    for (int h = 0; h < H; ++h) {
+      float ss = 0;
+      for (int j = 0; j < N; ++j) ss += (k[r * C + h * N + j] * k_k[h * N + j]) * (k[r * C + h * N + j] * k_k[h * N + j]);
+      const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+      for (int j = 0; j < N; ++j) {
+        const int o = r * C + h * N + j, c = h * N + j;
+        const float kn = k[o] * k_k[c] * inv;
+        a[o] = -kn;
+        b[o] = kn * al[o];
+        k[o] *= 1.0f + (al[o] - 1.0f) * k_a[c];
+      }
+    }
+  }
+  // Reductions and exp in another order: 1e-6.
+  EXPECT_LT(RelL2(Dev::Get(gv, rows * C), v), 1e-6);
+  EXPECT_LT(RelL2(Dev::Get(gd, rows * C), dd), 1e-6);
+  EXPECT_LT(RelL2(Dev::Get(ga, rows * C), a), 1e-6);
+  EXPECT_LT(RelL2(Dev::Get(gvg, rows * C), b), 1e-6);
+  EXPECT_LT(RelL2(Dev::Get(gk, rows * C), k), 1e-6);
+}
+
 struct ModelCase {
   const char* dtype;
   double tol;  // Relative L2 of the logits against the CPU backend.

@@ -1,6 +1,8 @@
 // The CUDA backend's host-side step planning, tested without a GPU.
 #include "engine/cuda/step_plan.h"
 
+#include "engine/cuda/sample_jobs.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -76,6 +78,40 @@ TEST(StepPlan, PackOrderIsWhatTheDeviceCarves) {
   p.Pack(&packed);
   // tokens, row_piece, piece_slot, piece_row, piece_count, head_rows
   EXPECT_THAT(packed, ElementsAre(8, 9, 0, 0, 4, 0, 2, 1));
+}
+
+TEST(SampleJobs, PacksParametersAndListOffsets) {
+  SampleJobs j;
+  SamplingParams a;
+  a.temperature = 0.7f;
+  a.top_p = 0.9f;
+  a.top_k = 40;
+  a.logit_bias = {{5, 1.5f}, {9, -2.0f}};
+  a.banned_tokens = {0};
+  SamplingParams b;
+  b.top_p = 0.0f;  // Greedy by the sampler's rule, whatever the temperature.
+  b.banned_tokens = {3, 4};
+  j.Add(/*logits_row=*/0, /*slot=*/7, /*out=*/2, /*first=*/true, a, 0.25);
+  j.Add(1, 8, 0, false, b, 0.75);
+  ASSERT_EQ(j.jobs.size(), 2u);
+  EXPECT_EQ(j.jobs[0].slot, 7);
+  EXPECT_EQ(j.jobs[0].out, 2);
+  EXPECT_EQ(j.jobs[0].first, 1);
+  EXPECT_EQ(j.jobs[0].greedy, 0);
+  EXPECT_FLOAT_EQ(j.jobs[0].temperature, 0.7f);
+  EXPECT_EQ(j.jobs[0].top_k, 40);
+  EXPECT_EQ(j.jobs[0].bias_begin, 0);
+  EXPECT_EQ(j.jobs[0].bias_count, 2);
+  EXPECT_EQ(j.jobs[0].ban_begin, 0);
+  EXPECT_EQ(j.jobs[0].ban_count, 1);
+  EXPECT_EQ(j.jobs[1].greedy, 1);
+  EXPECT_EQ(j.jobs[1].bias_count, 0);
+  EXPECT_EQ(j.jobs[1].ban_begin, 1);
+  EXPECT_EQ(j.jobs[1].ban_count, 2);
+  EXPECT_THAT(j.bias_ids, ElementsAre(5, 9));
+  EXPECT_THAT(j.bias_values, ElementsAre(1.5f, -2.0f));
+  EXPECT_THAT(j.ban_ids, ElementsAre(0, 3, 4));
+  EXPECT_FLOAT_EQ(j.jobs[1].uniform, 0.75f);
 }
 
 }  // namespace

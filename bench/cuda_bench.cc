@@ -22,6 +22,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "engine/cuda/cublas_gemm.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
@@ -32,12 +33,9 @@
 namespace rwkv {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using bench::Clock;
+using bench::Median;
+using bench::Seconds;
 
 ModelConfig Shape(const std::string& name) {
   ModelConfig c;

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
 #include "engine/model.h"
@@ -29,14 +30,9 @@
 namespace rwkv {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+using bench::Clock;
+using bench::Median;
+using bench::Seconds;
 
 // Sums 8-float vectors of [begin, end) with four independent AVX2 chains: fast enough that DRAM,
 // not the adds, limits it.

@@ -22,6 +22,8 @@ struct Slot {
   PackedMatrix* matrix = nullptr;  // A matrix: stored packed, [out, in].
   bool transpose = false;          // LoRA [in, out] in the file.
   size_t offset = 0;               // In the arena, in floats.
+  int slice = -1;                  // >= 0: this index of the file tensor's first dimension.
+  std::vector<int64_t> file_shape;  // With `slice`: the whole tensor's shape in the file.
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -45,6 +47,15 @@ std::vector<int64_t> Squeezed(const std::vector<int64_t>& s) {
 }
 
 std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+// Lays the plan out in the arena, in order.
+void AssignOffsets(std::vector<Slot>* plan) {
+  size_t offset = 0;
+  for (Slot& s : *plan) {
+    s.offset = offset;
+    offset += static_cast<size_t>(s.stored_floats());
+  }
+}
 
 // The tensors of an RWKV-7 model, in arena order. ln0 goes to the two locals, folded after loading.
 std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layers, const float** emb,
@@ -108,11 +119,71 @@ std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layer
   plan.push_back({"ln_out.weight", {C}, ln_out_w});
   plan.push_back({"ln_out.bias", {C}, ln_out_b});
   plan.push_back({"head.weight", {V, C}, nullptr, head});
-  size_t offset = 0;
-  for (Slot& s : plan) {
-    s.offset = offset;
-    offset += static_cast<size_t>(s.stored_floats());
+  AssignOffsets(&plan);
+  return plan;
+}
+
+// The tensors of an RWKV-6 model (spec 5.1), in arena order.
+std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layers, const float** emb,
+                            const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
+                            const float** ln0_b) {
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab, Dm = c.lora_mix, Dd = c.lora_decay;
+  std::vector<Slot> plan;
+  plan.push_back({"emb.weight", {V, C}, emb});
+  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
+  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  layers->assign(c.n_layer, Rwkv6Layer{});
+  for (int l = 0; l < c.n_layer; ++l) {
+    Rwkv6Layer& L = (*layers)[l];
+    const std::string p = absl::StrCat("blocks.", l, ".");
+    const std::string a = p + "att.", f = p + "ffn.";
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
+      plan.push_back({name, std::move(shape), target});
+    };
+    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
+      plan.push_back({name, {out, in}, nullptr, target});
+    };
+    auto lora = [&](const std::string& name, int64_t in, int64_t out, PackedMatrix* target) {
+      plan.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
+    };
+    add(p + "ln1.weight", {C}, &L.ln1_w);
+    add(p + "ln1.bias", {C}, &L.ln1_b);
+    add(p + "ln2.weight", {C}, &L.ln2_w);
+    add(p + "ln2.bias", {C}, &L.ln2_b);
+    add(a + "time_maa_x", {C}, &L.maa_x);
+    add(a + "time_maa_w", {C}, &L.maa_w);
+    add(a + "time_maa_k", {C}, &L.maa_k);
+    add(a + "time_maa_v", {C}, &L.maa_v);
+    add(a + "time_maa_r", {C}, &L.maa_r);
+    add(a + "time_maa_g", {C}, &L.maa_g);
+    lora(a + "time_maa_w1", C, 5 * Dm, &L.maa_w1);
+    for (int j = 0; j < 5; ++j) {
+      Slot s{a + "time_maa_w2", {Dm, C}, nullptr, &L.maa_w2[j], /*transpose=*/true};
+      s.slice = j;
+      s.file_shape = {5, Dm, C};
+      plan.push_back(s);
+    }
+    add(a + "time_decay", {A}, &L.time_decay);
+    lora(a + "time_decay_w1", C, Dd, &L.decay_w1);
+    lora(a + "time_decay_w2", Dd, A, &L.decay_w2);
+    add(a + "time_faaaa", {c.n_head, c.head_size}, &L.faaaa);
+    linear(a + "receptance.weight", A, C, &L.receptance);
+    linear(a + "key.weight", A, C, &L.key);
+    linear(a + "value.weight", A, C, &L.value);
+    linear(a + "gate.weight", A, C, &L.gate);
+    linear(a + "output.weight", C, A, &L.output);
+    add(a + "ln_x.weight", {A}, &L.ln_x_w);
+    add(a + "ln_x.bias", {A}, &L.ln_x_b);
+    add(f + "time_maa_k", {C}, &L.ffn_maa_k);
+    add(f + "time_maa_r", {C}, &L.ffn_maa_r);
+    linear(f + "key.weight", F, C, &L.ffn_key);
+    linear(f + "receptance.weight", C, C, &L.ffn_receptance);
+    linear(f + "value.weight", C, F, &L.ffn_value);
   }
+  plan.push_back({"ln_out.weight", {C}, ln_out_w});
+  plan.push_back({"ln_out.bias", {C}, ln_out_b});
+  plan.push_back({"head.weight", {V, C}, nullptr, head});
+  AssignOffsets(&plan);
   return plan;
 }
 
@@ -157,22 +228,24 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   RWKV_RETURN_IF_ERROR(MapToOfficialNames(path, &tensors));
   file->ReplaceTensors(std::move(tensors));
   RWKV_ASSIGN_OR_RETURN(ModelConfig config, DetectModelConfig(*file));
-  if (config.arch != Architecture::kRwkv7) {
+  if (config.arch != Architecture::kRwkv7 && config.arch != Architecture::kRwkv6) {
     return absl::UnimplementedError(absl::StrCat(path, ": architecture ", ArchitectureName(config.arch), " (",
                                                  config.Describe(),
-                                                 ") is recognised, but this build runs RWKV-7 only"));
+                                                 ") is recognised, but this build runs RWKV-7 and RWKV-6 only"));
   }
   if (config.n_att != config.n_embd) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": attention width ", config.n_att,
                                                    " differs from the embedding width ", config.n_embd,
-                                                   "; RWKV-7 requires them equal"));
+                                                   "; this engine requires them equal"));
   }
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
   m->source_ = path;
   const float *ln0_w = nullptr, *ln0_b = nullptr;
   std::vector<Slot> plan =
-      Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
+      config.arch == Architecture::kRwkv6
+          ? Rwkv6Plan(config, &m->layers6_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
+          : Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
 
   // Validate everything before allocating, so a bad file never yields a partial model.
   std::set<std::string> used;
@@ -185,9 +258,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": tensor ", s.name, " has dtype ", DTypeName(t->dtype), ", expected f32, f16 or bf16"));
     }
-    if (Squeezed(t->shape) != Squeezed(s.shape)) {
+    const std::vector<int64_t>& want = s.slice >= 0 ? s.file_shape : s.shape;
+    if (Squeezed(t->shape) != Squeezed(want) || (s.slice >= 0 && t->shape.size() != want.size())) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", s.name, " has shape ", t->ShapeString(),
-                                                     ", expected ", ShapeStr(s.shape), " (", config.Describe(), ")"));
+                                                     ", expected ", ShapeStr(want), " (", config.Describe(), ")"));
     }
     used.insert(s.name);
   }
@@ -198,11 +272,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     std::string why = absl::EndsWith(t.name, "att.time_state")
                           ? " (a state-tuning tensor; initial states are not supported yet)"
                           : "";
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an RWKV-7 checkpoint", why));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an ",
+                                                   ArchitectureName(config.arch), " checkpoint", why));
   }
   m->Store(plan, [&](const Slot& s, float* out) {
     TensorInfo t = *file->Find(s.name);
+    if (s.slice >= 0) {  // One matrix of a stacked [k, rows, cols] tensor: a view, no copy.
+      t.data += s.slice * t.strides[0] * static_cast<int64_t>(DTypeSize(t.dtype));
+      t.shape.erase(t.shape.begin());
+      t.strides.erase(t.strides.begin());
+    }
     if (s.transpose) {
       // A transposed view of the (squeezed) 2-D tensor: copying it writes [out, in].
       while (t.shape.size() > 2) {

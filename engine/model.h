@@ -35,10 +35,25 @@ struct Rwkv7Layer {
   PackedMatrix ffn_key, ffn_value;                 // F x C, C x F
 };
 
+// RWKV-6 (Finch), spec 5.1. LoRA matrices are transposed at load, as for RWKV-7.
+struct Rwkv6Layer {
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;                       // [C]
+  const float *maa_x, *maa_w, *maa_k, *maa_v, *maa_r, *maa_g;       // [C] token-shift mixes
+  PackedMatrix maa_w1;                                              // 5Dm x C
+  PackedMatrix maa_w2[5];                                           // C x Dm each, order w k v r g
+  const float* time_decay;                                          // [C]
+  PackedMatrix decay_w1, decay_w2;                                  // Dd x C, C x Dd
+  const float* faaaa;                                               // [H * N] bonus u
+  PackedMatrix receptance, key, value, gate, output;                // C x C
+  const float *ln_x_w, *ln_x_b;                                     // [C]
+  const float *ffn_maa_k, *ffn_maa_r;                               // [C]
+  PackedMatrix ffn_key, ffn_receptance, ffn_value;                  // F x C, C x C, C x F
+};
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
-  // converts every tensor to float32. Fails, naming the file and the tensor, on a missing tensor,
+  // converts every tensor to float32. Runs RWKV-7 and RWKV-6. Fails, naming the file and the tensor, on a missing tensor,
   // a wrong shape or dtype, an unexpected tensor, or an architecture this build does not run.
   // Never returns a partly loaded model.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
@@ -52,7 +67,8 @@ class Model {
   const float* ln_out_w() const { return ln_out_w_; }
   const float* ln_out_b() const { return ln_out_b_; }
   const PackedMatrix& head() const { return head_; }  // V x C
-  const Rwkv7Layer& layer(int i) const { return layers_[i]; }
+  const Rwkv7Layer& layer(int i) const { return layers_[i]; }    // REQUIRES: arch kRwkv7.
+  const Rwkv6Layer& layer6(int i) const { return layers6_[i]; }  // REQUIRES: arch kRwkv6.
   size_t weight_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
@@ -69,6 +85,7 @@ class Model {
   const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
   PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;
+  std::vector<Rwkv6Layer> layers6_;
 };
 
 }  // namespace rwkv

@@ -34,7 +34,8 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
                     &v_first_, &head_in_}) {
     buf->assign(tc, 0.0f);
   }
-  const int rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 1});
+  const int rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
+  ones_.assign(c.n_embd, 1.0f);
   lora_.assign(static_cast<size_t>(max_tokens_) * rank, 0.0f);
   ffn_.assign(static_cast<size_t>(max_tokens_) * c.ffn_dim, 0.0f);
   pieces_.reserve(options.pool_slots);
@@ -101,9 +102,15 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
                   C * sizeof(float));
     }
   }
+  const bool v6 = c.arch == Architecture::kRwkv6;
   for (int l = 0; l < c.n_layer; ++l) {
-    TimeMix(l, batch, pieces, rows);
-    ChannelMix(l, batch, pieces, rows);
+    if (v6) {
+      TimeMix6(l, batch, pieces, rows);
+      ChannelMix6(l, batch, pieces, rows);
+    } else {
+      TimeMix(l, batch, pieces, rows);
+      ChannelMix(l, batch, pieces, rows);
+    }
   }
   Head(batch, pieces, out);
 }
@@ -226,6 +233,90 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
              1);
   MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
   MatMul(ffn_.data(), rows, w.ffn_value, x_.data(), C, true);
+}
+
+void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
+  const ModelConfig& c = model_->config();
+  const Rwkv6Layer& w = model_->layer6(l);
+  const int C = c.n_embd, H = c.n_head, N = c.head_size, Dm = c.lora_mix, Dd = c.lora_decay;
+  const bool par = rows >= kParallelRows;
+  LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
+  // One token-shift pass: xx = z + (prev - z) * maa_x, and prev itself (mix of ones).
+  float* prev = kk_.data();
+  const float* mixes[] = {w.maa_x, ones_.data()};
+  float* outs[] = {xa_.data(), prev};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, 2);
+  // Data-dependent mixes (spec 5.2): h = tanh(xx A1), m_j = h_j A2[j], x_j = z + (prev - z)(mu_j + m_j).
+  MatMul(xa_.data(), rows, w.maa_w1, lora_.data(), 5 * Dm, false, cpu::Activation::kTanh);
+  const float* mu[] = {w.maa_w, w.maa_k, w.maa_v, w.maa_r, w.maa_g};
+  float* dst[] = {xw_.data(), xk_.data(), xv_.data(), xr_.data(), xg_.data()};
+  float* hj = alpha_.data();  // [rows, Dm] compact slice of h.
+  float* m = b_.data();       // [rows, C]
+  for (int j = 0; j < 5; ++j) {
+    for (int row = 0; row < rows; ++row) {
+      std::memcpy(hj + static_cast<int64_t>(row) * Dm, lora_.data() + static_cast<int64_t>(row) * 5 * Dm + j * Dm,
+                  Dm * sizeof(float));
+    }
+    MatMul(hj, rows, w.maa_w2[j], m, C, false);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+    for (int row = 0; row < rows; ++row) {
+      const int64_t o = static_cast<int64_t>(row) * C;
+      const float *zr = z_.data() + o, *pr = prev + o, *mr = m + o;
+      float* out = dst[j] + o;
+      for (int i = 0; i < C; ++i) out[i] = zr[i] + (pr[i] - zr[i]) * (mu[j][i] + mr[i]);
+    }
+  }
+  MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
+  MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
+  MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
+  MatMul(xg_.data(), rows, w.gate, g_.data(), C, false);
+  MatMul(xw_.data(), rows, w.decay_w1, lora_.data(), Dd, false, cpu::Activation::kTanh);
+  MatMul(lora_.data(), rows, w.decay_w2, d_.data(), C, false);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+  for (int row = 0; row < rows; ++row) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    float *d = d_.data() + o, *g = g_.data() + o;
+    for (int i = 0; i < C; ++i) {
+      d[i] = std::exp(-std::exp(w.time_decay[i] + d[i]));
+      g[i] = g[i] * Sigmoid(g[i]);  // silu
+    }
+  }
+  const int tasks = static_cast<int>(pieces.size()) * H;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
+  for (int t = 0; t < tasks; ++t) {
+    const Piece& p = pieces[t / H];
+    const int h = t % H;
+    float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
+    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
+    cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
+                  w.faaaa + h * N, y_.data() + hc);
+  }
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+  for (int row = 0; row < rows; ++row) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    cpu::GroupNormRows(y_.data() + o, 1, C, N, w.ln_x_w, w.ln_x_b);
+    for (int i = 0; i < C; ++i) y_[o + i] *= g_[o + i];
+  }
+  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
+}
+
+void CpuBackend::ChannelMix6(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
+  const ModelConfig& c = model_->config();
+  const Rwkv6Layer& w = model_->layer6(l);
+  const int C = c.n_embd;
+  LayerNorm(x_.data(), rows, w.ln2_w, w.ln2_b, z_.data());
+  const float* mixes[] = {w.ffn_maa_k, w.ffn_maa_r};
+  float* outs[] = {xk_.data(), xr_.data()};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes, outs,
+             2);
+  MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
+  MatMul(ffn_.data(), rows, w.ffn_value, y_.data(), C, false);
+  MatMul(xr_.data(), rows, w.ffn_receptance, r_.data(), C, false, cpu::Activation::kSigmoid);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows)
+  for (int row = 0; row < rows; ++row) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    for (int i = 0; i < C; ++i) x_[o + i] += r_[o + i] * y_[o + i];
+  }
 }
 
 void CpuBackend::Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out) {

@@ -1,4 +1,4 @@
-// The CPU backend: RWKV-7 on OpenBLAS GEMMs plus our own loops (kernels.h).
+// The CPU backend: RWKV-7 and RWKV-6 on our packed GEMM (gemm.h) plus our own loops (kernels.h).
 //
 // All scratch is sized at construction for max_step_tokens tokens; Forward allocates nothing
 // once its Logits buffer has grown to the batch. Thread safety: one owning thread.
@@ -15,7 +15,7 @@ namespace rwkv {
 
 class CpuBackend final : public Backend {
  public:
-  // REQUIRES: model->config().arch == kRwkv7; options validated by CreateBackend.
+  // REQUIRES: model->config().arch is kRwkv7 or kRwkv6; options validated by CreateBackend.
   CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options);
 
   std::string_view name() const override { return "cpu"; }
@@ -39,6 +39,9 @@ class CpuBackend final : public Backend {
                   int64_t state_offset, const float* const* mixes, float* const* outs, int n_mix);
   void TimeMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  // RWKV-6 (spec 5.2).
+  void TimeMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  void ChannelMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
   // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
   void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
@@ -61,6 +64,7 @@ class CpuBackend final : public Backend {
   std::vector<float> x_, z_, xr_, xw_, xk_, xv_, xa_, xg_, r_, k_, v_, d_, alpha_, g_, kk_, b_, y_, v_first_;
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]
   std::vector<float> head_in_;     // [max_tokens, C]: normalised rows whose logits are wanted.
+  std::vector<float> ones_;        // [C] of 1: a token-shift "mix" that yields the previous row.
 };
 
 }  // namespace rwkv

@@ -63,4 +63,27 @@ void Wkv7Head(float* S, int N, int steps, int64_t stride, const float* r, const 
   }
 }
 
+void Wkv6Head(float* S, int N, int steps, int64_t stride, const float* r, const float* d, const float* k,
+              const float* v, const float* u, float* y) {
+  for (int t = 0; t < steps; ++t) {
+    const int64_t o = t * stride;
+    const float* rt = r + o;
+    const float* dt = d + o;
+    const float* kt = k + o;
+    const float* __restrict vt = v + o;
+    float* __restrict yt = y + o;
+    for (int j = 0; j < N; ++j) yt[j] = 0.0f;
+    for (int i = 0; i < N; ++i) {
+      float* __restrict row = S + static_cast<int64_t>(i) * N;
+      const float ri = rt[i], ki = kt[i], di = dt[i], bonus = u[i] * ki;
+#pragma omp simd
+      for (int j = 0; j < N; ++j) {
+        const float kv = ki * vt[j];
+        yt[j] += ri * (row[j] + bonus * vt[j]);
+        row[j] = di * row[j] + kv;
+      }
+    }
+  }
+}
+
 }  // namespace rwkv::cpu

@@ -22,6 +22,12 @@ void GroupNormRows(float* y, int rows, int width, int group, const float* w, con
 void Wkv7Head(float* S, int N, int steps, int64_t stride, const float* r, const float* d, const float* k,
               const float* v, const float* a, const float* b, float* y);
 
+// One RWKV-5.2/6 head over `steps` tokens (spec 4.2, 5.2): S is [N key rows][N value columns],
+// updated in place. Per token: y[j] = sum_i r[i] (S[i][j] + u[i] k[i] v[j]) with the old state,
+// then S[i][j] = d[i] S[i][j] + k[i] v[j]. r, d, k, v, y advance by `stride` floats per token.
+void Wkv6Head(float* S, int N, int steps, int64_t stride, const float* r, const float* d, const float* k,
+              const float* v, const float* u, float* y);
+
 }  // namespace rwkv::cpu
 
 #endif  // RWKV_ENGINE_CPU_KERNELS_H_

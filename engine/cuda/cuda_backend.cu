@@ -19,6 +19,10 @@ absl::StatusOr<WeightType> ParseWeightType(std::string_view name) {
 
 absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<const Model> model,
                                                              const BackendOptions& options) {
+  if (model->config().arch != Architecture::kRwkv7) {
+    return absl::UnimplementedError(absl::StrCat("backend cuda runs rwkv7; this model is ",
+                                                 ArchitectureName(model->config().arch), " (use --backend cpu)"));
+  }
   RWKV_ASSIGN_OR_RETURN(WeightType type, ParseWeightType(options.dtype));
   RWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaStream_t stream;

@@ -460,17 +460,17 @@ INSTANTIATE_TEST_SUITE_P(Cases, DetectTest, ::testing::ValuesIn(DetectCases()),
                          [](const ::testing::TestParamInfo<Detect>& info) { return info.param.label; });
 
 TEST(LoaderTest, OtherGenerationsAreRecognisedButNotRunYet) {
-  const std::string path = TempPath("v6.safetensors");
+  const std::string path = TempPath("v5.safetensors");
   testing::WriteZeroSafetensors(path, {{"emb.weight", {10, 8}},
                                        {"blocks.0.att.key.weight", {8, 8}},
-                                       {"blocks.0.ffn.key.weight", {28, 8}},
-                                       {"blocks.0.att.time_maa_x", {1, 1, 8}},
-                                       {"blocks.0.att.time_faaaa", {2, 4}},
-                                       {"blocks.0.att.time_maa_w1", {8, 15}},
-                                       {"blocks.0.att.time_decay_w1", {8, 5}}});
+                                       {"blocks.0.ffn.key.weight", {32, 8}},
+                                       {"blocks.0.att.ln_x.weight", {8}},
+                                       {"blocks.0.att.gate.weight", {8, 8}},
+                                       {"blocks.0.att.time_decay", {2, 4}},
+                                       {"blocks.0.att.time_faaaa", {2, 4}}});
   auto m = Model::Load(path);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(m.status().message()), HasSubstr("rwkv6"));
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("rwkv5.2"));
   unlink(path.c_str());
 }
 

@@ -50,10 +50,24 @@ struct Rwkv6Layer {
   PackedMatrix ffn_key, ffn_receptance, ffn_value;                  // F x C, C x C, C x F
 };
 
+// RWKV-5 (Eagle), spec 4.1: v5.0 (no gate, per-head decay), v5.1 (gate, per-head decay), v5.2
+// (gate, per-channel decay). Decay and bonus are kept as in the file ([H] or [H, N]); mixes weight
+// the current token (z * mu + s * (1 - mu)).
+struct Rwkv5Layer {
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;        // [C]
+  const float *mix_k, *mix_v, *mix_r, *mix_g;        // [C]; mix_g null in v5.0
+  const float *time_decay, *bonus;                   // [H] or [H * N]; bonus = time_faaaa, or time_first
+  bool bonus_is_log = false;                         // time_first: u = exp(time_first)
+  PackedMatrix receptance, key, value, gate, output; // gate empty in v5.0
+  const float *ln_x_w, *ln_x_b;                      // [C]
+  const float *ffn_mix_k, *ffn_mix_r;                // [C]
+  PackedMatrix ffn_key, ffn_receptance, ffn_value;
+};
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
-  // converts every tensor to float32. Runs RWKV-7 and RWKV-6. Fails, naming the file and the tensor, on a missing tensor,
+  // converts every tensor to float32. Runs RWKV-7, RWKV-6 and RWKV-5.x. Fails, naming the file and the tensor, on a missing tensor,
   // a wrong shape or dtype, an unexpected tensor, or an architecture this build does not run.
   // Never returns a partly loaded model.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
@@ -69,6 +83,7 @@ class Model {
   const PackedMatrix& head() const { return head_; }  // V x C
   const Rwkv7Layer& layer(int i) const { return layers_[i]; }    // REQUIRES: arch kRwkv7.
   const Rwkv6Layer& layer6(int i) const { return layers6_[i]; }  // REQUIRES: arch kRwkv6.
+  const Rwkv5Layer& layer5(int i) const { return layers5_[i]; }  // REQUIRES: an RWKV-5 arch.
   size_t weight_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
@@ -86,6 +101,7 @@ class Model {
   PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;
   std::vector<Rwkv6Layer> layers6_;
+  std::vector<Rwkv5Layer> layers5_;
 };
 
 }  // namespace rwkv

@@ -36,6 +36,24 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   }
   const int rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
   ones_.assign(c.n_embd, 1.0f);
+  if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
+    // Per channel: d = exp(-exp(time_decay)), u = time_faaaa or exp(time_first), broadcast over a
+    // head when given per head; and 1 - mu, because v5 mixes weight the current token.
+    const int C = c.n_embd, N = c.head_size;
+    const bool per_channel = c.arch == Architecture::kRwkv5_2;
+    v5_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
+    for (int l = 0; l < c.n_layer; ++l) {
+      const Rwkv5Layer& w = model_->layer5(l);
+      float* out = v5_.data() + static_cast<int64_t>(l) * 8 * C;
+      for (int i = 0; i < C; ++i) {
+        const int src = per_channel ? i : i / N;
+        out[i] = std::exp(-std::exp(w.time_decay[src]));
+        out[C + i] = w.bonus_is_log ? std::exp(w.bonus[src]) : w.bonus[src];
+        const float* mixes[] = {w.mix_k, w.mix_v, w.mix_r, w.mix_g, w.ffn_mix_k, w.ffn_mix_r};
+        for (int m = 0; m < 6; ++m) out[(2 + m) * C + i] = mixes[m] ? 1.0f - mixes[m][i] : 0.0f;
+      }
+    }
+  }
   lora_.assign(static_cast<size_t>(max_tokens_) * rank, 0.0f);
   ffn_.assign(static_cast<size_t>(max_tokens_) * c.ffn_dim, 0.0f);
   pieces_.reserve(options.pool_slots);
@@ -102,11 +120,18 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
                   C * sizeof(float));
     }
   }
-  const bool v6 = c.arch == Architecture::kRwkv6;
+  const bool v6 = c.arch == Architecture::kRwkv6, v5 = !v5_.empty();
   for (int l = 0; l < c.n_layer; ++l) {
     if (v6) {
+      const Rwkv6Layer& w = model_->layer6(l);
       TimeMix6(l, batch, pieces, rows);
-      ChannelMix6(l, batch, pieces, rows);
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, w.ffn_maa_k, w.ffn_maa_r, w.ffn_key, w.ffn_receptance,
+                    w.ffn_value);
+    } else if (v5) {
+      const Rwkv5Layer& w = model_->layer5(l);
+      TimeMix5(l, batch, pieces, rows);
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, V5(l, 6), V5(l, 7), w.ffn_key, w.ffn_receptance,
+                    w.ffn_value);
     } else {
       TimeMix(l, batch, pieces, rows);
       ChannelMix(l, batch, pieces, rows);
@@ -300,18 +325,55 @@ void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<co
   MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 
-void CpuBackend::ChannelMix6(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
+void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
   const ModelConfig& c = model_->config();
-  const Rwkv6Layer& w = model_->layer6(l);
+  const Rwkv5Layer& w = model_->layer5(l);
+  const int C = c.n_embd, H = c.n_head, N = c.head_size;
+  const bool par = rows >= kParallelRows, gated = w.mix_g != nullptr;
+  LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
+  const float* mixes[] = {V5(l, 2), V5(l, 3), V5(l, 4), V5(l, 5)};
+  float* outs[] = {xk_.data(), xv_.data(), xr_.data(), xg_.data()};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, gated ? 4 : 3);
+  MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
+  MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
+  MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
+  if (gated) MatMul(xg_.data(), rows, w.gate, g_.data(), C, false);
+  const float* decay = V5(l, 0);
+  for (int row = 0; row < rows; ++row) std::memcpy(d_.data() + static_cast<int64_t>(row) * C, decay, C * sizeof(float));
+  const int tasks = static_cast<int>(pieces.size()) * H;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
+  for (int t = 0; t < tasks; ++t) {
+    const Piece& p = pieces[t / H];
+    const int h = t % H;
+    float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
+    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
+    cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
+                  V5(l, 1) + h * N, y_.data() + hc);
+  }
+#pragma omp parallel for schedule(static) num_threads(threads_) if (par)
+  for (int row = 0; row < rows; ++row) {
+    const int64_t o = static_cast<int64_t>(row) * C;
+    cpu::GroupNormRows(y_.data() + o, 1, C, N, w.ln_x_w, w.ln_x_b);
+    if (gated) {
+      for (int i = 0; i < C; ++i) y_[o + i] *= g_[o + i] * Sigmoid(g_[o + i]);  // silu
+    }
+  }
+  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
+}
+
+void CpuBackend::ChannelMixKRV(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                               const float* ln_w, const float* ln_b, const float* mix_k, const float* mix_r,
+                               const PackedMatrix& key, const PackedMatrix& receptance, const PackedMatrix& value) {
+  const ModelConfig& c = model_->config();
   const int C = c.n_embd;
-  LayerNorm(x_.data(), rows, w.ln2_w, w.ln2_b, z_.data());
-  const float* mixes[] = {w.ffn_maa_k, w.ffn_maa_r};
+  LayerNorm(x_.data(), rows, ln_w, ln_b, z_.data());
+  const float* mixes[] = {mix_k, mix_r};
   float* outs[] = {xk_.data(), xr_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes, outs,
              2);
-  MatMul(xk_.data(), rows, w.ffn_key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
-  MatMul(ffn_.data(), rows, w.ffn_value, y_.data(), C, false);
-  MatMul(xr_.data(), rows, w.ffn_receptance, r_.data(), C, false, cpu::Activation::kSigmoid);
+  MatMul(xk_.data(), rows, key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
+  MatMul(ffn_.data(), rows, value, y_.data(), C, false);
+  MatMul(xr_.data(), rows, receptance, r_.data(), C, false, cpu::Activation::kSigmoid);
 #pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;

@@ -1,4 +1,4 @@
-// The CPU backend: RWKV-7 and RWKV-6 on our packed GEMM (gemm.h) plus our own loops (kernels.h).
+// The CPU backend: RWKV-7, RWKV-6 and RWKV-5.x on our packed GEMM (gemm.h) plus our own loops (kernels.h).
 //
 // All scratch is sized at construction for max_step_tokens tokens; Forward allocates nothing
 // once its Logits buffer has grown to the batch. Thread safety: one owning thread.
@@ -15,7 +15,7 @@ namespace rwkv {
 
 class CpuBackend final : public Backend {
  public:
-  // REQUIRES: model->config().arch is kRwkv7 or kRwkv6; options validated by CreateBackend.
+  // REQUIRES: model->config().arch is not kRwkv4; options validated by CreateBackend.
   CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options);
 
   std::string_view name() const override { return "cpu"; }
@@ -41,7 +41,15 @@ class CpuBackend final : public Backend {
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // RWKV-6 (spec 5.2).
   void TimeMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
-  void ChannelMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  // RWKV-5.x (spec 4.2).
+  void TimeMix5(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  // The RWKV-4/5/6 channel mix: x += sigmoid(Wr xr) * Wv relu^2(Wk xk), with token-shift mixes
+  // mix_k and mix_r in this backend's convention (weight of the previous token).
+  void ChannelMixKRV(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                     const float* ln_w, const float* ln_b, const float* mix_k, const float* mix_r,
+                     const PackedMatrix& key, const PackedMatrix& receptance, const PackedMatrix& value);
+  // RWKV-5 per layer, derived at construction: [decay (C), bonus (C), 1 - mix for k v r g, ffn k r].
+  const float* V5(int layer, int which) const { return v5_.data() + (int64_t{layer} * 8 + which) * model_->config().n_embd; }
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
   // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
   void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
@@ -65,6 +73,7 @@ class CpuBackend final : public Backend {
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]
   std::vector<float> head_in_;     // [max_tokens, C]: normalised rows whose logits are wanted.
   std::vector<float> ones_;        // [C] of 1: a token-shift "mix" that yields the previous row.
+  std::vector<float> v5_;          // RWKV-5: see V5().
 };
 
 }  // namespace rwkv

@@ -1,5 +1,6 @@
-// RWKV-6 (Finch) on the CPU backend against the float64 reference (tests/reference/rwkv456_ref.py,
-// cross-checked against the official package), from the .pth and the .safetensors fixture.
+// RWKV-5.2 (Eagle) and RWKV-6 (Finch) on the CPU backend against the float64 references
+// (tests/reference/rwkv456_ref.py, cross-checked against the official package), from the .pth and
+// the .safetensors fixtures.
 #include "engine/backend.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
@@ -14,16 +15,21 @@ using ::rwkv::testing::RelL2;
 // reference: 1e-5 relative L2 per position, as for RWKV-7.
 constexpr double kTol = 1e-5;
 
-class Rwkv6Parity : public ::testing::TestWithParam<std::string> {
+struct Case {
+  std::string file, reference;
+  Architecture arch;
+};
+
+class Rwkv56Parity : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     const nlohmann::json manifest = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-rwkv456.json")));
     tokens_ = manifest["tokens"].get<std::vector<int32_t>>();
-    auto m = Model::Load(testing::Fixture(GetParam()));
+    auto m = Model::Load(testing::Fixture(GetParam().file));
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    ASSERT_EQ(model_->config().arch, Architecture::kRwkv6);
-    ref_ = testing::ReferenceLogits("tiny-rwkv6-f32.ref.f64", model_->config().vocab);
+    ASSERT_EQ(model_->config().arch, GetParam().arch);
+    ref_ = testing::ReferenceLogits(GetParam().reference, model_->config().vocab);
     ASSERT_EQ(ref_.size(), tokens_.size());
     BackendOptions o;
     o.pool_slots = 3;
@@ -36,7 +42,7 @@ class Rwkv6Parity : public ::testing::TestWithParam<std::string> {
   std::vector<std::vector<double>> ref_;
 };
 
-TEST_P(Rwkv6Parity, ChunkedAndOneTokenEveryPosition) {
+TEST_P(Rwkv56Parity, ChunkedAndOneTokenEveryPosition) {
   for (int chunk : {1, 5, static_cast<int>(tokens_.size())}) {
     const int slot = *backend_->pool().Acquire();
     Logits logits;
@@ -53,7 +59,7 @@ TEST_P(Rwkv6Parity, ChunkedAndOneTokenEveryPosition) {
   }
 }
 
-TEST_P(Rwkv6Parity, BatchedWithAnotherSequence) {
+TEST_P(Rwkv56Parity, BatchedWithAnotherSequence) {
   const int a = *backend_->pool().Acquire(), b = *backend_->pool().Acquire();
   Logits logits;
   // Entry 0: the fixture's prompt in 3-token pieces; entry 1: something else, one token per call.
@@ -66,9 +72,19 @@ TEST_P(Rwkv6Parity, BatchedWithAnotherSequence) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, Rwkv6Parity,
-                         ::testing::Values("tiny-rwkv6-f32.pth", "tiny-rwkv6-f32.safetensors"),
-                         [](const auto& info) { return info.param.find(".pth") != std::string::npos ? std::string("pth") : std::string("safetensors"); });
+INSTANTIATE_TEST_SUITE_P(
+    Files, Rwkv56Parity,
+    ::testing::Values(Case{"tiny-rwkv6-f32.pth", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
+                      Case{"tiny-rwkv6-f32.safetensors", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
+                      Case{"tiny-rwkv5.2-f32.pth", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2},
+                      Case{"tiny-rwkv5.2-f32.safetensors", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2}),
+    [](const auto& info) {
+      std::string n = info.param.file.substr(5);  // Drop "tiny-".
+      for (char& ch : n) {
+        if (ch == '-' || ch == '.') ch = '_';
+      }
+      return n;
+    });
 
 }  // namespace
 }  // namespace rwkv

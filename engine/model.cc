@@ -241,6 +241,52 @@ std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5L
   return plan;
 }
 
+// The tensors of an RWKV-4 model (spec 3.1), in arena order.
+std::vector<Slot> Rwkv4Plan(const ModelConfig& c, std::vector<Rwkv4Layer>* layers, const float** emb,
+                            const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
+                            const float** ln0_b) {
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
+  std::vector<Slot> plan;
+  plan.push_back({"emb.weight", {V, C}, emb});
+  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
+  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  layers->assign(c.n_layer, Rwkv4Layer{});
+  for (int l = 0; l < c.n_layer; ++l) {
+    Rwkv4Layer& L = (*layers)[l];
+    const std::string p = absl::StrCat("blocks.", l, ".");
+    const std::string a = p + "att.", f = p + "ffn.";
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
+      plan.push_back({name, std::move(shape), target});
+    };
+    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
+      plan.push_back({name, {out, in}, nullptr, target});
+    };
+    add(p + "ln1.weight", {C}, &L.ln1_w);
+    add(p + "ln1.bias", {C}, &L.ln1_b);
+    add(p + "ln2.weight", {C}, &L.ln2_w);
+    add(p + "ln2.bias", {C}, &L.ln2_b);
+    add(a + "time_mix_k", {C}, &L.mix_k);
+    add(a + "time_mix_v", {C}, &L.mix_v);
+    add(a + "time_mix_r", {C}, &L.mix_r);
+    add(a + "time_decay", {A}, &L.time_decay);
+    add(a + "time_first", {A}, &L.time_first);
+    linear(a + "receptance.weight", A, C, &L.receptance);
+    linear(a + "key.weight", A, C, &L.key);
+    linear(a + "value.weight", A, C, &L.value);
+    linear(a + "output.weight", C, A, &L.output);
+    add(f + "time_mix_k", {C}, &L.ffn_mix_k);
+    add(f + "time_mix_r", {C}, &L.ffn_mix_r);
+    linear(f + "key.weight", F, C, &L.ffn_key);
+    linear(f + "receptance.weight", C, C, &L.ffn_receptance);
+    linear(f + "value.weight", C, F, &L.ffn_value);
+  }
+  plan.push_back({"ln_out.weight", {C}, ln_out_w});
+  plan.push_back({"ln_out.bias", {C}, ln_out_b});
+  plan.push_back({"head.weight", {V, C}, nullptr, head});
+  AssignOffsets(&plan);
+  return plan;
+}
+
 }  // namespace
 
 template <typename Fill>
@@ -282,11 +328,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   RWKV_RETURN_IF_ERROR(MapToOfficialNames(path, &tensors));
   file->ReplaceTensors(std::move(tensors));
   RWKV_ASSIGN_OR_RETURN(ModelConfig config, DetectModelConfig(*file));
-  if (config.arch == Architecture::kRwkv4) {
-    return absl::UnimplementedError(absl::StrCat(path, ": architecture ", ArchitectureName(config.arch), " (",
-                                                 config.Describe(),
-                                                 ") is recognised, but this build runs RWKV-5, -6 and -7 only"));
-  }
   const bool v5 = config.arch == Architecture::kRwkv5_0 || config.arch == Architecture::kRwkv5_1 ||
                   config.arch == Architecture::kRwkv5_2;
   if (config.n_att != config.n_embd) {
@@ -299,7 +340,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   m->source_ = path;
   const float *ln0_w = nullptr, *ln0_b = nullptr;
   std::vector<Slot> plan =
-      v5 ? Rwkv5Plan(config, file->Find("blocks.0.att.time_faaaa") == nullptr, &m->layers5_, &m->emb_, &m->ln_out_w_,
+      config.arch == Architecture::kRwkv4
+          ? Rwkv4Plan(config, &m->layers4_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
+      : v5 ? Rwkv5Plan(config, file->Find("blocks.0.att.time_faaaa") == nullptr, &m->layers5_, &m->emb_, &m->ln_out_w_,
                      &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
       : config.arch == Architecture::kRwkv6
           ? Rwkv6Plan(config, &m->layers6_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)

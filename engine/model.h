@@ -64,10 +64,20 @@ struct Rwkv5Layer {
   PackedMatrix ffn_key, ffn_receptance, ffn_value;
 };
 
+// RWKV-4, spec 3.1. Mixes weight the current token; decay and bonus per channel.
+struct Rwkv4Layer {
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;   // [C]
+  const float *mix_k, *mix_v, *mix_r;           // [C]
+  const float *time_decay, *time_first;         // [C]: w = -exp(time_decay), u = time_first
+  PackedMatrix receptance, key, value, output;  // C x C
+  const float *ffn_mix_k, *ffn_mix_r;           // [C]
+  PackedMatrix ffn_key, ffn_receptance, ffn_value;
+};
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
-  // converts every tensor to float32. Runs RWKV-7, RWKV-6 and RWKV-5.x. Fails, naming the file and the tensor, on a missing tensor,
+  // converts every tensor to float32. Runs every generation (RWKV-4, 5.x, 6, 7). Fails, naming the file and the tensor, on a missing tensor,
   // a wrong shape or dtype, an unexpected tensor, or an architecture this build does not run.
   // Never returns a partly loaded model.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
@@ -84,6 +94,7 @@ class Model {
   const Rwkv7Layer& layer(int i) const { return layers_[i]; }    // REQUIRES: arch kRwkv7.
   const Rwkv6Layer& layer6(int i) const { return layers6_[i]; }  // REQUIRES: arch kRwkv6.
   const Rwkv5Layer& layer5(int i) const { return layers5_[i]; }  // REQUIRES: an RWKV-5 arch.
+  const Rwkv4Layer& layer4(int i) const { return layers4_[i]; }  // REQUIRES: arch kRwkv4.
   size_t weight_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
@@ -102,6 +113,7 @@ class Model {
   std::vector<Rwkv7Layer> layers_;
   std::vector<Rwkv6Layer> layers6_;
   std::vector<Rwkv5Layer> layers5_;
+  std::vector<Rwkv4Layer> layers4_;
 };
 
 }  // namespace rwkv

@@ -36,15 +36,29 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   }
   const int rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
   ones_.assign(c.n_embd, 1.0f);
+  if (c.arch == Architecture::kRwkv4) {
+    const int C = c.n_embd;
+    derived_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
+    for (int l = 0; l < c.n_layer; ++l) {
+      const Rwkv4Layer& w = model_->layer4(l);
+      float* out = derived_.data() + static_cast<int64_t>(l) * 8 * C;
+      for (int i = 0; i < C; ++i) {
+        out[i] = -std::exp(w.time_decay[i]);
+        out[C + i] = w.time_first[i];
+        const float* mixes[] = {w.mix_k, w.mix_v, w.mix_r, nullptr, w.ffn_mix_k, w.ffn_mix_r};
+        for (int m = 0; m < 6; ++m) out[(2 + m) * C + i] = mixes[m] ? 1.0f - mixes[m][i] : 0.0f;
+      }
+    }
+  }
   if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
     // Per channel: d = exp(-exp(time_decay)), u = time_faaaa or exp(time_first), broadcast over a
     // head when given per head; and 1 - mu, because v5 mixes weight the current token.
     const int C = c.n_embd, N = c.head_size;
     const bool per_channel = c.arch == Architecture::kRwkv5_2;
-    v5_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
+    derived_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
     for (int l = 0; l < c.n_layer; ++l) {
       const Rwkv5Layer& w = model_->layer5(l);
-      float* out = v5_.data() + static_cast<int64_t>(l) * 8 * C;
+      float* out = derived_.data() + static_cast<int64_t>(l) * 8 * C;
       for (int i = 0; i < C; ++i) {
         const int src = per_channel ? i : i / N;
         out[i] = std::exp(-std::exp(w.time_decay[src]));
@@ -78,8 +92,7 @@ void CpuBackend::LayerNorm(const float* in, int rows, const float* w, const floa
 
 float* CpuBackend::LayerState(int slot, int layer) {
   const ModelConfig& c = model_->config();
-  const int64_t per_layer = 2 * int64_t{c.n_embd} + int64_t{c.n_head} * c.head_size * c.head_size;
-  return pool_.slot_data(slot) + layer * per_layer;
+  return pool_.slot_data(slot) + layer * (c.StateFloats() / c.n_layer);
 }
 
 absl::Status CpuBackend::Forward(std::span<const BatchEntry> batch, Logits* out) {
@@ -120,9 +133,14 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
                   C * sizeof(float));
     }
   }
-  const bool v6 = c.arch == Architecture::kRwkv6, v5 = !v5_.empty();
+  const bool v6 = c.arch == Architecture::kRwkv6, v4 = c.arch == Architecture::kRwkv4, v5 = !v4 && !derived_.empty();
   for (int l = 0; l < c.n_layer; ++l) {
-    if (v6) {
+    if (v4) {
+      const Rwkv4Layer& w = model_->layer4(l);
+      TimeMix4(l, batch, pieces, rows);
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, 6), Derived(l, 7), w.ffn_key,
+                    w.ffn_receptance, w.ffn_value);
+    } else if (v6) {
       const Rwkv6Layer& w = model_->layer6(l);
       TimeMix6(l, batch, pieces, rows);
       ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, w.ffn_maa_k, w.ffn_maa_r, w.ffn_key, w.ffn_receptance,
@@ -130,7 +148,7 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
     } else if (v5) {
       const Rwkv5Layer& w = model_->layer5(l);
       TimeMix5(l, batch, pieces, rows);
-      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, V5(l, 6), V5(l, 7), w.ffn_key, w.ffn_receptance,
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, 6), Derived(l, 7), w.ffn_key, w.ffn_receptance,
                     w.ffn_value);
     } else {
       TimeMix(l, batch, pieces, rows);
@@ -325,20 +343,62 @@ void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<co
   MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 
+void CpuBackend::TimeMix4(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
+  const ModelConfig& c = model_->config();
+  const Rwkv4Layer& w = model_->layer4(l);
+  const int C = c.n_embd;
+  LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
+  const float* mixes[] = {Derived(l, 2), Derived(l, 3), Derived(l, 4)};
+  float* outs[] = {xk_.data(), xv_.data(), xr_.data()};
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, 3);
+  MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false, cpu::Activation::kSigmoid);
+  MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
+  MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
+  // The recurrence with the max trick (spec 3.2), sequential over a piece's tokens, independent
+  // per channel. State: aa, bb, pp after s_att.
+  const float *decay = Derived(l, 0), *first = Derived(l, 1);
+  constexpr int kBlock = 64;
+  const int blocks = (C + kBlock - 1) / kBlock;
+  const int tasks = static_cast<int>(pieces.size()) * blocks;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows && tasks > 1)
+  for (int t = 0; t < tasks; ++t) {
+    const Piece& p = pieces[t / blocks];
+    const int i0 = (t % blocks) * kBlock, i1 = std::min(C, i0 + kBlock);
+    float* st = LayerState(batch[p.entry].slot, l);
+    float *aa = st + C, *bb = st + 2 * C, *pp = st + 3 * C;
+    for (int step = 0; step < p.count; ++step) {
+      const int64_t o = static_cast<int64_t>(piece_row_[t / blocks] + step) * C;
+      for (int i = i0; i < i1; ++i) {
+        const float k = k_[o + i], v = v_[o + i], u = first[i], wd = decay[i];
+        float q = std::max(pp[i], u + k);
+        float e1 = std::exp(pp[i] - q), e2 = std::exp(u + k - q);
+        y_[o + i] = r_[o + i] * (e1 * aa[i] + e2 * v) / (e1 * bb[i] + e2);
+        q = std::max(pp[i] + wd, k);
+        e1 = std::exp(pp[i] + wd - q);
+        e2 = std::exp(k - q);
+        aa[i] = e1 * aa[i] + e2 * v;
+        bb[i] = e1 * bb[i] + e2;
+        pp[i] = q;
+      }
+    }
+  }
+  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
+}
+
 void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
   const ModelConfig& c = model_->config();
   const Rwkv5Layer& w = model_->layer5(l);
   const int C = c.n_embd, H = c.n_head, N = c.head_size;
   const bool par = rows >= kParallelRows, gated = w.mix_g != nullptr;
   LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
-  const float* mixes[] = {V5(l, 2), V5(l, 3), V5(l, 4), V5(l, 5)};
+  const float* mixes[] = {Derived(l, 2), Derived(l, 3), Derived(l, 4), Derived(l, 5)};
   float* outs[] = {xk_.data(), xv_.data(), xr_.data(), xg_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, gated ? 4 : 3);
   MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
   MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
   if (gated) MatMul(xg_.data(), rows, w.gate, g_.data(), C, false);
-  const float* decay = V5(l, 0);
+  const float* decay = Derived(l, 0);
   for (int row = 0; row < rows; ++row) std::memcpy(d_.data() + static_cast<int64_t>(row) * C, decay, C * sizeof(float));
   const int tasks = static_cast<int>(pieces.size()) * H;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
@@ -348,7 +408,7 @@ void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<co
     float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
     const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
     cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
-                  V5(l, 1) + h * N, y_.data() + hc);
+                  Derived(l, 1) + h * N, y_.data() + hc);
   }
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
@@ -369,8 +429,7 @@ void CpuBackend::ChannelMixKRV(int l, std::span<const BatchEntry> batch, std::sp
   LayerNorm(x_.data(), rows, ln_w, ln_b, z_.data());
   const float* mixes[] = {mix_k, mix_r};
   float* outs[] = {xk_.data(), xr_.data()};
-  TokenShift(l, batch, pieces, rows, /*state_offset=*/C + int64_t{c.n_head} * c.head_size * c.head_size, mixes, outs,
-             2);
+  TokenShift(l, batch, pieces, rows, /*state_offset=*/c.StateFloats() / c.n_layer - C, mixes, outs, 2);
   MatMul(xk_.data(), rows, key, ffn_.data(), c.ffn_dim, false, cpu::Activation::kReluSquare);
   MatMul(ffn_.data(), rows, value, y_.data(), C, false);
   MatMul(xr_.data(), rows, receptance, r_.data(), C, false, cpu::Activation::kSigmoid);

@@ -1,4 +1,4 @@
-// The CPU backend: RWKV-7, RWKV-6 and RWKV-5.x on our packed GEMM (gemm.h) plus our own loops (kernels.h).
+// The CPU backend: every RWKV generation (4, 5.x, 6, 7) on our packed GEMM (gemm.h) plus our own loops (kernels.h).
 //
 // All scratch is sized at construction for max_step_tokens tokens; Forward allocates nothing
 // once its Logits buffer has grown to the batch. Thread safety: one owning thread.
@@ -15,7 +15,7 @@ namespace rwkv {
 
 class CpuBackend final : public Backend {
  public:
-  // REQUIRES: model->config().arch is not kRwkv4; options validated by CreateBackend.
+  // REQUIRES: options validated by CreateBackend; options validated by CreateBackend.
   CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options);
 
   std::string_view name() const override { return "cpu"; }
@@ -41,6 +41,8 @@ class CpuBackend final : public Backend {
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // RWKV-6 (spec 5.2).
   void TimeMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  // RWKV-4 (spec 3.2).
+  void TimeMix4(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // RWKV-5.x (spec 4.2).
   void TimeMix5(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // The RWKV-4/5/6 channel mix: x += sigmoid(Wr xr) * Wv relu^2(Wk xk), with token-shift mixes
@@ -48,15 +50,16 @@ class CpuBackend final : public Backend {
   void ChannelMixKRV(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
                      const float* ln_w, const float* ln_b, const float* mix_k, const float* mix_r,
                      const PackedMatrix& key, const PackedMatrix& receptance, const PackedMatrix& value);
-  // RWKV-5 per layer, derived at construction: [decay (C), bonus (C), 1 - mix for k v r g, ffn k r].
-  const float* V5(int layer, int which) const { return v5_.data() + (int64_t{layer} * 8 + which) * model_->config().n_embd; }
+  // RWKV-4 and -5 per layer, derived at construction: [decay (C), bonus (C), 1 - mix for k v r g,
+  // ffn k r]. RWKV-4's decay is w = -exp(time_decay) (log space), RWKV-5's d = exp(-exp(.)).
+  const float* Derived(int layer, int which) const { return derived_.data() + (int64_t{layer} * 8 + which) * model_->config().n_embd; }
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
   // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
   void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
               cpu::Activation act = cpu::Activation::kNone) const;
   // out[r] = LayerNorm(in[r]) over `rows` rows of the embedding width, on every thread.
   void LayerNorm(const float* in, int rows, const float* w, const float* b, float* out) const;
-  // Layer l's part of a slot's state: [s_att (C)][S (H*N*N)][s_ffn (C)].
+  // Layer l's part of a slot's state (spec 7): [s_att (C)][S (H*N*N), or aa bb pp (3C) for v4][s_ffn (C)].
   float* LayerState(int slot, int layer);
 
   std::shared_ptr<const Model> model_;
@@ -73,7 +76,7 @@ class CpuBackend final : public Backend {
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]
   std::vector<float> head_in_;     // [max_tokens, C]: normalised rows whose logits are wanted.
   std::vector<float> ones_;        // [C] of 1: a token-shift "mix" that yields the previous row.
-  std::vector<float> v5_;          // RWKV-5: see V5().
+  std::vector<float> derived_;     // RWKV-4/5: see Derived().
 };
 
 }  // namespace rwkv

@@ -1,4 +1,4 @@
-// RWKV-5.2 (Eagle) and RWKV-6 (Finch) on the CPU backend against the float64 references
+// RWKV-4, RWKV-5.2 (Eagle) and RWKV-6 (Finch) on the CPU backend against the float64 references
 // (tests/reference/rwkv456_ref.py, cross-checked against the official package), from the .pth and
 // the .safetensors fixtures.
 #include "engine/backend.h"
@@ -20,7 +20,7 @@ struct Case {
   Architecture arch;
 };
 
-class Rwkv56Parity : public ::testing::TestWithParam<Case> {
+class GenerationParity : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     const nlohmann::json manifest = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-rwkv456.json")));
@@ -42,7 +42,7 @@ class Rwkv56Parity : public ::testing::TestWithParam<Case> {
   std::vector<std::vector<double>> ref_;
 };
 
-TEST_P(Rwkv56Parity, ChunkedAndOneTokenEveryPosition) {
+TEST_P(GenerationParity, ChunkedAndOneTokenEveryPosition) {
   for (int chunk : {1, 5, static_cast<int>(tokens_.size())}) {
     const int slot = *backend_->pool().Acquire();
     Logits logits;
@@ -59,7 +59,7 @@ TEST_P(Rwkv56Parity, ChunkedAndOneTokenEveryPosition) {
   }
 }
 
-TEST_P(Rwkv56Parity, BatchedWithAnotherSequence) {
+TEST_P(GenerationParity, BatchedWithAnotherSequence) {
   const int a = *backend_->pool().Acquire(), b = *backend_->pool().Acquire();
   Logits logits;
   // Entry 0: the fixture's prompt in 3-token pieces; entry 1: something else, one token per call.
@@ -73,8 +73,10 @@ TEST_P(Rwkv56Parity, BatchedWithAnotherSequence) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Files, Rwkv56Parity,
-    ::testing::Values(Case{"tiny-rwkv6-f32.pth", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
+    Files, GenerationParity,
+    ::testing::Values(Case{"tiny-rwkv4-f32.pth", "tiny-rwkv4-f32.ref.f64", Architecture::kRwkv4},
+                      Case{"tiny-rwkv4-f32.safetensors", "tiny-rwkv4-f32.ref.f64", Architecture::kRwkv4},
+                      Case{"tiny-rwkv6-f32.pth", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
                       Case{"tiny-rwkv6-f32.safetensors", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
                       Case{"tiny-rwkv5.2-f32.pth", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2},
                       Case{"tiny-rwkv5.2-f32.safetensors", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2}),

@@ -2,7 +2,8 @@
 // no file): decode steps at several batch sizes, prefill of one long prompt, and the machine's
 // measured memory bandwidth with the decode floor it implies (weight bytes per step / bandwidth).
 //
-//   engine_bench [--layers 12 --embd 768 --vocab 65536] [--batches 1,4,16,64] [--prompt 512]
+//   engine_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--layers 12 --embd 768 --vocab 65536]
+//                [--batches 1,4,16,64] [--prompt 512]
 //                [--seconds 2] [--json FILE]
 //
 // Prints a table on stdout and writes the same numbers as JSON. Medians over repeated steps.
@@ -80,6 +81,7 @@ std::pair<double, double> MeasureReadBandwidth() {
 }
 
 struct Args {
+  std::string arch = "rwkv7";
   int layers = 12, embd = 768, vocab = 65536, prompt = 512;
   std::vector<int> batches = {1, 4, 16, 64};
   double seconds = 2.0;
@@ -102,6 +104,8 @@ Args Parse(int argc, char** argv) {
       a.seconds = std::stod(v);
     else if (k == "--json")
       a.json = v;
+    else if (k == "--arch")
+      a.arch = v;
     else if (k == "--batches") {
       a.batches.clear();
       size_t p = 0;
@@ -122,18 +126,33 @@ Args Parse(int argc, char** argv) {
 int Main(int argc, char** argv) {
   const Args args = Parse(argc, argv);
   ModelConfig c;
-  c.arch = Architecture::kRwkv7;
   c.n_layer = args.layers;
   c.n_embd = c.n_att = args.embd;
   c.head_size = 64;
   c.n_head = args.embd / 64;
   c.ffn_dim = 4 * args.embd;
   c.vocab = args.vocab;
-  // LoRA ranks of the released 0.1B/0.4B (64/64/32/128) and 1.5B (96/96/64/256) models.
   const bool big = args.embd >= 2048;
-  c.lora_decay = c.lora_iclr = big ? 96 : 64;
-  c.lora_value = big ? 64 : 32;
-  c.lora_gate = big ? 256 : 128;
+  if (args.arch == "rwkv7") {
+    c.arch = Architecture::kRwkv7;
+    // LoRA ranks of the released 0.1B/0.4B (64/64/32/128) and 1.5B (96/96/64/256) models.
+    c.lora_decay = c.lora_iclr = big ? 96 : 64;
+    c.lora_value = big ? 64 : 32;
+    c.lora_gate = big ? 256 : 128;
+  } else if (args.arch == "rwkv6") {
+    c.arch = Architecture::kRwkv6;
+    c.ffn_dim = static_cast<int>(3.5 * args.embd) / 32 * 32;
+    c.lora_mix = big ? 64 : 32;  // Released: Dm 32 / Dd 64 below C 4096 (spec 5.1).
+    c.lora_decay = big ? 128 : 64;
+  } else if (args.arch == "rwkv5.2") {
+    c.arch = Architecture::kRwkv5_2;
+  } else if (args.arch == "rwkv4") {
+    c.arch = Architecture::kRwkv4;
+    c.n_head = c.head_size = 0;
+  } else {
+    std::fprintf(stderr, "engine_bench: --arch must be rwkv7, rwkv6, rwkv5.2 or rwkv4\n");
+    return 2;
+  }
 
   std::printf("building random %s ...\n", c.Describe().c_str());
   std::shared_ptr<const Model> model = Model::Random(c, 1);

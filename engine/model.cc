@@ -289,6 +289,22 @@ std::vector<Slot> Rwkv4Plan(const ModelConfig& c, std::vector<Rwkv4Layer>* layer
 
 }  // namespace
 
+std::vector<model_internal::Slot> Model::Plan(bool time_first, const float** ln0_w, const float** ln0_b) {
+  switch (config_.arch) {
+    case Architecture::kRwkv4:
+      return Rwkv4Plan(config_, &layers4_, &emb_, &ln_out_w_, &ln_out_b_, &head_, ln0_w, ln0_b);
+    case Architecture::kRwkv5_0:
+    case Architecture::kRwkv5_1:
+    case Architecture::kRwkv5_2:
+      return Rwkv5Plan(config_, time_first, &layers5_, &emb_, &ln_out_w_, &ln_out_b_, &head_, ln0_w, ln0_b);
+    case Architecture::kRwkv6:
+      return Rwkv6Plan(config_, &layers6_, &emb_, &ln_out_w_, &ln_out_b_, &head_, ln0_w, ln0_b);
+    case Architecture::kRwkv7:
+      break;
+  }
+  return Rwkv7Plan(config_, &layers_, &emb_, &ln_out_w_, &ln_out_b_, &head_, ln0_w, ln0_b);
+}
+
 template <typename Fill>
 void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
   arena_.resize(plan.back().offset + plan.back().stored_floats());
@@ -339,14 +355,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   m->config_ = config;
   m->source_ = path;
   const float *ln0_w = nullptr, *ln0_b = nullptr;
-  std::vector<Slot> plan =
-      config.arch == Architecture::kRwkv4
-          ? Rwkv4Plan(config, &m->layers4_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
-      : v5 ? Rwkv5Plan(config, file->Find("blocks.0.att.time_faaaa") == nullptr, &m->layers5_, &m->emb_, &m->ln_out_w_,
-                     &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
-      : config.arch == Architecture::kRwkv6
-          ? Rwkv6Plan(config, &m->layers6_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b)
-          : Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
+  std::vector<Slot> plan = m->Plan(v5 && file->Find("blocks.0.att.time_faaaa") == nullptr, &ln0_w, &ln0_b);
 
   // Validate everything before allocating, so a bad file never yields a partial model.
   std::set<std::string> used;
@@ -403,8 +412,7 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed) {
   m->config_ = config;
   m->source_ = absl::StrCat("random(seed=", seed, ")");
   const float *ln0_w = nullptr, *ln0_b = nullptr;
-  std::vector<Slot> plan =
-      Rwkv7Plan(config, &m->layers_, &m->emb_, &m->ln_out_w_, &m->ln_out_b_, &m->head_, &ln0_w, &ln0_b);
+  std::vector<Slot> plan = m->Plan(/*time_first=*/false, &ln0_w, &ln0_b);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   m->config_.parameter_count = 0;

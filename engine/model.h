@@ -82,7 +82,8 @@ class Model {
   // Never returns a partly loaded model.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
 
-  // A model with random weights of the given shape (benchmarks). REQUIRES: config.arch == kRwkv7.
+  // A model with random weights of the given shape (benchmarks); any generation (RWKV-5 with
+  // time_faaaa bonuses).
   static std::unique_ptr<Model> Random(const ModelConfig& config, uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
@@ -104,6 +105,8 @@ class Model {
   template <typename Fill>
   void Store(const std::vector<model_internal::Slot>& plan, Fill fill);
   void FoldLn0(const float* ln0_w, const float* ln0_b);
+  // The load plan of config_.arch, pointing this model's views at their arena slots.
+  std::vector<model_internal::Slot> Plan(bool time_first, const float** ln0_w, const float** ln0_b);
 
   ModelConfig config_;
   std::string source_;

@@ -48,143 +48,143 @@ std::vector<int64_t> Squeezed(const std::vector<int64_t>& s) {
 
 std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
-// Lays the plan out in the arena, in order.
-void AssignOffsets(std::vector<Slot>* plan) {
-  size_t offset = 0;
-  for (Slot& s : *plan) {
-    s.offset = offset;
-    offset += static_cast<size_t>(s.stored_floats());
+// Builds a load plan: the embedding and ln0 first, then each layer's tensors, then ln_out and
+// the head, laid out in the arena in that order.
+class PlanBuilder {
+ public:
+  PlanBuilder(const ModelConfig& c, const float** emb, const float** ln0_w, const float** ln0_b) : c_(c) {
+    const int64_t C = c.n_embd, V = c.vocab;
+    plan_.push_back({"emb.weight", {V, C}, emb});  // Row-major: rows are gathered by token.
+    plan_.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
+    plan_.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
   }
-}
+  // A vector (or small table) stored as is.
+  void Vec(const std::string& name, std::vector<int64_t> shape, const float** target) {
+    plan_.push_back({name, std::move(shape), target});
+  }
+  // An nn.Linear weight, [out, in] in the file.
+  void Linear(const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
+    plan_.push_back({name, {out, in}, nullptr, target});
+  }
+  // A LoRA matrix, [in, out] in the file, transposed at load.
+  void Lora(const std::string& name, int64_t in, int64_t out, PackedMatrix* target) {
+    plan_.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
+  }
+  void Add(Slot s) { plan_.push_back(std::move(s)); }
+  std::vector<Slot> Finish(const float** ln_out_w, const float** ln_out_b, PackedMatrix* head) {
+    const int64_t C = c_.n_embd, V = c_.vocab;
+    plan_.push_back({"ln_out.weight", {C}, ln_out_w});
+    plan_.push_back({"ln_out.bias", {C}, ln_out_b});
+    plan_.push_back({"head.weight", {V, C}, nullptr, head});
+    size_t offset = 0;
+    for (Slot& s : plan_) {
+      s.offset = offset;
+      offset += static_cast<size_t>(s.stored_floats());
+    }
+    return std::move(plan_);
+  }
+
+ private:
+  const ModelConfig& c_;
+  std::vector<Slot> plan_;
+};
 
 // The tensors of an RWKV-7 model, in arena order. ln0 goes to the two locals, folded after loading.
 std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
-  std::vector<Slot> plan;
-  plan.push_back({"emb.weight", {V, C}, emb});  // Row-major: rows are gathered by token.
-  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
-  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim;
+  PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv7Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv7Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.";
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
-      plan.push_back({name, std::move(shape), target});
-    };
-    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
-      plan.push_back({name, {out, in}, nullptr, target});
-    };
-    auto lora = [&](const std::string& name, int64_t in, int64_t out, PackedMatrix* target) {
-      plan.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
-    };
-    add(p + "ln1.weight", {C}, &L.ln1_w);
-    add(p + "ln1.bias", {C}, &L.ln1_b);
-    add(p + "ln2.weight", {C}, &L.ln2_w);
-    add(p + "ln2.bias", {C}, &L.ln2_b);
-    add(a + "x_r", {C}, &L.x_r);
-    add(a + "x_w", {C}, &L.x_w);
-    add(a + "x_k", {C}, &L.x_k);
-    add(a + "x_v", {C}, &L.x_v);
-    add(a + "x_a", {C}, &L.x_a);
-    add(a + "x_g", {C}, &L.x_g);
-    add(a + "w0", {C}, &L.w0);
-    lora(a + "w1", C, c.lora_decay, &L.w1);
-    lora(a + "w2", c.lora_decay, C, &L.w2);
-    add(a + "a0", {C}, &L.a0);
-    lora(a + "a1", C, c.lora_iclr, &L.a1);
-    lora(a + "a2", c.lora_iclr, C, &L.a2);
+    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
+    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
+    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
+    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.Vec(a + "x_r", {C}, &L.x_r);
+    b.Vec(a + "x_w", {C}, &L.x_w);
+    b.Vec(a + "x_k", {C}, &L.x_k);
+    b.Vec(a + "x_v", {C}, &L.x_v);
+    b.Vec(a + "x_a", {C}, &L.x_a);
+    b.Vec(a + "x_g", {C}, &L.x_g);
+    b.Vec(a + "w0", {C}, &L.w0);
+    b.Lora(a + "w1", C, c.lora_decay, &L.w1);
+    b.Lora(a + "w2", c.lora_decay, C, &L.w2);
+    b.Vec(a + "a0", {C}, &L.a0);
+    b.Lora(a + "a1", C, c.lora_iclr, &L.a1);
+    b.Lora(a + "a2", c.lora_iclr, C, &L.a2);
     if (l > 0) {
-      add(a + "v0", {C}, &L.v0);
-      lora(a + "v1", C, c.lora_value, &L.v1);
-      lora(a + "v2", c.lora_value, C, &L.v2);
+      b.Vec(a + "v0", {C}, &L.v0);
+      b.Lora(a + "v1", C, c.lora_value, &L.v1);
+      b.Lora(a + "v2", c.lora_value, C, &L.v2);
     }
-    lora(a + "g1", C, c.lora_gate, &L.g1);
-    lora(a + "g2", c.lora_gate, C, &L.g2);
-    add(a + "k_k", {C}, &L.k_k);
-    add(a + "k_a", {C}, &L.k_a);
-    add(a + "r_k", {c.n_head, c.head_size}, &L.r_k);
-    linear(a + "receptance.weight", A, C, &L.receptance);
-    linear(a + "key.weight", A, C, &L.key);
-    linear(a + "value.weight", A, C, &L.value);
-    linear(a + "output.weight", C, A, &L.output);
-    add(a + "ln_x.weight", {A}, &L.ln_x_w);
-    add(a + "ln_x.bias", {A}, &L.ln_x_b);
-    add(p + "ffn.x_k", {C}, &L.ffn_x_k);
-    linear(p + "ffn.key.weight", F, C, &L.ffn_key);
-    linear(p + "ffn.value.weight", C, F, &L.ffn_value);
+    b.Lora(a + "g1", C, c.lora_gate, &L.g1);
+    b.Lora(a + "g2", c.lora_gate, C, &L.g2);
+    b.Vec(a + "k_k", {C}, &L.k_k);
+    b.Vec(a + "k_a", {C}, &L.k_a);
+    b.Vec(a + "r_k", {c.n_head, c.head_size}, &L.r_k);
+    b.Linear(a + "receptance.weight", A, C, &L.receptance);
+    b.Linear(a + "key.weight", A, C, &L.key);
+    b.Linear(a + "value.weight", A, C, &L.value);
+    b.Linear(a + "output.weight", C, A, &L.output);
+    b.Vec(a + "ln_x.weight", {A}, &L.ln_x_w);
+    b.Vec(a + "ln_x.bias", {A}, &L.ln_x_b);
+    b.Vec(p + "ffn.x_k", {C}, &L.ffn_x_k);
+    b.Linear(p + "ffn.key.weight", F, C, &L.ffn_key);
+    b.Linear(p + "ffn.value.weight", C, F, &L.ffn_value);
   }
-  plan.push_back({"ln_out.weight", {C}, ln_out_w});
-  plan.push_back({"ln_out.bias", {C}, ln_out_b});
-  plan.push_back({"head.weight", {V, C}, nullptr, head});
-  AssignOffsets(&plan);
-  return plan;
+  return b.Finish(ln_out_w, ln_out_b, head);
 }
 
 // The tensors of an RWKV-6 model (spec 5.1), in arena order.
 std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab, Dm = c.lora_mix, Dd = c.lora_decay;
-  std::vector<Slot> plan;
-  plan.push_back({"emb.weight", {V, C}, emb});
-  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
-  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, Dm = c.lora_mix, Dd = c.lora_decay;
+  PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv6Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv6Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
-      plan.push_back({name, std::move(shape), target});
-    };
-    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
-      plan.push_back({name, {out, in}, nullptr, target});
-    };
-    auto lora = [&](const std::string& name, int64_t in, int64_t out, PackedMatrix* target) {
-      plan.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
-    };
-    add(p + "ln1.weight", {C}, &L.ln1_w);
-    add(p + "ln1.bias", {C}, &L.ln1_b);
-    add(p + "ln2.weight", {C}, &L.ln2_w);
-    add(p + "ln2.bias", {C}, &L.ln2_b);
-    add(a + "time_maa_x", {C}, &L.maa_x);
-    add(a + "time_maa_w", {C}, &L.maa_w);
-    add(a + "time_maa_k", {C}, &L.maa_k);
-    add(a + "time_maa_v", {C}, &L.maa_v);
-    add(a + "time_maa_r", {C}, &L.maa_r);
-    add(a + "time_maa_g", {C}, &L.maa_g);
-    lora(a + "time_maa_w1", C, 5 * Dm, &L.maa_w1);
+    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
+    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
+    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
+    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.Vec(a + "time_maa_x", {C}, &L.maa_x);
+    b.Vec(a + "time_maa_w", {C}, &L.maa_w);
+    b.Vec(a + "time_maa_k", {C}, &L.maa_k);
+    b.Vec(a + "time_maa_v", {C}, &L.maa_v);
+    b.Vec(a + "time_maa_r", {C}, &L.maa_r);
+    b.Vec(a + "time_maa_g", {C}, &L.maa_g);
+    b.Lora(a + "time_maa_w1", C, 5 * Dm, &L.maa_w1);
     for (int j = 0; j < 5; ++j) {
       Slot s{a + "time_maa_w2", {Dm, C}, nullptr, &L.maa_w2[j], /*transpose=*/true};
       s.slice = j;
       s.file_shape = {5, Dm, C};
-      plan.push_back(s);
+      b.Add(s);
     }
-    add(a + "time_decay", {A}, &L.time_decay);
-    lora(a + "time_decay_w1", C, Dd, &L.decay_w1);
-    lora(a + "time_decay_w2", Dd, A, &L.decay_w2);
-    add(a + "time_faaaa", {c.n_head, c.head_size}, &L.faaaa);
-    linear(a + "receptance.weight", A, C, &L.receptance);
-    linear(a + "key.weight", A, C, &L.key);
-    linear(a + "value.weight", A, C, &L.value);
-    linear(a + "gate.weight", A, C, &L.gate);
-    linear(a + "output.weight", C, A, &L.output);
-    add(a + "ln_x.weight", {A}, &L.ln_x_w);
-    add(a + "ln_x.bias", {A}, &L.ln_x_b);
-    add(f + "time_maa_k", {C}, &L.ffn_maa_k);
-    add(f + "time_maa_r", {C}, &L.ffn_maa_r);
-    linear(f + "key.weight", F, C, &L.ffn_key);
-    linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    linear(f + "value.weight", C, F, &L.ffn_value);
+    b.Vec(a + "time_decay", {A}, &L.time_decay);
+    b.Lora(a + "time_decay_w1", C, Dd, &L.decay_w1);
+    b.Lora(a + "time_decay_w2", Dd, A, &L.decay_w2);
+    b.Vec(a + "time_faaaa", {c.n_head, c.head_size}, &L.faaaa);
+    b.Linear(a + "receptance.weight", A, C, &L.receptance);
+    b.Linear(a + "key.weight", A, C, &L.key);
+    b.Linear(a + "value.weight", A, C, &L.value);
+    b.Linear(a + "gate.weight", A, C, &L.gate);
+    b.Linear(a + "output.weight", C, A, &L.output);
+    b.Vec(a + "ln_x.weight", {A}, &L.ln_x_w);
+    b.Vec(a + "ln_x.bias", {A}, &L.ln_x_b);
+    b.Vec(f + "time_maa_k", {C}, &L.ffn_maa_k);
+    b.Vec(f + "time_maa_r", {C}, &L.ffn_maa_r);
+    b.Linear(f + "key.weight", F, C, &L.ffn_key);
+    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
+    b.Linear(f + "value.weight", C, F, &L.ffn_value);
   }
-  plan.push_back({"ln_out.weight", {C}, ln_out_w});
-  plan.push_back({"ln_out.bias", {C}, ln_out_b});
-  plan.push_back({"head.weight", {V, C}, nullptr, head});
-  AssignOffsets(&plan);
-  return plan;
+  return b.Finish(ln_out_w, ln_out_b, head);
 }
 
 // The tensors of an RWKV-5.x model (spec 4.1), in arena order. `first` = the bonus comes as
@@ -192,99 +192,73 @@ std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layer
 std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab, H = c.n_head, N = c.head_size;
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, H = c.n_head, N = c.head_size;
   const bool gated = c.arch != Architecture::kRwkv5_0;
   const std::vector<int64_t> per = c.arch == Architecture::kRwkv5_2 ? std::vector<int64_t>{H, N} : std::vector<int64_t>{H};
-  std::vector<Slot> plan;
-  plan.push_back({"emb.weight", {V, C}, emb});
-  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
-  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv5Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv5Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
-      plan.push_back({name, std::move(shape), target});
-    };
-    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
-      plan.push_back({name, {out, in}, nullptr, target});
-    };
-    add(p + "ln1.weight", {C}, &L.ln1_w);
-    add(p + "ln1.bias", {C}, &L.ln1_b);
-    add(p + "ln2.weight", {C}, &L.ln2_w);
-    add(p + "ln2.bias", {C}, &L.ln2_b);
-    add(a + "time_mix_k", {C}, &L.mix_k);
-    add(a + "time_mix_v", {C}, &L.mix_v);
-    add(a + "time_mix_r", {C}, &L.mix_r);
-    if (gated) add(a + "time_mix_g", {C}, &L.mix_g);
-    add(a + "time_decay", per, &L.time_decay);
-    add(a + (first ? "time_first" : "time_faaaa"), per, &L.bonus);
+    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
+    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
+    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
+    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.Vec(a + "time_mix_k", {C}, &L.mix_k);
+    b.Vec(a + "time_mix_v", {C}, &L.mix_v);
+    b.Vec(a + "time_mix_r", {C}, &L.mix_r);
+    if (gated) b.Vec(a + "time_mix_g", {C}, &L.mix_g);
+    b.Vec(a + "time_decay", per, &L.time_decay);
+    b.Vec(a + (first ? "time_first" : "time_faaaa"), per, &L.bonus);
     L.bonus_is_log = first;
-    linear(a + "receptance.weight", A, C, &L.receptance);
-    linear(a + "key.weight", A, C, &L.key);
-    linear(a + "value.weight", A, C, &L.value);
-    if (gated) linear(a + "gate.weight", A, C, &L.gate);
-    linear(a + "output.weight", C, A, &L.output);
-    add(a + "ln_x.weight", {A}, &L.ln_x_w);
-    add(a + "ln_x.bias", {A}, &L.ln_x_b);
-    add(f + "time_mix_k", {C}, &L.ffn_mix_k);
-    add(f + "time_mix_r", {C}, &L.ffn_mix_r);
-    linear(f + "key.weight", F, C, &L.ffn_key);
-    linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    linear(f + "value.weight", C, F, &L.ffn_value);
+    b.Linear(a + "receptance.weight", A, C, &L.receptance);
+    b.Linear(a + "key.weight", A, C, &L.key);
+    b.Linear(a + "value.weight", A, C, &L.value);
+    if (gated) b.Linear(a + "gate.weight", A, C, &L.gate);
+    b.Linear(a + "output.weight", C, A, &L.output);
+    b.Vec(a + "ln_x.weight", {A}, &L.ln_x_w);
+    b.Vec(a + "ln_x.bias", {A}, &L.ln_x_b);
+    b.Vec(f + "time_mix_k", {C}, &L.ffn_mix_k);
+    b.Vec(f + "time_mix_r", {C}, &L.ffn_mix_r);
+    b.Linear(f + "key.weight", F, C, &L.ffn_key);
+    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
+    b.Linear(f + "value.weight", C, F, &L.ffn_value);
   }
-  plan.push_back({"ln_out.weight", {C}, ln_out_w});
-  plan.push_back({"ln_out.bias", {C}, ln_out_b});
-  plan.push_back({"head.weight", {V, C}, nullptr, head});
-  AssignOffsets(&plan);
-  return plan;
+  return b.Finish(ln_out_w, ln_out_b, head);
 }
 
 // The tensors of an RWKV-4 model (spec 3.1), in arena order.
 std::vector<Slot> Rwkv4Plan(const ModelConfig& c, std::vector<Rwkv4Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, V = c.vocab;
-  std::vector<Slot> plan;
-  plan.push_back({"emb.weight", {V, C}, emb});
-  plan.push_back({"blocks.0.ln0.weight", {C}, ln0_w});
-  plan.push_back({"blocks.0.ln0.bias", {C}, ln0_b});
+  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim;
+  PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv4Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv4Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, const float** target) {
-      plan.push_back({name, std::move(shape), target});
-    };
-    auto linear = [&](const std::string& name, int64_t out, int64_t in, PackedMatrix* target) {
-      plan.push_back({name, {out, in}, nullptr, target});
-    };
-    add(p + "ln1.weight", {C}, &L.ln1_w);
-    add(p + "ln1.bias", {C}, &L.ln1_b);
-    add(p + "ln2.weight", {C}, &L.ln2_w);
-    add(p + "ln2.bias", {C}, &L.ln2_b);
-    add(a + "time_mix_k", {C}, &L.mix_k);
-    add(a + "time_mix_v", {C}, &L.mix_v);
-    add(a + "time_mix_r", {C}, &L.mix_r);
-    add(a + "time_decay", {A}, &L.time_decay);
-    add(a + "time_first", {A}, &L.time_first);
-    linear(a + "receptance.weight", A, C, &L.receptance);
-    linear(a + "key.weight", A, C, &L.key);
-    linear(a + "value.weight", A, C, &L.value);
-    linear(a + "output.weight", C, A, &L.output);
-    add(f + "time_mix_k", {C}, &L.ffn_mix_k);
-    add(f + "time_mix_r", {C}, &L.ffn_mix_r);
-    linear(f + "key.weight", F, C, &L.ffn_key);
-    linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    linear(f + "value.weight", C, F, &L.ffn_value);
+    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
+    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
+    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
+    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.Vec(a + "time_mix_k", {C}, &L.mix_k);
+    b.Vec(a + "time_mix_v", {C}, &L.mix_v);
+    b.Vec(a + "time_mix_r", {C}, &L.mix_r);
+    b.Vec(a + "time_decay", {A}, &L.time_decay);
+    b.Vec(a + "time_first", {A}, &L.time_first);
+    b.Linear(a + "receptance.weight", A, C, &L.receptance);
+    b.Linear(a + "key.weight", A, C, &L.key);
+    b.Linear(a + "value.weight", A, C, &L.value);
+    b.Linear(a + "output.weight", C, A, &L.output);
+    b.Vec(f + "time_mix_k", {C}, &L.ffn_mix_k);
+    b.Vec(f + "time_mix_r", {C}, &L.ffn_mix_r);
+    b.Linear(f + "key.weight", F, C, &L.ffn_key);
+    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
+    b.Linear(f + "value.weight", C, F, &L.ffn_value);
   }
-  plan.push_back({"ln_out.weight", {C}, ln_out_w});
-  plan.push_back({"ln_out.bias", {C}, ln_out_b});
-  plan.push_back({"head.weight", {V, C}, nullptr, head});
-  AssignOffsets(&plan);
-  return plan;
+  return b.Finish(ln_out_w, ln_out_b, head);
 }
 
 }  // namespace

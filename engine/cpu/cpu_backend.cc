@@ -281,7 +281,7 @@ void CpuBackend::ChannelMix(int l, std::span<const BatchEntry> batch, std::span<
 void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
   const ModelConfig& c = model_->config();
   const Rwkv6Layer& w = model_->layer6(l);
-  const int C = c.n_embd, H = c.n_head, N = c.head_size, Dm = c.lora_mix, Dd = c.lora_decay;
+  const int C = c.n_embd, Dm = c.lora_mix, Dd = c.lora_decay;
   const bool par = rows >= kParallelRows;
   LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
   // One token-shift pass: xx = z + (prev - z) * maa_x, and prev itself (mix of ones).
@@ -324,6 +324,15 @@ void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<co
       g[i] = g[i] * Sigmoid(g[i]);  // silu
     }
   }
+  Wkv6Block(l, batch, pieces, rows, w.faaaa, w.ln_x_w, w.ln_x_b, /*gate=*/true);
+  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
+}
+
+void CpuBackend::Wkv6Block(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                           const float* u, const float* ln_x_w, const float* ln_x_b, bool gate) {
+  const ModelConfig& c = model_->config();
+  const int C = c.n_embd, H = c.n_head, N = c.head_size;
+  const bool par = rows >= kParallelRows;
   const int tasks = static_cast<int>(pieces.size()) * H;
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
   for (int t = 0; t < tasks; ++t) {
@@ -331,16 +340,17 @@ void CpuBackend::TimeMix6(int l, std::span<const BatchEntry> batch, std::span<co
     const int h = t % H;
     float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
     const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
-    cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
-                  w.faaaa + h * N, y_.data() + hc);
+    cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc, u + h * N,
+                  y_.data() + hc);
   }
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;
-    cpu::GroupNormRows(y_.data() + o, 1, C, N, w.ln_x_w, w.ln_x_b);
-    for (int i = 0; i < C; ++i) y_[o + i] *= g_[o + i];
+    cpu::GroupNormRows(y_.data() + o, 1, C, N, ln_x_w, ln_x_b);
+    if (gate) {
+      for (int i = 0; i < C; ++i) y_[o + i] *= g_[o + i];
+    }
   }
-  MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 
 void CpuBackend::TimeMix4(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
@@ -388,7 +398,7 @@ void CpuBackend::TimeMix4(int l, std::span<const BatchEntry> batch, std::span<co
 void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows) {
   const ModelConfig& c = model_->config();
   const Rwkv5Layer& w = model_->layer5(l);
-  const int C = c.n_embd, H = c.n_head, N = c.head_size;
+  const int C = c.n_embd;
   const bool par = rows >= kParallelRows, gated = w.mix_g != nullptr;
   LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
   const float* mixes[] = {Derived(l, 2), Derived(l, 3), Derived(l, 4), Derived(l, 5)};
@@ -399,25 +409,15 @@ void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<co
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
   if (gated) MatMul(xg_.data(), rows, w.gate, g_.data(), C, false);
   const float* decay = Derived(l, 0);
-  for (int row = 0; row < rows; ++row) std::memcpy(d_.data() + static_cast<int64_t>(row) * C, decay, C * sizeof(float));
-  const int tasks = static_cast<int>(pieces.size()) * H;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
-  for (int t = 0; t < tasks; ++t) {
-    const Piece& p = pieces[t / H];
-    const int h = t % H;
-    float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
-    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
-    cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc,
-                  Derived(l, 1) + h * N, y_.data() + hc);
-  }
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;
-    cpu::GroupNormRows(y_.data() + o, 1, C, N, w.ln_x_w, w.ln_x_b);
+    std::memcpy(d_.data() + o, decay, C * sizeof(float));
     if (gated) {
-      for (int i = 0; i < C; ++i) y_[o + i] *= g_[o + i] * Sigmoid(g_[o + i]);  // silu
+      for (int i = 0; i < C; ++i) g_[o + i] *= Sigmoid(g_[o + i]);  // silu
     }
   }
+  Wkv6Block(l, batch, pieces, rows, Derived(l, 1), w.ln_x_w, w.ln_x_b, gated);
   MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 

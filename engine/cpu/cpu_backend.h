@@ -41,6 +41,10 @@ class CpuBackend final : public Backend {
   void ChannelMix(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // RWKV-6 (spec 5.2).
   void TimeMix6(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
+  // The RWKV-5/6 recurrence over every piece and head (r_, d_, k_, v_ in, bonus u [C]), then the
+  // group norm and, with `gate`, y_ *= g_ (already activated). Result in y_.
+  void Wkv6Block(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
+                 const float* u, const float* ln_x_w, const float* ln_x_b, bool gate);
   // RWKV-4 (spec 3.2).
   void TimeMix4(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows);
   // RWKV-5.x (spec 4.2).

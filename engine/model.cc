@@ -23,7 +23,7 @@ struct Slot {
   bool transpose = false;          // LoRA [in, out] in the file.
   size_t offset = 0;               // In the arena, in floats.
   int slice = -1;                  // >= 0: this index of the file tensor's first dimension.
-  std::vector<int64_t> file_shape;  // With `slice`: the whole tensor's shape in the file.
+  std::vector<int64_t> file_shape = {};  // With `slice`: the whole tensor's shape in the file.
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -71,6 +71,22 @@ class PlanBuilder {
     plan_.push_back({name, {in, out}, nullptr, target, /*transpose=*/true});
   }
   void Add(Slot s) { plan_.push_back(std::move(s)); }
+  // Every generation's ln1 and ln2 of layer prefix `p`.
+  void LayerNorms(const std::string& p, const float** ln1_w, const float** ln1_b, const float** ln2_w,
+                  const float** ln2_b) {
+    const int64_t C = c_.n_embd;
+    Vec(p + "ln1.weight", {C}, ln1_w);
+    Vec(p + "ln1.bias", {C}, ln1_b);
+    Vec(p + "ln2.weight", {C}, ln2_w);
+    Vec(p + "ln2.bias", {C}, ln2_b);
+  }
+  // The RWKV-4/5/6 channel mix matrices under prefix `f` ("blocks.N.ffn.").
+  void KeyReceptanceValue(const std::string& f, PackedMatrix* key, PackedMatrix* receptance, PackedMatrix* value) {
+    const int64_t C = c_.n_embd, F = c_.ffn_dim;
+    Linear(f + "key.weight", F, C, key);
+    Linear(f + "receptance.weight", C, C, receptance);
+    Linear(f + "value.weight", C, F, value);
+  }
   std::vector<Slot> Finish(const float** ln_out_w, const float** ln_out_b, PackedMatrix* head) {
     const int64_t C = c_.n_embd, V = c_.vocab;
     plan_.push_back({"ln_out.weight", {C}, ln_out_w});
@@ -100,10 +116,7 @@ std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layer
     Rwkv7Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.";
-    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
-    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
-    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
-    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.LayerNorms(p, &L.ln1_w, &L.ln1_b, &L.ln2_w, &L.ln2_b);
     b.Vec(a + "x_r", {C}, &L.x_r);
     b.Vec(a + "x_w", {C}, &L.x_w);
     b.Vec(a + "x_k", {C}, &L.x_k);
@@ -143,17 +156,14 @@ std::vector<Slot> Rwkv7Plan(const ModelConfig& c, std::vector<Rwkv7Layer>* layer
 std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, Dm = c.lora_mix, Dd = c.lora_decay;
+  const int64_t C = c.n_embd, A = c.n_att, Dm = c.lora_mix, Dd = c.lora_decay;
   PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv6Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv6Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
-    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
-    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
-    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.LayerNorms(p, &L.ln1_w, &L.ln1_b, &L.ln2_w, &L.ln2_b);
     b.Vec(a + "time_maa_x", {C}, &L.maa_x);
     b.Vec(a + "time_maa_w", {C}, &L.maa_w);
     b.Vec(a + "time_maa_k", {C}, &L.maa_k);
@@ -180,9 +190,7 @@ std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layer
     b.Vec(a + "ln_x.bias", {A}, &L.ln_x_b);
     b.Vec(f + "time_maa_k", {C}, &L.ffn_maa_k);
     b.Vec(f + "time_maa_r", {C}, &L.ffn_maa_r);
-    b.Linear(f + "key.weight", F, C, &L.ffn_key);
-    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    b.Linear(f + "value.weight", C, F, &L.ffn_value);
+    b.KeyReceptanceValue(f, &L.ffn_key, &L.ffn_receptance, &L.ffn_value);
   }
   return b.Finish(ln_out_w, ln_out_b, head);
 }
@@ -192,7 +200,7 @@ std::vector<Slot> Rwkv6Plan(const ModelConfig& c, std::vector<Rwkv6Layer>* layer
 std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim, H = c.n_head, N = c.head_size;
+  const int64_t C = c.n_embd, A = c.n_att, H = c.n_head, N = c.head_size;
   const bool gated = c.arch != Architecture::kRwkv5_0;
   const std::vector<int64_t> per = c.arch == Architecture::kRwkv5_2 ? std::vector<int64_t>{H, N} : std::vector<int64_t>{H};
   PlanBuilder b(c, emb, ln0_w, ln0_b);
@@ -201,10 +209,7 @@ std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5L
     Rwkv5Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
-    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
-    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
-    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.LayerNorms(p, &L.ln1_w, &L.ln1_b, &L.ln2_w, &L.ln2_b);
     b.Vec(a + "time_mix_k", {C}, &L.mix_k);
     b.Vec(a + "time_mix_v", {C}, &L.mix_v);
     b.Vec(a + "time_mix_r", {C}, &L.mix_r);
@@ -221,9 +226,7 @@ std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5L
     b.Vec(a + "ln_x.bias", {A}, &L.ln_x_b);
     b.Vec(f + "time_mix_k", {C}, &L.ffn_mix_k);
     b.Vec(f + "time_mix_r", {C}, &L.ffn_mix_r);
-    b.Linear(f + "key.weight", F, C, &L.ffn_key);
-    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    b.Linear(f + "value.weight", C, F, &L.ffn_value);
+    b.KeyReceptanceValue(f, &L.ffn_key, &L.ffn_receptance, &L.ffn_value);
   }
   return b.Finish(ln_out_w, ln_out_b, head);
 }
@@ -232,17 +235,14 @@ std::vector<Slot> Rwkv5Plan(const ModelConfig& c, bool first, std::vector<Rwkv5L
 std::vector<Slot> Rwkv4Plan(const ModelConfig& c, std::vector<Rwkv4Layer>* layers, const float** emb,
                             const float** ln_out_w, const float** ln_out_b, PackedMatrix* head, const float** ln0_w,
                             const float** ln0_b) {
-  const int64_t C = c.n_embd, A = c.n_att, F = c.ffn_dim;
+  const int64_t C = c.n_embd, A = c.n_att;
   PlanBuilder b(c, emb, ln0_w, ln0_b);
   layers->assign(c.n_layer, Rwkv4Layer{});
   for (int l = 0; l < c.n_layer; ++l) {
     Rwkv4Layer& L = (*layers)[l];
     const std::string p = absl::StrCat("blocks.", l, ".");
     const std::string a = p + "att.", f = p + "ffn.";
-    b.Vec(p + "ln1.weight", {C}, &L.ln1_w);
-    b.Vec(p + "ln1.bias", {C}, &L.ln1_b);
-    b.Vec(p + "ln2.weight", {C}, &L.ln2_w);
-    b.Vec(p + "ln2.bias", {C}, &L.ln2_b);
+    b.LayerNorms(p, &L.ln1_w, &L.ln1_b, &L.ln2_w, &L.ln2_b);
     b.Vec(a + "time_mix_k", {C}, &L.mix_k);
     b.Vec(a + "time_mix_v", {C}, &L.mix_v);
     b.Vec(a + "time_mix_r", {C}, &L.mix_r);
@@ -254,9 +254,7 @@ std::vector<Slot> Rwkv4Plan(const ModelConfig& c, std::vector<Rwkv4Layer>* layer
     b.Linear(a + "output.weight", C, A, &L.output);
     b.Vec(f + "time_mix_k", {C}, &L.ffn_mix_k);
     b.Vec(f + "time_mix_r", {C}, &L.ffn_mix_r);
-    b.Linear(f + "key.weight", F, C, &L.ffn_key);
-    b.Linear(f + "receptance.weight", C, C, &L.ffn_receptance);
-    b.Linear(f + "value.weight", C, F, &L.ffn_value);
+    b.KeyReceptanceValue(f, &L.ffn_key, &L.ffn_receptance, &L.ffn_value);
   }
   return b.Finish(ln_out_w, ln_out_b, head);
 }

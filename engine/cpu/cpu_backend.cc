@@ -12,8 +12,6 @@
 namespace rwkv {
 namespace {
 
-// Rows per step from which the elementwise loops and the recurrence use every thread.
-constexpr int kParallelRows = 4;
 
 // d = exp(-e^{-1/2} * sigmoid(w)) (spec 6.2).
 const float kDecayScale = static_cast<float>(std::exp(-0.5));
@@ -240,16 +238,13 @@ void CpuBackend::TimeMix(int l, std::span<const BatchEntry> batch, std::span<con
     }
   }
   // The recurrence: sequential over each piece's tokens, independent across pieces and heads.
-  const int tasks = static_cast<int>(pieces.size()) * H;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
-  for (int t = 0; t < tasks; ++t) {
-    const Piece& p = pieces[t / H];
-    const int h = t % H;
+  ForEachPieceHead(static_cast<int>(pieces.size()), H, rows, [&](int pi, int h) {
+    const Piece& p = pieces[pi];
     float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
-    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
+    const int64_t hc = static_cast<int64_t>(piece_row_[pi]) * C + h * N;
     cpu::Wkv7Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc, kk_.data() + hc,
                   b_.data() + hc, y_.data() + hc);
-  }
+  });
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;
@@ -333,16 +328,13 @@ void CpuBackend::Wkv6Block(int l, std::span<const BatchEntry> batch, std::span<c
   const ModelConfig& c = model_->config();
   const int C = c.n_embd, H = c.n_head, N = c.head_size;
   const bool par = rows >= kParallelRows;
-  const int tasks = static_cast<int>(pieces.size()) * H;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (par && tasks > 1)
-  for (int t = 0; t < tasks; ++t) {
-    const Piece& p = pieces[t / H];
-    const int h = t % H;
+  ForEachPieceHead(static_cast<int>(pieces.size()), H, rows, [&](int pi, int h) {
+    const Piece& p = pieces[pi];
     float* S = LayerState(batch[p.entry].slot, l) + C + static_cast<int64_t>(h) * N * N;
-    const int64_t hc = static_cast<int64_t>(piece_row_[t / H]) * C + h * N;
+    const int64_t hc = static_cast<int64_t>(piece_row_[pi]) * C + h * N;
     cpu::Wkv6Head(S, N, p.count, C, r_.data() + hc, d_.data() + hc, k_.data() + hc, v_.data() + hc, u + h * N,
                   y_.data() + hc);
-  }
+  });
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;

@@ -25,6 +25,8 @@ class CpuBackend final : public Backend {
   absl::Status Forward(std::span<const BatchEntry> batch, Logits* out) override;
 
  private:
+  // Rows per step from which the elementwise loops and the recurrences use every thread.
+  static constexpr int kParallelRows = 4;
   // A run of consecutive tokens of one entry processed in one internal step.
   struct Piece {
     int entry;
@@ -63,6 +65,14 @@ class CpuBackend final : public Backend {
               cpu::Activation act = cpu::Activation::kNone) const;
   // out[r] = LayerNorm(in[r]) over `rows` rows of the embedding width, on every thread.
   void LayerNorm(const float* in, int rows, const float* w, const float* b, float* out) const;
+  // Runs fn(piece index, head) for every piece and head of the step, on every thread when the step
+  // is big enough (the recurrences: sequential within a piece, independent across pieces and heads).
+  template <typename Fn>
+  void ForEachPieceHead(int pieces, int heads, int rows, Fn fn) {
+    const int tasks = pieces * heads;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (rows >= kParallelRows && tasks > 1)
+    for (int t = 0; t < tasks; ++t) fn(t / heads, t % heads);
+  }
   // Layer l's part of a slot's state (spec 7): [s_att (C)][S (H*N*N), or aa bb pp (3C) for v4][s_ffn (C)].
   float* LayerState(int slot, int layer);
 

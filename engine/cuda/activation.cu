@@ -10,6 +10,8 @@ __device__ __forceinline__ float Apply(float x, Act act) {
       return tanhf(x);
     case Act::kSigmoid:
       return 1.0f / (1.0f + __expf(-x));
+    case Act::kSilu:
+      return x / (1.0f + __expf(-x));
     case Act::kReluSquare: {
       const float r = fmaxf(x, 0.0f);
       return r * r;

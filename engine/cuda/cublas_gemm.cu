@@ -47,12 +47,12 @@ absl::Status Cublas::Init(cudaStream_t stream) {
 }
 
 absl::Status Cublas::Gemm(const void* X, int rows, const DeviceMatrix& W, WeightType t, float* Y, int ldy,
-                          bool accumulate) {
+                          bool accumulate, int ldx) {
   if (rows == 0) return absl::OkStatus();
   // Column-major view: Y^T[n, rows] = W[n, k] (row-major = W^T col-major, so op T) x X^T[k, rows].
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k,
-                                        &alpha, W.data, DataType(t), W.k, X, DataType(t), W.k, &beta, Y, CUDA_R_32F,
+                                        &alpha, W.data, DataType(t), W.k, X, DataType(t), ldx > 0 ? ldx : W.k, &beta, Y, CUDA_R_32F,
                                         ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return CublasError(s, "cublasGemmEx");
   return absl::OkStatus();

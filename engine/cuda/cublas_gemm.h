@@ -24,8 +24,9 @@ class Cublas {
 
   absl::Status Init(cudaStream_t stream);
   // Y[rows, n] (+)= X[rows, k] W^T, X and W of type `t`, Y float32 with leading dimension ldy,
-  // float32 accumulation.
-  absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, WeightType t, float* Y, int ldy, bool accumulate);
+  // float32 accumulation. X's leading dimension is ldx (0: k).
+  absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, WeightType t, float* Y, int ldy, bool accumulate,
+                    int ldx = 0);
 
  private:
   void* handle_ = nullptr;  // cublasHandle_t

@@ -19,10 +19,6 @@ absl::StatusOr<WeightType> ParseWeightType(std::string_view name) {
 
 absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<const Model> model,
                                                              const BackendOptions& options) {
-  if (model->config().arch != Architecture::kRwkv7) {
-    return absl::UnimplementedError(absl::StrCat("backend cuda runs rwkv7; this model is ",
-                                                 ArchitectureName(model->config().arch), " (use --backend cpu)"));
-  }
   RWKV_ASSIGN_OR_RETURN(WeightType type, ParseWeightType(options.dtype));
   RWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaStream_t stream;
@@ -43,10 +39,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<con
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr<CudaWeights> weights,
                                                                  const BackendOptions& options, cudaStream_t stream) {
-  if (weights->config().arch != Architecture::kRwkv7) {
-    return absl::UnimplementedError(
-        absl::StrCat("backend cuda runs rwkv7; this model is ", ArchitectureName(weights->config().arch)));
-  }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->weights_ = std::move(weights);
   b->stream_ = stream;
@@ -67,7 +59,7 @@ CudaBackend::~CudaBackend() {
 absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   const ModelConfig& c = config();
   const int64_t T = max_tokens_, C = c.n_embd, F = c.ffn_dim, V = c.vocab;
-  const int64_t rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 1});
+  const int64_t rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
   const size_t tb = WeightTypeBytes(weights_->type());
   RWKV_ASSIGN_OR_RETURN(pool_, CudaStatePool::Create(options.pool_slots, c.StateFloats(), stream_));
   RWKV_RETURN_IF_ERROR(cublas_.Init(stream_));
@@ -234,8 +226,22 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
 
   Embed(weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
   for (int l = 0; l < c.n_layer; ++l) {
-    RWKV_RETURN_IF_ERROR(TimeMix(l, rows, pieces));
-    RWKV_RETURN_IF_ERROR(ChannelMix(l, rows, pieces));
+    switch (c.arch) {
+      case Architecture::kRwkv7:
+        RWKV_RETURN_IF_ERROR(TimeMix(l, rows, pieces));
+        RWKV_RETURN_IF_ERROR(ChannelMix(l, rows, pieces));
+        continue;
+      case Architecture::kRwkv6:
+        RWKV_RETURN_IF_ERROR(TimeMix6(l, rows, pieces));
+        break;
+      case Architecture::kRwkv4:
+        RWKV_RETURN_IF_ERROR(TimeMix4(l, rows, pieces));
+        break;
+      default:
+        RWKV_RETURN_IF_ERROR(TimeMix5(l, rows, pieces));
+        break;
+    }
+    RWKV_RETURN_IF_ERROR(ChannelMixKRV(l, rows, pieces));
   }
   if (heads > 0) {
     LayerNorm(x_, dt_.head_rows, heads, c.n_embd, weights_->ln_out_w(), weights_->ln_out_b(), cpu::kLayerNormEps,
@@ -279,7 +285,7 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   const CudaLayer& w = weights_->layer(l);
   const WeightType wt = weights_->type();
   const int C = c.n_embd, H = c.n_head, N = c.head_size;
-  const int64_t layer_off = l * (2 * int64_t{C} + int64_t{H} * N * N);
+  const int64_t layer_off = LayerOffset(l);
   const StateView shift{pool_->device_data(), pool_->slot_floats(), layer_off};
 
   LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
@@ -317,9 +323,7 @@ absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
   const ModelConfig& c = config();
   const CudaLayer& w = weights_->layer(l);
   const int C = c.n_embd;
-  const int64_t layer_off = l * (2 * int64_t{C} + int64_t{c.n_head} * c.head_size * c.head_size);
-  const StateView shift{pool_->device_data(), pool_->slot_floats(),
-                        layer_off + C + int64_t{c.n_head} * c.head_size * c.head_size};
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
   LayerNorm(x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.ffn_x_k}, {mix_[2]}, 1};
   TokenShiftMix(z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
@@ -328,6 +332,112 @@ absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
   Activate(ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
            stream_);
   return Gemm(ffn_typed_.get(), rows, w.ffn_value, x_, C, true);
+}
+
+int64_t CudaBackend::LayerOffset(int l) const { return l * (config().StateFloats() / config().n_layer); }
+
+absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const WeightType wt = weights_->type();
+  const int C = c.n_embd, Dm = c.lora_mix;
+  const size_t tb = WeightTypeBytes(wt);
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
+  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  // Data-dependent mixes (spec 5.2): h = tanh(xx A1), m_j = h_j A2[j], x_j = z + (prev - z)(mu_j + m_j),
+  // with xx = z + (prev - z) maa_x. m_j goes through alpha_ (unused by RWKV-6).
+  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.maa_x}, {mix_[5]}, 1}, wt, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[5], rows, w.maa_w1, lora_f32_.as<float>(), 5 * Dm, false));
+  Activate(lora_f32_.as<float>(), int64_t{rows} * 5 * Dm, Act::kTanh, lora_typed_.get(), wt, stream_);
+  const float* mu[] = {w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g};
+  for (int j = 0; j < 5; ++j) {
+    RWKV_RETURN_IF_ERROR(
+        Gemm(lora_typed_.as<char>() + j * Dm * tb, rows, w.maa_w2[j], alpha_, C, false, /*ldx=*/5 * Dm));
+    MixSet m{{mu[j]}, {mix_[j]}, 1};
+    m.add[0] = alpha_;
+    TokenShiftMix(z_, rows, C, dt_, shift, m, wt, stream_);
+  }
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  void *xw = mix_[0], *xk = mix_[1], *xv = mix_[2], *xr = mix_[3], *xg = mix_[4];
+  RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xk, rows, w.key, k_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xv, rows, w.value, v_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xg, rows, w.gate, g_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(xw, rows, w.decay_w1, lora_f32_.as<float>(), c.lora_decay, false));
+  Activate(lora_f32_.as<float>(), int64_t{rows} * c.lora_decay, Act::kTanh, lora_typed_.get(), wt, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(lora_typed_.get(), rows, w.decay_w2, d_, C, false));
+  Rwkv6Decay(d_, w.decay, rows, C, stream_);
+  ActivateInPlace(g_, int64_t{rows} * C, Act::kSilu, stream_);
+  return Wkv6Block(l, rows, pieces, /*d_stride=*/C);
+}
+
+absl::Status CudaBackend::TimeMix5(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const WeightType wt = weights_->type();
+  const int C = c.n_embd;
+  const bool gated = w.mix_g != nullptr;
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
+  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  MixSet mixes{{w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3]}, gated ? 4 : 3};
+  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
+  if (gated) {
+    RWKV_RETURN_IF_ERROR(Gemm(mix_[3], rows, w.gate, g_, C, false));
+    ActivateInPlace(g_, int64_t{rows} * C, Act::kSilu, stream_);
+  }
+  // RWKV-5's decay is one vector per layer: stride 0 over the rows.
+  return Wkv6Block(l, rows, pieces, /*d_stride=*/0);
+}
+
+absl::Status CudaBackend::Wkv6Block(int l, int rows, int pieces, int64_t d_stride) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const int C = c.n_embd, N = c.head_size;
+  const StateView S{pool_->device_data(), pool_->slot_floats(), LayerOffset(l) + C};
+  Wkv6(S, dt_, pieces, c.n_head, N, C, r_, d_stride == 0 ? w.decay : d_, d_stride, k_, v_, w.bonus, y_, stream_);
+  GroupNormBonusGate(y_, nullptr, nullptr, nullptr, w.mix_g != nullptr ? g_ : nullptr, /*r_k=*/nullptr, w.ln_x_w,
+                     w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, weights_->type(), stream_);
+  return Gemm(yt_, rows, w.output, x_, C, true);
+}
+
+absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const WeightType wt = weights_->type();
+  const int C = c.n_embd;
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
+  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}, wt,
+                stream_);
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
+  ActivateInPlace(r_, int64_t{rows} * C, Act::kSigmoid, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
+  const StateView S{pool_->device_data(), pool_->slot_floats(), LayerOffset(l) + C};  // aa bb pp
+  Wkv4(S, dt_, pieces, C, r_, k_, v_, w.decay, w.bonus, yt_, wt, stream_);
+  return Gemm(yt_, rows, w.output, x_, C, true);
+}
+
+absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
+  const ModelConfig& c = config();
+  const CudaLayer& w = weights_->layer(l);
+  const WeightType wt = weights_->type();
+  const int C = c.n_embd;
+  const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
+  LayerNorm(x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
+  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}, wt, stream_);
+  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
+  Activate(ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), wt, stream_);
+  RWKV_RETURN_IF_ERROR(Gemm(ffn_typed_.get(), rows, w.ffn_value, y_, C, false));
+  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.ffn_receptance, r_, C, false));
+  AddGated(x_, r_, y_, int64_t{rows} * C, stream_);
+  return absl::OkStatus();
 }
 
 }  // namespace rwkv::cuda

@@ -1,4 +1,4 @@
-// The CUDA backend for RWKV-7: weights in fp16, bf16 or fp32 on the device, cuBLAS GEMMs with
+// The CUDA backend for every generation (RWKV-4, 5.x, 6, 7): weights in fp16, bf16 or fp32 on the device, cuBLAS GEMMs with
 // float32 accumulation, our kernels for everything else, float32 state in a device pool that the
 // kernels address in place by slot. Logits come back to the host for the sampler.
 //
@@ -56,10 +56,21 @@ class CudaBackend final : public Backend {
   // The device work of a step whose tables and jobs are staged: on the stream, or into a graph
   // being captured. `out` null: no logits to the host.
   absl::Status Enqueue(int rows, int pieces, int heads, int jobs, Logits* out, std::span<const DeviceSample> sampling);
+  // RWKV-7 (spec 6.2).
   absl::Status TimeMix(int l, int rows, int pieces);
   absl::Status ChannelMix(int l, int rows, int pieces);
-  absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate) {
-    return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate);
+  // RWKV-6 (spec 5.2), RWKV-5.x (4.2) and RWKV-4 (3.2) time mixes; their shared channel mix.
+  absl::Status TimeMix6(int l, int rows, int pieces);
+  absl::Status TimeMix5(int l, int rows, int pieces);
+  absl::Status TimeMix4(int l, int rows, int pieces);
+  absl::Status ChannelMixKRV(int l, int rows, int pieces);
+  // RWKV-5/6 from r_ k_ v_ (d_ with d_stride C, or the layer's decay with 0) and g_ (activated):
+  // the recurrence, the group norm and gate, the output projection added to x_.
+  absl::Status Wkv6Block(int l, int rows, int pieces, int64_t d_stride);
+  // Float offset of layer l's state inside a slot (l == n_layer: the slot's end).
+  int64_t LayerOffset(int l) const;
+  absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
+    return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
   }
   // Marks the backend broken when `s` is a sticky device error.
   absl::Status Check(absl::Status s);

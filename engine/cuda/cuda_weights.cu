@@ -1,7 +1,9 @@
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/ops.h"
 #include "engine/dtype.h"
@@ -21,6 +23,7 @@ struct CudaWeights::Plan {
     void** dst = nullptr;                  // Where the device pointer goes.
   };
   std::vector<Tensor> tensors;
+  std::deque<std::vector<float>> derived;  // Host values computed at upload (kept until it ends).
   size_t size = 0;
   void Add(Tensor t, WeightType type) {
     const size_t bytes = t.elements * (t.typed ? WeightTypeBytes(type) : 4);
@@ -46,8 +49,8 @@ absl::Status CudaWeights::Allocate(Plan* plan) {
 
 namespace {
 
-// Builds the plan for every tensor of an RWKV-7 model with `layers` pointing into `w`.
-// Vector and matrix sources come from `model` (Upload) or are random ranges (model == nullptr).
+// Builds the plan for every tensor of the model with `layers` pointing into the arena. Vector
+// and matrix sources come from `model` (Upload) or are random ranges (model == nullptr, RWKV-7).
 void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::vector<CudaLayer>* layers,
                const void** emb, const float** ln_out_w, const float** ln_out_b, DeviceMatrix* head,
                CudaWeights::Plan* plan) {
@@ -73,6 +76,12 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
     t.dst = const_cast<void**>(&dst->data);
     plan->Add(t, type);
   };
+  // A [C] vector computed on the host: f(i) per channel.
+  auto derived = [&](const float** dst, auto f) {
+    std::vector<float>& v = plan->derived.emplace_back(C);
+    for (int i = 0; i < C; ++i) v[i] = f(i);
+    vec(dst, v.data(), 0, 0);
+  };
   {
     Plan::Tensor t;
     t.elements = int64_t{c.vocab} * C;
@@ -87,8 +96,78 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
   vec(ln_out_b, model ? model->ln_out_b() : nullptr, -0.1f, 0.1f);
   mat(head, model ? &model->head() : nullptr, c.vocab, C);
   layers->resize(c.n_layer);
+  const int F = c.ffn_dim;
   for (int l = 0; l < c.n_layer; ++l) {
     CudaLayer& L = (*layers)[l];
+    if (c.arch == Architecture::kRwkv4) {
+      const Rwkv4Layer& H = model->layer4(l);
+      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b}})
+        vec(dst, src, 0, 0);
+      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
+                              {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
+        derived(dst, [src = src](int i) { return 1.0f - src[i]; });
+      }
+      derived(&L.decay, [&](int i) { return -std::exp(H.time_decay[i]); });
+      vec(&L.bonus, H.time_first, 0, 0);
+      mat(&L.receptance, &H.receptance, C, C);
+      mat(&L.key, &H.key, C, C);
+      mat(&L.value, &H.value, C, C);
+      mat(&L.output, &H.output, C, C);
+      mat(&L.ffn_key, &H.ffn_key, F, C);
+      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
+      mat(&L.ffn_value, &H.ffn_value, C, F);
+      continue;
+    }
+    if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
+      const Rwkv5Layer& H = model->layer5(l);
+      const int N = c.head_size;
+      const bool per_channel = c.arch == Architecture::kRwkv5_2;
+      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b},
+                              {&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}})
+        vec(dst, src, 0, 0);
+      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
+                              {&L.mix_g, H.mix_g}, {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
+        if (src != nullptr) derived(dst, [src = src](int i) { return 1.0f - src[i]; });
+      }
+      // Per head (v5.0, v5.1) or per channel (v5.2), broadcast to channels.
+      derived(&L.decay, [&](int i) { return std::exp(-std::exp(H.time_decay[per_channel ? i : i / N])); });
+      derived(&L.bonus, [&](int i) {
+        const float u = H.bonus[per_channel ? i : i / N];
+        return H.bonus_is_log ? std::exp(u) : u;
+      });
+      mat(&L.receptance, &H.receptance, C, C);
+      mat(&L.key, &H.key, C, C);
+      mat(&L.value, &H.value, C, C);
+      if (H.mix_g != nullptr) mat(&L.gate, &H.gate, C, C);
+      mat(&L.output, &H.output, C, C);
+      mat(&L.ffn_key, &H.ffn_key, F, C);
+      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
+      mat(&L.ffn_value, &H.ffn_value, C, F);
+      continue;
+    }
+    if (c.arch == Architecture::kRwkv6) {
+      const Rwkv6Layer& H = model->layer6(l);
+      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b},
+                              {&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}, {&L.maa_x, H.maa_x}, {&L.maa_w, H.maa_w},
+                              {&L.mix_k, H.maa_k}, {&L.mix_v, H.maa_v}, {&L.mix_r, H.maa_r}, {&L.mix_g, H.maa_g},
+                              {&L.decay, H.time_decay}, {&L.bonus, H.faaaa}, {&L.ffn_mix_k, H.ffn_maa_k},
+                              {&L.ffn_mix_r, H.ffn_maa_r}})
+        vec(dst, src, 0, 0);
+      const int Dm = c.lora_mix, Dd = c.lora_decay;
+      mat(&L.maa_w1, &H.maa_w1, 5 * Dm, C);
+      for (int j = 0; j < 5; ++j) mat(&L.maa_w2[j], &H.maa_w2[j], C, Dm);
+      mat(&L.decay_w1, &H.decay_w1, Dd, C);
+      mat(&L.decay_w2, &H.decay_w2, C, Dd);
+      mat(&L.receptance, &H.receptance, C, C);
+      mat(&L.key, &H.key, C, C);
+      mat(&L.value, &H.value, C, C);
+      mat(&L.gate, &H.gate, C, C);
+      mat(&L.output, &H.output, C, C);
+      mat(&L.ffn_key, &H.ffn_key, F, C);
+      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
+      mat(&L.ffn_value, &H.ffn_value, C, F);
+      continue;
+    }
     const Rwkv7Layer* H = model ? &model->layer(l) : nullptr;
     auto v = [&](const float** dst, const float* Rwkv7Layer::*src, float lo, float hi) {
       vec(dst, H ? H->*src : nullptr, lo, hi);
@@ -187,6 +266,10 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
 
 absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Random(const ModelConfig& config, WeightType type,
                                                                  uint64_t seed, cudaStream_t s) {
+  if (config.arch != Architecture::kRwkv7) {
+    return absl::UnimplementedError(absl::StrCat("random device weights are made for rwkv7 only, not ",
+                                                 ArchitectureName(config.arch)));
+  }
   std::unique_ptr<CudaWeights> w(new CudaWeights(config, type));
   Plan plan;
   BuildPlan(config, nullptr, type, &w->layers_, &w->emb_, &w->ln_out_w_, &w->ln_out_b_, &w->head_, &plan);

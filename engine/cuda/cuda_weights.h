@@ -1,5 +1,5 @@
-// An RWKV-7 model's weights on the device, in one allocation carved into tensors: matrices and
-// the embedding in the chosen WeightType (row-major [out, in]), vectors in float32.
+// A model's weights on the device (any generation), in one allocation carved into tensors:
+// matrices and the embedding in the chosen WeightType (row-major [out, in]), vectors in float32.
 //
 // Immutable after construction; used by one CudaBackend.
 #ifndef RWKV_ENGINE_CUDA_CUDA_WEIGHTS_H_
@@ -17,12 +17,27 @@
 
 namespace rwkv::cuda {
 
+// One layer; a field a generation does not have stays null / empty.
 struct CudaLayer {
-  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;                               // [C]
-  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;                           // [C]
-  const float *w0, *a0, *v0, *k_k, *k_a, *r_k, *ln_x_w, *ln_x_b, *ffn_x_k;  // [C]; v0 null in layer 0
-  DeviceMatrix w1, w2, a1, a2, v1, v2, g1, g2;                              // LoRA, [out, in]
+  // Every generation.
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;  // [C]
   DeviceMatrix receptance, key, value, output, ffn_key, ffn_value;
+  const float *ln_x_w = nullptr, *ln_x_b = nullptr;  // [C]; RWKV-5/6/7 group norm
+  // RWKV-7.
+  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;      // [C]
+  const float *w0, *a0, *v0, *k_k, *k_a, *r_k, *ffn_x_k;  // [C]; v0 null in layer 0
+  DeviceMatrix w1, w2, a1, a2, v1, v2, g1, g2;         // LoRA, [out, in]
+  // RWKV-4/5/6: token-shift mixes as the weight of the previous token (1 - mu for RWKV-4/5, whose
+  // files weight the current one; RWKV-6's maa as is); mix_g null without a gate.
+  const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr, *mix_g = nullptr;  // [C]
+  const float *ffn_mix_k = nullptr, *ffn_mix_r = nullptr;                              // [C]
+  // Per channel [C]. decay: RWKV-4 w = -exp(time_decay), RWKV-5 d = exp(-exp(time_decay)),
+  // RWKV-6 time_decay as stored (the step adds its LoRA). bonus: RWKV-4 time_first, RWKV-5/6 u.
+  const float *decay = nullptr, *bonus = nullptr;
+  DeviceMatrix gate, ffn_receptance;  // gate empty in RWKV-4 and 5.0
+  // RWKV-6 data-dependent token shift and decay LoRA.
+  const float *maa_x = nullptr, *maa_w = nullptr;  // [C]
+  DeviceMatrix maa_w1, maa_w2[5], decay_w1, decay_w2;  // maa_w2 order: w k v r g
 };
 
 class CudaWeights {
@@ -30,7 +45,7 @@ class CudaWeights {
   // Converts a loaded model (float32 on the host) to `type` on the device.
   static absl::StatusOr<std::unique_ptr<CudaWeights>> Upload(const Model& model, WeightType type, cudaStream_t s);
   // Random weights of the given shape made on the device (benchmarks: nothing crosses PCIe).
-  // REQUIRES: config.arch == kRwkv7.
+  // RWKV-7 only (UNIMPLEMENTED otherwise; Upload a Model::Random for the other generations).
   static absl::StatusOr<std::unique_ptr<CudaWeights>> Random(const ModelConfig& config, WeightType type, uint64_t seed,
                                                              cudaStream_t s);
 

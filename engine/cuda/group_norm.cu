@@ -17,8 +17,12 @@ __global__ void GroupNormBonusGateKernel(const float* y, const float* r, const f
   const float mean = BlockSum(x) / N;
   const float dev = on ? x - mean : 0.0f;
   const float inv = rsqrtf(BlockSum(dev * dev) / N + eps);
-  const float bonus = BlockSum(on ? r[o] * k[o] * r_k[c] : 0.0f);
-  if (on) out[o] = FromFloat<T>((dev * inv * w[c] + b[c] + bonus * v[o]) * g[o]);
+  float val = dev * inv * (on ? w[c] : 0.0f) + (on ? b[c] : 0.0f);
+  if (r_k != nullptr) {  // Uniform across the grid: every thread takes the same branch.
+    const float bonus = BlockSum(on ? r[o] * k[o] * r_k[c] : 0.0f);
+    if (on) val += bonus * v[o];
+  }
+  if (on) out[o] = FromFloat<T>(g != nullptr ? val * g[o] : val);
 }
 
 }  // namespace

@@ -25,14 +25,15 @@ struct DeviceTables {
 };
 
 // Where a layer's state lives inside each slot (spec section 7, the CPU backend's layout):
-// [shift_att C][S: H x N x N, value-major][shift_ffn C].
+// [shift_att C][S: H x N x N (RWKV-7 value-major, RWKV-5/6 key-major), or aa bb pp (3C) for
+// RWKV-4][shift_ffn C].
 struct StateView {
   float* pool = nullptr;
   int64_t slot_floats = 0;
   int64_t offset = 0;  // Float offset of the vector or matrix inside the slot.
 };
 
-enum class Act { kNone, kTanh, kSigmoid, kReluSquare };
+enum class Act { kNone, kTanh, kSigmoid, kReluSquare, kSilu };
 
 // x[r] = float(emb[tokens[r]]).
 void Embed(const void* emb, WeightType t, const int32_t* tokens, int rows, int C, float* x, cudaStream_t s);
@@ -41,13 +42,15 @@ void Embed(const void* emb, WeightType t, const int32_t* tokens, int rows, int C
 void LayerNorm(const float* in, const int32_t* rows_index, int rows, int C, const float* w, const float* b, float eps,
                float* out, cudaStream_t s);
 
-// Up to six token-shift mixes: out_m[r] = z[r] + (prev[r] - z[r]) * mix_m, where prev is the
-// previous row of the same piece, or the slot's saved vector for a piece's first row. Outputs are
-// in the GEMM input type.
+// Up to six token-shift mixes: out_m[r] = z[r] + (prev[r] - z[r]) * (mix_m + add_m[r]), where
+// prev is the previous row of the same piece, or the slot's saved vector for a piece's first row,
+// and add_m an optional per-row term ([rows, C] float32; RWKV-6's data-dependent mix, else null).
+// Outputs are in the GEMM input type.
 struct MixSet {
   const float* mix[6];
   void* out[6];
   int n;
+  const float* add[6] = {};
 };
 void TokenShiftMix(const float* z, int rows, int C, DeviceTables t, StateView shift, MixSet mixes, WeightType wt,
                    cudaStream_t s);
@@ -76,9 +79,29 @@ void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const fl
           const float* v, const float* a, const float* b, float* y, cudaStream_t s);
 
 // out = (GroupNorm_N(y) * w + b + (sum_j r k r_k per head) * v) * g, in the GEMM input type.
+// RWKV-5/6 pass r_k null (no bonus term; r, k, v unread) and RWKV-5.0 passes g null (no gate).
 void GroupNormBonusGate(const float* y, const float* r, const float* k, const float* v, const float* g,
                         const float* r_k, const float* w, const float* b, float eps, int rows, int C, int N, void* out,
                         WeightType wt, cudaStream_t s);
+
+// The RWKV-5/6 recurrence for every piece and head (spec 4.2, 5.2), sequential over a piece's
+// rows: y[j] = sum_i r[i] (S[i][j] + u[i] k[i] v[j]) with the old state, then
+// S[i][j] = d[i] S[i][j] + k[i] v[j]. S is the slot's [N key rows][N value columns]; u is [C];
+// d advances by `d_stride` floats per row (C for RWKV-6's per-token decay, 0 for RWKV-5's).
+void Wkv6(StateView S, DeviceTables t, int pieces, int H, int N, int C, const float* r, const float* d,
+          int64_t d_stride, const float* k, const float* v, const float* u, float* y, cudaStream_t s);
+
+// The RWKV-4 recurrence with the max trick (spec 3.2), per piece and channel, sequential over a
+// piece's rows; the slot holds aa, bb, pp at S.offset, + C, + 2C. w = -exp(time_decay), u =
+// time_first, r already through the sigmoid; out = r * wkv in the GEMM input type.
+void Wkv4(StateView S, DeviceTables t, int pieces, int C, const float* r, const float* k, const float* v,
+          const float* w, const float* u, void* out, WeightType wt, cudaStream_t s);
+
+// RWKV-6 decay (spec 5.2), in place: d = exp(-exp(time_decay + d)).
+void Rwkv6Decay(float* d, const float* time_decay, int rows, int C, cudaStream_t s);
+
+// The RWKV-4/5/6 channel-mix output, in place: x += sigmoid(r) * y over n elements.
+void AddGated(float* x, const float* r, const float* y, int64_t n, cudaStream_t s);
 
 // Samples one token per job from the rows of `logits` (modified in place) with the slots' penalty
 // counts [slots, V] (updated), writing tokens[job.out] (engine/cuda/sample.cu).

@@ -14,8 +14,10 @@ __global__ void TokenShiftMixKernel(const float* z, int C, DeviceTables t, State
       first ? shift.pool + static_cast<int64_t>(t.piece_slot[p]) * shift.slot_floats + shift.offset : cur - C;
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
     const float c = cur[i], d = prev[i] - c;
+    const int64_t o = static_cast<int64_t>(r) * C + i;
     for (int k = 0; k < m.n; ++k) {
-      static_cast<T*>(m.out[k])[static_cast<int64_t>(r) * C + i] = FromFloat<T>(c + d * m.mix[k][i]);
+      const float mix = m.add[k] != nullptr ? m.mix[k][i] + m.add[k][o] : m.mix[k][i];
+      static_cast<T*>(m.out[k])[o] = FromFloat<T>(c + d * mix);
     }
   }
 }

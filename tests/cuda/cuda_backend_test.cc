@@ -2,11 +2,13 @@
 // test skips itself when no CUDA device is visible.
 #include <cuda_runtime.h>
 
+#include <cctype>
 #include <cmath>
 #include <algorithm>
 #include <numeric>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "engine/backend.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_device.h"
@@ -105,6 +107,75 @@ TEST(CudaOps, Wkv7MatchesCpuOverAChunk) {
   // Same operation order per element as the CPU loop; fused multiply-adds differ: 1e-5.
   EXPECT_LT(RelL2(Dev::Get(y, T * C), want), 1e-5);
   EXPECT_LT(RelL2(Dev::Get(pool, H * N * N), S), 1e-5);
+}
+
+// RWKV-5/6: a per-token decay (stride C, RWKV-6) and one decay vector for every token (stride 0, RWKV-5).
+TEST(CudaOps, Wkv6MatchesCpuOverAChunk) {
+  SKIP_WITHOUT_GPU();
+  const int H = 2, N = 64, C = H * N, T = 5;
+  auto r = Random(T * C, -1, 1, 70), k = Random(T * C, -1, 1, 71), v = Random(T * C, -1, 1, 72),
+       u = Random(C, -1, 1, 73);
+  for (int d_stride : {C, 0}) {
+    const auto dd = Random(d_stride == 0 ? C : T * C, 0.5f, 1, 74);
+    std::vector<float> per_token = dd;  // The CPU kernel reads a decay row per token.
+    if (d_stride == 0) {
+      per_token.clear();
+      for (int t = 0; t < T; ++t) per_token.insert(per_token.end(), dd.begin(), dd.end());
+    }
+    std::vector<float> S0 = Random(H * N * N, -0.5f, 0.5f, 75), S = S0, want(T * C);
+    for (int h = 0; h < H; ++h) {
+      cpu::Wkv6Head(S.data() + h * N * N, N, T, C, r.data() + h * N, per_token.data() + h * N, k.data() + h * N,
+                    v.data() + h * N, u.data() + h * N, want.data() + h * N);
+    }
+    Dev d;
+    float* pool = d.Put(S0);
+    float* y = d.Put(std::vector<float>(T * C));
+    cuda::DeviceTables t;
+    t.piece_slot = d.PutInts({0});
+    t.piece_row = d.PutInts({0});
+    t.piece_count = d.PutInts({T});
+    cuda::Wkv6({pool, H * N * N, 0}, t, 1, H, N, C, d.Put(r), d.Put(dd), d_stride, d.Put(k), d.Put(v), d.Put(u), y,
+               nullptr);
+    // Same operations per element as the CPU loop; fused multiply-adds differ: 1e-5.
+    EXPECT_LT(RelL2(Dev::Get(y, T * C), want), 1e-5) << "d_stride " << d_stride;
+    EXPECT_LT(RelL2(Dev::Get(pool, H * N * N), S), 1e-5) << "d_stride " << d_stride;
+  }
+}
+
+TEST(CudaOps, Wkv4MatchesTheMaxTrickLoopOverTwoPieces) {
+  SKIP_WITHOUT_GPU();
+  const int C = 200, T = 4, slot_floats = 3 * C + 8;  // Pieces: rows 0-2 in slot 1, row 3 in slot 0.
+  auto r = Random(T * C, 0, 1, 80), k = Random(T * C, -3, 3, 81), v = Random(T * C, -1, 1, 82),
+       w = Random(C, -2, -0.01f, 83), u = Random(C, -1, 1, 84);
+  std::vector<float> pool = Random(2 * slot_floats, 0.1f, 1, 85), want_pool = pool, want(T * C);
+  const int slot_of[] = {1, 1, 1, 0};
+  for (int row = 0; row < T; ++row) {
+    float* st = want_pool.data() + slot_of[row] * slot_floats + 4;
+    for (int i = 0; i < C; ++i) {
+      float &aa = st[i], &bb = st[C + i], &pp = st[2 * C + i];
+      const float kk = k[row * C + i], vv = v[row * C + i];
+      float q = std::max(pp, u[i] + kk), e1 = std::exp(pp - q), e2 = std::exp(u[i] + kk - q);
+      want[row * C + i] = r[row * C + i] * (e1 * aa + e2 * vv) / (e1 * bb + e2);
+      q = std::max(pp + w[i], kk);
+      e1 = std::exp(pp + w[i] - q);
+      e2 = std::exp(kk - q);
+      aa = e1 * aa + e2 * vv;
+      bb = e1 * bb + e2;
+      pp = q;
+    }
+  }
+  Dev d;
+  float* dpool = d.Put(pool);
+  float* y = d.Put(std::vector<float>(T * C));
+  cuda::DeviceTables t;
+  t.piece_slot = d.PutInts({1, 0});
+  t.piece_row = d.PutInts({0, 3});
+  t.piece_count = d.PutInts({3, 1});
+  cuda::Wkv4({dpool, slot_floats, 4}, t, 2, C, d.Put(r), d.Put(k), d.Put(v), d.Put(w), d.Put(u), y,
+             cuda::WeightType::kF32, nullptr);
+  // The same operations; the device's expf and FMA contraction differ by ulps: 1e-5.
+  EXPECT_LT(RelL2(Dev::Get(y, T * C), want), 1e-5);
+  EXPECT_LT(RelL2(Dev::Get(dpool, 2 * slot_floats), want_pool), 1e-5);
 }
 
 TEST(CudaOps, GroupNormBonusGateMatchesCpu) {
@@ -234,9 +305,17 @@ TEST(CudaOps, TimeMixPrepMatchesTheCpuBackendsRowLoop) {
 }
 
 struct ModelCase {
+  const char* file;
   const char* dtype;
   double tol;  // Relative L2 of the logits against the CPU backend.
 };
+
+// The prompt of a fixture's manifest (RWKV-7, or the RWKV-4/5/6 one).
+std::vector<int32_t> FixtureTokens(const std::string& file) {
+  if (absl::StartsWith(file, "tiny-rwkv7")) return testing::ManifestTokens();
+  const nlohmann::json m = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-rwkv456.json")));
+  return m["tokens"].get<std::vector<int32_t>>();
+}
 
 class CudaModel : public ::testing::TestWithParam<ModelCase> {};
 
@@ -257,7 +336,7 @@ std::vector<float> AllLogits(Backend& b, const std::vector<int32_t>& tokens, int
 
 TEST_P(CudaModel, LogitsMatchTheCpuBackendAtEveryPosition) {
   SKIP_WITHOUT_GPU();
-  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture(GetParam().file));
   BackendOptions cpu_opts;
   cpu_opts.pool_slots = 2;
   BackendOptions gpu_opts = cpu_opts;
@@ -266,20 +345,35 @@ TEST_P(CudaModel, LogitsMatchTheCpuBackendAtEveryPosition) {
   auto cpu = *CreateBackend(model, cpu_opts);
   absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateBackend(model, gpu_opts);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  const std::vector<int32_t> tokens = testing::ManifestTokens();
+  const std::vector<int32_t> tokens = FixtureTokens(GetParam().file);
   const std::vector<float> want = AllLogits(*cpu, tokens, static_cast<int>(tokens.size()));
   for (int chunk : {1, 3, static_cast<int>(tokens.size())}) {
     const std::vector<float> got = AllLogits(**gpu, tokens, chunk);
     // Tolerances from the issue: fp32 weights 1e-4 (GEMM summation order), fp16/bf16 1e-2
     // (weights and GEMM inputs rounded to 11 or 8 significant bits).
-    EXPECT_LT(RelL2(got, want), GetParam().tol) << GetParam().dtype << " chunk " << chunk;
+    EXPECT_LT(RelL2(got, want), GetParam().tol) << GetParam().file << " " << GetParam().dtype << " chunk " << chunk;
   }
   EXPECT_TRUE((*gpu)->Healthy().ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, CudaModel,
-                         ::testing::Values(ModelCase{"f32", 1e-4}, ModelCase{"f16", 1e-2}, ModelCase{"bf16", 1e-2}),
-                         [](const auto& info) { return std::string(info.param.dtype); });
+INSTANTIATE_TEST_SUITE_P(
+    Generations, CudaModel,
+    ::testing::Values(ModelCase{"tiny-rwkv7-f32.safetensors", "f32", 1e-4},
+                      ModelCase{"tiny-rwkv7-f32.safetensors", "f16", 1e-2},
+                      ModelCase{"tiny-rwkv7-f32.safetensors", "bf16", 1e-2},
+                      ModelCase{"tiny-rwkv6-f32.safetensors", "f32", 1e-4},
+                      ModelCase{"tiny-rwkv6-f32.safetensors", "f16", 1e-2},
+                      ModelCase{"tiny-rwkv5.2-f32.safetensors", "f32", 1e-4},
+                      ModelCase{"tiny-rwkv5.2-f32.safetensors", "f16", 1e-2},
+                      ModelCase{"tiny-rwkv4-f32.safetensors", "f32", 1e-4},
+                      ModelCase{"tiny-rwkv4-f32.safetensors", "f16", 1e-2}),
+    [](const auto& info) {
+      std::string name = std::string(info.param.file).substr(5) + "_" + info.param.dtype;  // Drop "tiny-".
+      for (char& ch : name) {
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return name;
+    });
 
 TEST(CudaModelGreedy, SixtyFourGreedyTokensEqualTheCpuBackendInFp32) {
   SKIP_WITHOUT_GPU();

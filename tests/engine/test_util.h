@@ -69,23 +69,38 @@ inline double RelL2(std::span<const float> got, const std::vector<double>& want)
 
 namespace rwkv::testing {
 
-// Writes an all-zero f32 safetensors file with the given tensor names and shapes.
-inline void WriteZeroSafetensors(const std::string& path,
-                                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+struct F32Tensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // Row-major; empty = zeros.
+};
+
+// Writes an f32 safetensors file.
+inline void WriteSafetensors(const std::string& path, const std::vector<F32Tensor>& tensors) {
   nlohmann::json header = nlohmann::json::object();
-  uint64_t offset = 0;
-  for (const auto& [name, shape] : tensors) {
-    uint64_t n = 4;
-    for (int64_t d : shape) n *= d;
-    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + n}}};
-    offset += n;
+  std::string data;
+  for (const F32Tensor& t : tensors) {
+    uint64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    std::vector<float> v = t.values;
+    v.resize(n, 0.0f);
+    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + 4 * n}}};
+    data.append(reinterpret_cast<const char*>(v.data()), 4 * n);
   }
   std::string text = header.dump();
   const uint64_t len = text.size();
   std::string out(reinterpret_cast<const char*>(&len), 8);
   out += text;
-  out.append(offset, '\0');
+  out += data;
   WriteFile(path, out);
+}
+
+// Writes an all-zero f32 safetensors file with the given tensor names and shapes.
+inline void WriteZeroSafetensors(const std::string& path,
+                                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+  std::vector<F32Tensor> t;
+  for (const auto& [name, shape] : tensors) t.push_back({name, shape, {}});
+  WriteSafetensors(path, t);
 }
 
 inline std::string TempPath(const std::string& name) {

@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
@@ -27,12 +28,12 @@ constexpr char kUsage[] = R"(usage: rwkv-client [--server HOST:PORT] [--timeout 
 
 commands:
   generate --prompt TEXT | --tokens 1,2,3      stream a completion to stdout
-           [--session ID] [--max-tokens 256] [--stop STR]... [--stop-token ID]... [--ignore-eos]
+           [--session ID | --state NAME] [--max-tokens 256] [--stop STR]... [--stop-token ID]... [--ignore-eos]
            [--temperature 1] [--top-p 0.85] [--top-k 0] [--min-p 0] [--presence-penalty 0]
            [--frequency-penalty 0] [--penalty-decay 1] [--seed 0] [--logprobs N] [--json]
-  chat     [--session ID] [--max-tokens 500] [sampling flags]
+  chat     [--session ID | --state NAME] [--max-tokens 500] [sampling flags]
            an interactive conversation on a session; each turn sends only the new message
-  session  create [--id ID] [--prompt TEXT] | list | get ID | fork ID [--id NEW] | delete ID
+  session  create [--id ID] [--prompt TEXT] [--state NAME] | list | get ID | fork ID [--id NEW] | delete ID
            | export ID FILE | import FILE [--id ID]
   info                                          model, backend and limits
   health   [--service rwkv.v1.Rwkv]             grpc.health.v1 status; exit 0 only when SERVING
@@ -40,6 +41,7 @@ commands:
   bench    [--concurrency 1,4,16,64] [--requests N | --duration SECONDS] [--prompt-tokens 16]
            [--max-tokens 64] [--temperature 0] [--json FILE] [--plot DIR] [--no-progress]
 
+--state NAME starts from one of the server's start states (`info` lists them; none = zeros).
 --server defaults to $RWKV_SERVER, else localhost:50051. Sessions go with the header
 x-rwkv-session-id, for proxies that route a session's turns to one replica.
 )";
@@ -114,6 +116,7 @@ absl::Status Generate(Client& c, const Flags& f) {
     g.set_text(f.Get("prompt"));
   }
   g.set_session_id(f.Get("session"));
+  g.set_initial_state(f.Get("state"));
   if (absl::Status st = Sampling(f, g.mutable_sampling()); !st.ok()) return st;
   absl::StatusOr<int64_t> max_tokens = f.Int("max-tokens", 256);
   if (!max_tokens.ok()) return max_tokens.status();
@@ -185,7 +188,9 @@ absl::Status Generate(Client& c, const Flags& f) {
 absl::Status Chat(Client& c, const Flags& f) {
   std::string session = f.Get("session");
   if (session.empty()) {
-    absl::StatusOr<v1::Session> s = c.CreateSession(v1::CreateSessionRequest(), Options(f));
+    v1::CreateSessionRequest req;
+    req.set_initial_state(f.Get("state"));
+    absl::StatusOr<v1::Session> s = c.CreateSession(req, Options(f));
     if (!s.ok()) return Fail("create session", s.status());
     session = s->session_id();
   }
@@ -233,6 +238,7 @@ absl::Status SessionCmd(Client& c, const Flags& f) {
   if (verb == "create") {
     v1::CreateSessionRequest req;
     req.set_session_id(f.Get("id"));
+    req.set_initial_state(f.Get("state"));
     if (f.Has("prompt")) req.set_text(f.Get("prompt"));
     absl::StatusOr<v1::Session> s = c.CreateSession(req, o);
     if (!s.ok()) return Fail("create", s.status());
@@ -291,6 +297,9 @@ absl::Status Info(Client& c, const Flags& f) {
               "max tokens %d, idle ttl %.0f s\n",
               l.state_slots(), l.max_running(), l.step_token_budget(), l.queue_length(), l.max_sessions(),
               l.max_prompt_tokens(), l.max_tokens(), l.session_idle_ttl_seconds());
+  std::printf("start states: %s (default: %s)\n",
+              m->initial_states().empty() ? "none" : absl::StrJoin(m->initial_states(), ", ").c_str(),
+              m->default_initial_state().empty() ? "zeros" : m->default_initial_state().c_str());
   return absl::OkStatus();
 }
 

@@ -127,6 +127,12 @@ const std::vector<Flag>& Flags() {
       {"stream-buffer", "responses queued per stream before its sequence pauses (default 16)",
        Int(&ServerConfig::stream_buffer, 1, 1 << 16)},
       {"access-log", "one log line per finished request (default true)", Bool(&ServerConfig::access_log)},
+      {"states",
+       "start states requests may name, NAME=PATH,...: state-tuning files (blocks.N.att.time_state) or exported "
+       "sessions (default none)",
+       String(&ServerConfig::states)},
+      {"default-state", "the start state of requests that name none; one of --states (default: zeros)",
+       String(&ServerConfig::default_state)},
   };
   return flags;
 }

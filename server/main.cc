@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/backend.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
@@ -59,6 +60,7 @@ struct Engine {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Scheduler> scheduler;
   StateCodec codec;
+  StartStates states;
   std::string backend;
 };
 
@@ -77,6 +79,9 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   }
   e.codec.config = mc;
   e.codec.fingerprint = ModelFingerprint(*m);
+  absl::StatusOr<StartStates> states = StartStates::Load(cfg.states, cfg.default_state, e.codec);
+  if (!states.ok()) return states.status();
+  e.states = std::move(*states);
 
   BackendOptions bo;
   bo.kind = cfg.backend;
@@ -125,6 +130,11 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
                       e.backend, mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget, so.queue_length,
                       so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
                       cfg.session_ttl));
+  if (!e.states.names().empty()) {
+    Log("info", "start states loaded",
+        absl::StrCat("states=", LogValue(absl::StrJoin(e.states.names(), ",")),
+                     " default=", LogValue(e.states.default_name())));
+  }
   return e;
 }
 
@@ -200,7 +210,7 @@ int Run(int argc, char** argv) {
   }
   // A limit the validation needs from the model.
   Scheduler* scheduler = engine->scheduler.get();
-  service.Attach(scheduler, engine->tokenizer.get(), engine->codec, engine->backend);
+  service.Attach(scheduler, engine->tokenizer.get(), engine->codec, engine->backend, engine->states);
   scheduler->Start();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);

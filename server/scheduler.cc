@@ -228,9 +228,17 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
     seq->session = *s;
     seq->session->busy = true;
     r.session_id = seq->session->id;
-    // Every prompt token but the last goes through the model; the last stays pending, so that
-    // the first turn can start generating from it.
-    if (!r.prompt.empty()) seq->feed.assign(r.prompt.begin(), r.prompt.end() - 1);
+    if (r.start != nullptr) {  // Checked out from the host tier like an imported session.
+      seq->session->host = r.start->state;
+      seq->session->pending = r.start->pending;
+      seq->session->token_count = r.start->token_count;
+    }
+    // Every prompt token but the last goes through the model (after the start's pending token);
+    // the last stays pending, so that the first turn can start generating from it.
+    if (!r.prompt.empty()) {
+      if (seq->session->pending) seq->feed.push_back(*seq->session->pending);
+      seq->feed.insert(seq->feed.end(), r.prompt.begin(), r.prompt.end() - 1);
+    }
   } else {
     if (!r.session_id.empty()) {
       absl::StatusOr<Session*> s = sessions_.Get(r.session_id);
@@ -246,6 +254,8 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
       seq->session = *s;
       seq->session->busy = true;
       if (seq->session->pending) seq->feed.push_back(*seq->session->pending);
+    } else if (r.start != nullptr && r.start->pending) {
+      seq->feed.push_back(*r.start->pending);
     }
     seq->feed.insert(seq->feed.end(), r.prompt.begin(), r.prompt.end());
     if (seq->feed.empty()) {
@@ -292,9 +302,14 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
   absl::StatusOr<int> slot = seq.session ? sessions_.CheckOut(*seq.session) : sessions_.AcquireSlot();
   if (!slot.ok()) return Finish(seq, Failed(slot.status()), now);
   seq.slot = *slot;
+  if (seq.session == nullptr && seq.req.start != nullptr) {
+    if (absl::Status st = backend_->pool().Write(seq.slot, seq.req.start->state); !st.ok()) {
+      return Finish(seq, Failed(st), now);
+    }
+  }
   if (observer_) observer_->OnAdmit(Seconds(seq.submitted, now), static_cast<int>(seq.req.prompt.size()));
   if (seq.feed.empty()) {  // A session created without tokens to compute.
-    Commit(seq, seq.req.prompt.empty() ? std::nullopt : std::optional<int32_t>(seq.req.prompt.back()), now);
+    Commit(seq, seq.req.prompt.empty() ? seq.session->pending : std::optional<int32_t>(seq.req.prompt.back()), now);
     Finish(seq, FinalEvent{}, now);
   }
 }

@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "engine/sampler.h"
+#include "server/state_codec.h"
 
 namespace rwkv::server {
 
@@ -36,6 +38,9 @@ struct SequenceRequest {
   bool want_logprobs = false;
   int top_logprobs = 0;
   std::optional<TimePoint> deadline;
+  // Stateless generation and new sessions: the state to start from (null = zeros). An exported
+  // session's pending token is fed first; a new session also takes its token count.
+  std::shared_ptr<const ExportedState> start;
 };
 
 struct TopLogprob {

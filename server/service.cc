@@ -238,10 +238,11 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
 };
 
 void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec,
-                         std::string backend_name) {
+                         std::string backend_name, StartStates states) {
   scheduler_ = scheduler;
   tokenizer_ = tokenizer;
   codec_ = std::move(codec);
+  states_ = std::move(states);
   options_.limits.vocab = codec_.config.vocab;
   backend_name_ = std::move(backend_name);
   slots_ = scheduler->backend().pool().capacity();  // Fixed at construction; read before the loop serves.
@@ -308,6 +309,15 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
     seq = ToSequenceRequest(*req, *tokenizer_, options_.limits);
     st = seq.status();
   }
+  if (st.ok() && !req->initial_state().empty() && !req->session_id().empty()) {
+    st = absl::InvalidArgumentError(absl::StrCat("initial_state is for stateless requests and new sessions; session ",
+                                                 req->session_id(), " continues from its own state"));
+  }
+  if (st.ok() && req->session_id().empty()) {
+    absl::StatusOr<std::shared_ptr<const ExportedState>> start = states_.Resolve(req->initial_state(), "initial_state");
+    st = start.status();
+    if (st.ok()) seq->start = std::move(*start);
+  }
   if (st.ok()) {
     seq->deadline = Deadline(ctx);
     st = scheduler_->Submit(std::move(*seq), sink);
@@ -321,6 +331,9 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
   if (absl::Status st = Ready(true); !st.ok()) return Finish(ctx, "CreateSession", st);
   absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, *tokenizer_, options_.limits);
   if (!seq.ok()) return Finish(ctx, "CreateSession", seq.status());
+  absl::StatusOr<std::shared_ptr<const ExportedState>> start = states_.Resolve(req->initial_state(), "initial_state");
+  if (!start.ok()) return Finish(ctx, "CreateSession", start.status());
+  seq->start = std::move(*start);
   seq->deadline = Deadline(ctx);
 
   // The new session's prompt runs through the scheduler like any sequence; its Finish answers.
@@ -488,6 +501,8 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
   l->set_max_sessions(so.sessions.max_sessions);
   l->set_host_state_bytes(static_cast<int64_t>(so.sessions.max_sessions) * c.StateBytes());
   l->set_session_idle_ttl_seconds(static_cast<double>(so.sessions.idle_ttl.count()));
+  for (const std::string& n : states_.names()) resp->add_initial_states(n);
+  resp->set_default_initial_state(states_.default_name());
   return Finish(ctx, "GetModelInfo", absl::OkStatus());
 }
 

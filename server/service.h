@@ -15,6 +15,7 @@
 #include "rwkv/v1/rwkv.grpc.pb.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/start_states.h"
 #include "server/state_codec.h"
 #include "server/validation.h"
 
@@ -33,8 +34,10 @@ class RwkvService final : public v1::Rwkv::CallbackService {
   // REQUIRES: metrics outlives the service.
   RwkvService(ServiceOptions options, Metrics* metrics) : options_(std::move(options)), metrics_(metrics) {}
 
-  // Starts serving requests. REQUIRES: all three outlive the service; called once.
-  void Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec, std::string backend_name);
+  // Starts serving requests. REQUIRES: scheduler and tokenizer outlive the service; called once.
+  // `states`: the named start states requests may give (none by default).
+  void Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec, std::string backend_name,
+              StartStates states = {});
   // New generations and sessions get UNAVAILABLE; reads and exports go on.
   void SetDraining() { draining_ = true; }
 
@@ -83,6 +86,7 @@ class RwkvService final : public v1::Rwkv::CallbackService {
   Scheduler* scheduler_ = nullptr;  // Set once by Attach, before ready_.
   const Tokenizer* tokenizer_ = nullptr;
   StateCodec codec_;
+  StartStates states_;
   std::string backend_name_;
   int slots_ = 0;
 };

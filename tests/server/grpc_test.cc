@@ -3,6 +3,7 @@
 // across tokens).
 #include <chrono>
 #include <future>
+#include <random>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -15,6 +16,9 @@
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/service.h"
+#include "server/start_states.h"
+#include "engine/start_state.h"
+#include "tests/engine/test_util.h"
 
 namespace rwkv::server {
 namespace {
@@ -22,7 +26,8 @@ namespace {
 using ::testing::HasSubstr;
 
 struct Harness {
-  explicit Harness(SchedulerOptions so = {}, ServiceOptions svc = {}, int slots = 8) {
+  explicit Harness(SchedulerOptions so = {}, ServiceOptions svc = {}, int slots = 8, std::string states = "",
+                   std::string default_state = "") {
     tokenizer = *Tokenizer::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/byte-vocab.txt");
     std::shared_ptr<const Model> model = *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-v257.safetensors");
     BackendOptions bo;
@@ -37,7 +42,9 @@ struct Harness {
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     b.RegisterService(service.get());
     server = b.BuildAndStart();
-    service->Attach(scheduler.get(), tokenizer.get(), codec, "cpu");
+    absl::StatusOr<StartStates> start = StartStates::Load(states, default_state, codec);
+    EXPECT_TRUE(start.ok()) << start.status();
+    service->Attach(scheduler.get(), tokenizer.get(), codec, "cpu", start.ok() ? std::move(*start) : StartStates());
     scheduler->Start();
     client = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(port));
   }
@@ -308,6 +315,137 @@ TEST(GrpcService, NotReadyBeforeAttach) {
   EXPECT_EQ(c.GetModelInfo().status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(Generate(c, Greedy({1}, 1)).final.status().message()), HasSubstr("loading"));
   server->Shutdown();
+}
+
+// Greedy tokens of the harness's model from `state` (the engine directly, no server).
+std::vector<int32_t> EngineGreedy(const std::vector<float>& state, const std::vector<int32_t>& prompt, int n) {
+  std::shared_ptr<const Model> model =
+      *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-v257.safetensors");
+  BackendOptions bo;
+  bo.pool_slots = 1;
+  auto b = *CreateBackend(model, bo);
+  const int slot = *b->pool().Acquire();
+  EXPECT_TRUE(b->pool().Write(slot, state).ok());
+  std::vector<int32_t> feed = prompt, out;
+  Logits logits;
+  for (int i = 0; i < n; ++i) {
+    const BatchEntry e{slot, feed, false};
+    EXPECT_TRUE(b->Forward({&e, 1}, &logits).ok());
+    const std::span<const float> row = logits.Row(0, 0);
+    feed = {static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin())};
+    out.push_back(feed[0]);
+  }
+  return out;
+}
+
+// A state-tuning file for the harness's model (2 layers, 4 heads of 16), random values.
+std::string WriteTunedState() {
+  const std::string path = testing::TempPath("tuned.safetensors");
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0, 0.5f);
+  std::vector<testing::F32Tensor> t;
+  for (int l = 0; l < 2; ++l) {
+    std::vector<float> v(4 * 16 * 16);
+    for (float& x : v) x = d(rng);
+    t.push_back({"blocks." + std::to_string(l) + ".att.time_state", {4, 16, 16}, v});
+  }
+  testing::WriteSafetensors(path, t);
+  return path;
+}
+
+TEST(GrpcStartStates, StateTuningFileStartsStatelessRequestsAndSessions) {
+  const std::string tuned = WriteTunedState();
+  Harness h({}, {}, 8, "tuned=" + tuned);
+  absl::StatusOr<v1::ModelInfo> info = h.client->GetModelInfo();
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->initial_states_size(), 1);
+  EXPECT_EQ(info->initial_states(0), "tuned");
+  EXPECT_EQ(info->default_initial_state(), "");
+
+  const ModelConfig c = h.OnLoop([&] { return h.scheduler->backend().config(); });
+  const std::vector<float> state = *LoadStateTuning(tuned, c);
+  const std::vector<int32_t> want = EngineGreedy(state, {5, 6}, 12);
+  ASSERT_NE(want, EngineGreedy(std::vector<float>(state.size(), 0.0f), {5, 6}, 12)) << "the tuned state matters";
+
+  v1::GenerateRequest r = Greedy({5, 6}, 12);
+  r.set_initial_state("tuned");
+  Stream s = Generate(*h.client, r);
+  ASSERT_TRUE(s.final.ok()) << s.final.status();
+  EXPECT_EQ(s.ids, want);
+
+  v1::CreateSessionRequest create;
+  create.set_session_id("t");
+  create.set_initial_state("tuned");
+  ASSERT_TRUE(h.client->CreateSession(create).ok());
+  Stream turn = Generate(*h.client, Greedy({5, 6}, 12, "t"));
+  ASSERT_TRUE(turn.final.ok()) << turn.final.status();
+  EXPECT_EQ(turn.ids, want);
+
+  r.set_initial_state("none");
+  Stream zero = Generate(*h.client, r);
+  ASSERT_TRUE(zero.final.ok());
+  EXPECT_EQ(zero.ids, EngineGreedy(std::vector<float>(state.size(), 0.0f), {5, 6}, 12));
+
+  r.set_initial_state("nope");
+  Stream bad = Generate(*h.client, r);
+  EXPECT_EQ(bad.final.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.final.status().message(), HasSubstr("initial_state 'nope' is not a start state of this server (tuned, none)"));
+  v1::GenerateRequest on_session = Greedy({5}, 2, "t");
+  on_session.set_initial_state("tuned");
+  Stream refused = Generate(*h.client, on_session);
+  EXPECT_EQ(refused.final.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.final.status().message(), HasSubstr("continues from its own state"));
+  std::remove(tuned.c_str());
+}
+
+TEST(GrpcStartStates, AnExportedSessionAsTheDefaultStartContinuesThatConversation) {
+  const std::string path = testing::TempPath("conv.rwkvstate");
+  std::vector<int32_t> turn_ids;
+  {
+    Harness h;
+    v1::CreateSessionRequest create;
+    create.set_session_id("conv");
+    create.mutable_token_ids()->add_ids(9);
+    ASSERT_TRUE(h.client->CreateSession(create).ok());
+    ASSERT_TRUE(Generate(*h.client, Greedy({10, 11}, 4, "conv")).final.ok());
+    absl::StatusOr<std::string> bytes = h.client->ExportSession("conv");
+    ASSERT_TRUE(bytes.ok());
+    testing::WriteFile(path, *bytes);
+    Stream next = Generate(*h.client, Greedy({12}, 8, "conv"));
+    ASSERT_TRUE(next.final.ok());
+    turn_ids = next.ids;
+  }
+  Harness h({}, {}, 8, "conv=" + path, "conv");
+  Stream s = Generate(*h.client, Greedy({12}, 8));  // No initial_state: the default.
+  ASSERT_TRUE(s.final.ok()) << s.final.status();
+  EXPECT_EQ(s.ids, turn_ids);
+  std::remove(path.c_str());
+}
+
+TEST(StartStatesLoad, BadSpecsNameTheFlagAndTheEntry) {
+  std::shared_ptr<const Model> model =
+      *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-v257.safetensors");
+  const StateCodec codec{ModelFingerprint(*model), model->config()};
+  const std::string tuned = WriteTunedState();
+  auto err = [&](const std::string& spec, const std::string& def = "") {
+    return std::string(StartStates::Load(spec, def, codec).status().message());
+  };
+  EXPECT_THAT(err("tuned"), HasSubstr("--states entry 'tuned' is not NAME=PATH"));
+  EXPECT_THAT(err("none=" + tuned), HasSubstr("not 'none'"));
+  EXPECT_THAT(err("a=" + tuned + ",a=" + tuned), HasSubstr("names 'a' twice"));
+  EXPECT_THAT(err("a=/nonexistent"), HasSubstr("--states a: cannot open /nonexistent"));
+  EXPECT_THAT(err("a=" + tuned, "b"), HasSubstr("--default-state 'b' is not one of --states (a)"));
+  EXPECT_THAT(err("a=" + std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-state.safetensors"),
+              HasSubstr("unexpected tensor blocks.2.att.time_state"));  // A 3-layer model's file.
+  // An export of another model is refused.
+  std::shared_ptr<const Model> other = *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-f32.safetensors");
+  const StateCodec other_codec{ModelFingerprint(*other), other->config()};
+  const std::string path = testing::TempPath("other.rwkvstate");
+  testing::WriteFile(path, other_codec.Encode(std::vector<float>(other->config().StateFloats()), std::nullopt, 0));
+  EXPECT_THAT(err("x=" + path), HasSubstr("--states x: " + path));
+  EXPECT_TRUE(StartStates::Load("a=" + tuned, "a", codec).ok());
+  std::remove(path.c_str());
+  std::remove(tuned.c_str());
 }
 
 }  // namespace

@@ -159,6 +159,60 @@ TEST_F(SchedulerTest, CreateWithPromptThenEmptyTurnContinuesFromTheLastPromptTok
   EXPECT_THAT(t->ids(), ElementsAreArray(FakeModel::Greedy({7, 8, 9}, 5)));
 }
 
+// A start state (state-tuning file or exported session) in place of zeros: an exported session's
+// pending token is fed first, so that a stateless request from it continues that conversation, and
+// a session created from it takes over its token count.
+TEST_F(SchedulerTest, StartStatesContinueLikeTheSessionTheyCameFrom) {
+  Make(4);
+  CreateSession("a", {7, 8, 9});
+  auto t1 = Submit(Greedy({3}, 5, "a"));
+  RunUntilDone({t1});
+  ASSERT_TRUE(t1->final().status.ok());
+  auto exported = std::make_shared<ExportedState>();
+  exported->state = SessionState("a");
+  exported->pending = (*sched_->sessions().Get("a"))->pending;
+  exported->token_count = (*sched_->sessions().Get("a"))->token_count;
+  ASSERT_TRUE(exported->pending.has_value());
+
+  SequenceRequest stateless = Greedy({4}, 6);
+  stateless.start = exported;
+  auto from_start = Submit(std::move(stateless));
+  RunUntilDone({from_start});
+  ASSERT_TRUE(from_start->final().status.ok()) << from_start->final().status;
+
+  SequenceRequest create;
+  create.kind = SequenceRequest::Kind::kCreateSession;
+  create.session_id = "b";
+  create.start = exported;
+  auto created = Submit(std::move(create));
+  RunUntilDone({created});
+  ASSERT_TRUE(created->final().status.ok()) << created->final().status;
+  EXPECT_EQ(created->final().session_tokens, exported->token_count);
+  auto on_b = Submit(Greedy({4}, 6, "b"));
+  auto on_a = Submit(Greedy({4}, 6, "a"));
+  RunUntilDone({on_b, on_a});
+  ASSERT_TRUE(on_a->final().status.ok());
+  std::vector<int32_t> all = {7, 8, 9, 3};
+  all.insert(all.end(), t1->ids().begin(), t1->ids().end());
+  all.push_back(4);
+  EXPECT_THAT(on_a->ids(), ElementsAreArray(FakeModel::Greedy(all, 6)));
+  EXPECT_THAT(from_start->ids(), ElementsAreArray(on_a->ids()));
+  EXPECT_THAT(on_b->ids(), ElementsAreArray(on_a->ids()));
+  EXPECT_EQ(on_b->final().session_tokens, on_a->final().session_tokens);
+
+  // A tuned state carries no pending token: the prompt follows the state directly.
+  auto tuned = std::make_shared<ExportedState>();
+  tuned->state = {0, 0};
+  FakeModel::Feed(tuned->state.data(), 1);
+  FakeModel::Feed(tuned->state.data(), 2);
+  SequenceRequest r = Greedy({5}, 4);
+  r.start = tuned;
+  auto from_tuned = Submit(std::move(r));
+  RunUntilDone({from_tuned});
+  EXPECT_THAT(from_tuned->ids(), ElementsAreArray(FakeModel::Greedy({1, 2, 5}, 4)));
+  EXPECT_EQ(from_tuned->final().prompt_tokens, 1);
+}
+
 TEST_F(SchedulerTest, CancelledTurnLeavesTheSessionByteIdentical) {
   Make(4);
   CreateSession("s", {1, 2, 3});

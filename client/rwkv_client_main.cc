@@ -297,6 +297,7 @@ absl::Status Info(Client& c, const Flags& f) {
               "max tokens %d, idle ttl %.0f s\n",
               l.state_slots(), l.max_running(), l.step_token_budget(), l.queue_length(), l.max_sessions(),
               l.max_prompt_tokens(), l.max_tokens(), l.session_idle_ttl_seconds());
+  std::printf("tokenizer:    %s\n", m->tokenizer().c_str());
   std::printf("start states: %s (default: %s)\n",
               m->initial_states().empty() ? "none" : absl::StrJoin(m->initial_states(), ", ").c_str(),
               m->default_initial_state().empty() ? "zeros" : m->default_initial_state().c_str());

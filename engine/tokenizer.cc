@@ -130,6 +130,20 @@ bool ValidCont(unsigned char lead, int i, unsigned char c) {
 
 constexpr char kReplacement[] = "\xef\xbf\xbd";
 
+class WorldTokenizer final : public Tokenizer {
+ public:
+  std::string_view kind() const override { return "world"; }
+  std::vector<int32_t> Encode(std::string_view text) const override;
+  const std::string* TokenBytes(int32_t id) const override;
+  int32_t id_limit() const override { return static_cast<int32_t>(bytes_.size()); }
+
+  std::vector<std::string> bytes_;  // By id; empty = unused id.
+  std::vector<bool> known_;         // By id.
+  // Byte trie: edge (node << 8 | byte) -> child node; node 0 is the root.
+  absl::flat_hash_map<uint64_t, int32_t> edges_;
+  std::vector<int32_t> node_token_;  // Token ending at node, or -1.
+};
+
 }  // namespace
 
 size_t AppendValidUtf8(std::string_view s, std::string* out) {
@@ -157,6 +171,19 @@ size_t AppendValidUtf8(std::string_view s, std::string* out) {
   return i;
 }
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path, std::string_view kind,
+                                                         int model_vocab) {
+  if (kind == "auto") {
+    const bool neox = model_vocab > 0 ? model_vocab == 50277 || model_vocab == 50304
+                                      : path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+    kind = neox ? "neox" : "world";
+  }
+  if (kind == "world") return Tokenizer::Load(path);
+  if (kind == "neox") return LoadNeoxTokenizer(path);
+  return absl::InvalidArgumentError(
+      absl::StrCat("tokenizer '", std::string(kind), "' is unknown; expected auto, world or neox"));
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the vocabulary file"));
@@ -166,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view text, const std::string& name) {
-  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  auto t = std::make_unique<WorldTokenizer>();
   t->node_token_.push_back(-1);
   t->bytes_.resize(1);
   t->known_.assign(1, true);  // Id 0: end-of-text, no bytes.
@@ -211,7 +238,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view 
     }
     if (t->node_token_[node] >= 0) return bad(absl::StrCat("same bytes as id ", t->node_token_[node]));
     t->node_token_[node] = id;
-    t->max_token_bytes_ = std::max(t->max_token_bytes_, bytes.size());
   }
   for (int b = 0; b < 256; ++b) {
     if (!t->edges_.contains(static_cast<uint64_t>(b))) {
@@ -219,10 +245,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromText(std::string_view 
                                                      " has no single-byte token; greedy encoding needs all 256"));
     }
   }
-  return t;
+  return std::unique_ptr<Tokenizer>(std::move(t));
 }
 
-std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
+std::vector<int32_t> WorldTokenizer::Encode(std::string_view text) const {
   std::vector<int32_t> out;
   size_t p = 0;
   while (p < text.size()) {
@@ -243,7 +269,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
   return out;
 }
 
-const std::string* Tokenizer::TokenBytes(int32_t id) const {
+const std::string* WorldTokenizer::TokenBytes(int32_t id) const {
   if (id < 0 || id >= id_limit() || !known_[id]) return nullptr;
   return &bytes_[id];
 }

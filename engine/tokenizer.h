@@ -1,5 +1,7 @@
-// The RWKV World tokenizer (vocab file rwkv_vocab_v20230424.txt, spec section 10): greedy longest
-// match over UTF-8 bytes. Token 0 is end-of-text and decodes to nothing.
+// Tokenizers: the RWKV World tokenizer (vocab file rwkv_vocab_v20230424.txt, spec section 10:
+// greedy longest match over UTF-8 bytes), used by RWKV-4 World, 5, 6 and 7, and the GPT-NeoX
+// "20B" BPE (tokenizer.json, spec section 11), used by RWKV-4 Pile/Raven and RWKV-7 Pile. In
+// both, token 0 is end-of-text and decodes to nothing.
 //
 // Thread safety: immutable after Load; any thread may use it. IncrementalDecoder is per stream.
 #ifndef RWKV_ENGINE_TOKENIZER_H_
@@ -20,31 +22,35 @@ namespace rwkv {
 class Tokenizer {
  public:
   static constexpr int32_t kEndOfText = 0;
+  virtual ~Tokenizer() = default;
 
-  // Parses a vocab file (`<id> <python literal> <byte length>` per line). INVALID_ARGUMENT naming
-  // the file and line on any malformed line, duplicate id or byte-length mismatch.
+  // A World vocabulary file (`<id> <python literal> <byte length>` per line). INVALID_ARGUMENT
+  // naming the file and line on any malformed line, duplicate id or byte-length mismatch.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromText(std::string_view text, const std::string& name);
 
-  // Greedy longest match; never fails (every byte is a token).
-  std::vector<int32_t> Encode(std::string_view text) const;
+  virtual std::string_view kind() const = 0;  // "world", "neox"
+  // Never fails: text that is not valid UTF-8 is encoded as is (World) or with U+FFFD (NeoX).
+  virtual std::vector<int32_t> Encode(std::string_view text) const = 0;
+  // Bytes of one token; empty for end-of-text (and NeoX's other special tokens); nullptr when
+  // the id is unknown.
+  virtual const std::string* TokenBytes(int32_t id) const = 0;
+  // One past the largest id.
+  virtual int32_t id_limit() const = 0;
+
   // Concatenated bytes of the tokens (not necessarily valid UTF-8). INVALID_ARGUMENT for an id
   // that is not in the vocabulary.
   absl::StatusOr<std::string> Decode(std::span<const int32_t> tokens) const;
-  // Bytes of one token; empty for end-of-text; nullptr when the id is unknown.
-  const std::string* TokenBytes(int32_t id) const;
-  // One past the largest id.
-  int32_t id_limit() const { return static_cast<int32_t>(bytes_.size()); }
-
- private:
-  Tokenizer() = default;
-  std::vector<std::string> bytes_;  // By id; empty = unused id.
-  std::vector<bool> known_;         // By id.
-  // Byte trie: edge (node << 8 | byte) -> child node; node 0 is the root.
-  absl::flat_hash_map<uint64_t, int32_t> edges_;
-  std::vector<int32_t> node_token_;  // Token ending at node, or -1.
-  size_t max_token_bytes_ = 0;
 };
+
+// The GPT-NeoX BPE from a Hugging Face tokenizer.json (engine/neox_tokenizer.cc).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadNeoxTokenizer(const std::string& path);
+
+// `kind`: "world", "neox", or "auto": NeoX for the vocabulary sizes of the Pile models (50277,
+// 50304), else World; without a model (model_vocab <= 0), NeoX for a .json file. INVALID_ARGUMENT
+// for another kind.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path, std::string_view kind,
+                                                         int model_vocab);
 
 // Turns a stream of tokens into text that is always valid UTF-8: a character split across tokens
 // is held back until complete; bytes that can never form a character become U+FFFD.

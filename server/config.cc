@@ -96,7 +96,10 @@ const std::vector<Flag>& Flags() {
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   static const std::vector<Flag> flags = {
       {"model", "checkpoint (.pth, .safetensors, or a sharded index/directory); required", String(&ServerConfig::model)},
-      {"vocab", "RWKV World vocabulary file; required", String(&ServerConfig::vocab)},
+      {"vocab", "tokenizer file: RWKV World vocabulary or GPT-NeoX tokenizer.json; required",
+       String(&ServerConfig::vocab)},
+      {"tokenizer", "auto, world or neox; auto = neox for the Pile vocabularies 50277/50304 (default auto)",
+       String(&ServerConfig::tokenizer)},
       {"backend", "cpu or cuda (default cpu)", String(&ServerConfig::backend)},
       {"device", "CUDA device ordinal (default 0)", Int(&ServerConfig::device, 0, 1024)},
       {"dtype", "CUDA weight type: f16, bf16 or f32 (default f16; the CPU backend runs f32)", String(&ServerConfig::dtype)},
@@ -190,6 +193,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::vector<std::string>& a
   }
   if (c.model.empty()) return absl::InvalidArgumentError("--model is required (or RWKV_MODEL)");
   if (c.vocab.empty()) return absl::InvalidArgumentError("--vocab is required (or RWKV_VOCAB)");
+  if (c.tokenizer != "auto" && c.tokenizer != "world" && c.tokenizer != "neox") {
+    return absl::InvalidArgumentError(absl::StrCat("--tokenizer is '", c.tokenizer, "'; expected auto, world or neox"));
+  }
   if (c.dtype != "f16" && c.dtype != "bf16" && c.dtype != "f32") {
     return absl::InvalidArgumentError(absl::StrCat("--dtype is '", c.dtype, "'; it must be f16, bf16 or f32"));
   }

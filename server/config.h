@@ -16,6 +16,7 @@ namespace rwkv::server {
 struct ServerConfig {
   std::string model;
   std::string vocab;
+  std::string tokenizer = "auto";  // auto, world, neox.
   std::string backend = "cpu";
   int device = 0;
   std::string dtype = "f16";   // CUDA weight type.

@@ -66,13 +66,13 @@ struct Engine {
 
 absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* observer) {
   Engine e;
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(cfg.vocab);
-  if (!tok.ok()) return tok.status();
-  e.tokenizer = std::move(*tok);
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(cfg.model);
   if (!model.ok()) return model.status();
   std::shared_ptr<const Model> m = std::move(*model);
   const ModelConfig& mc = m->config();
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(cfg.vocab, cfg.tokenizer, mc.vocab);
+  if (!tok.ok()) return tok.status();
+  e.tokenizer = std::move(*tok);
   if (e.tokenizer->id_limit() > mc.vocab) {
     return absl::InvalidArgumentError(absl::StrFormat("--vocab has ids up to %d but the model's vocabulary is %d",
                                                       e.tokenizer->id_limit() - 1, mc.vocab));
@@ -124,10 +124,10 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   e.backend = std::string((*backend)->name());
   e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, observer);
   Log("info", "model loaded",
-      absl::StrFormat("model=%s arch=%s config=%s fingerprint=%s backend=%s state_bytes=%d slots=%d max_running=%d "
+      absl::StrFormat("model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
                       "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
                       LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint,
-                      e.backend, mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget, so.queue_length,
+                      e.backend, std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget, so.queue_length,
                       so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
                       cfg.session_ttl));
   if (!e.states.names().empty()) {

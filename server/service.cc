@@ -503,6 +503,7 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
   l->set_session_idle_ttl_seconds(static_cast<double>(so.sessions.idle_ttl.count()));
   for (const std::string& n : states_.names()) resp->add_initial_states(n);
   resp->set_default_initial_state(states_.default_name());
+  resp->set_tokenizer(std::string(tokenizer_->kind()));
   return Finish(ctx, "GetModelInfo", absl::OkStatus());
 }
 

@@ -23,6 +23,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/status.h"
+#include "engine/start_state.h"
 #include "engine/tokenizer.h"
 
 namespace rwkv {
@@ -41,6 +42,9 @@ commands:
              [--presence-penalty 0.2] [--frequency-penalty 0.2] [--penalty-decay 0.996]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
 common:      [--backend cpu|cuda] [--threads N] [--device 0] [--dtype f16|bf16|f32 (cuda weights)]
+             [--state FILE (a state-tuning file as the start state; logits, generate)]
+             [--tokenizer auto|world|neox]  --vocab is a World vocabulary or a GPT-NeoX tokenizer.json;
+             auto picks NeoX for the Pile vocabularies (50277, 50304) or, without a model, a .json file
 )";
 
 using Flags = std::map<std::string, std::string>;
@@ -129,6 +133,16 @@ absl::Status Inspect(const Flags& f) {
   return absl::OkStatus();
 }
 
+// A slot holding the start state: zeros, or with --state FILE a state-tuning file's.
+absl::StatusOr<int> StartSlot(const Flags& f, Backend& backend) {
+  RWKV_ASSIGN_OR_RETURN(int slot, backend.pool().Acquire());
+  if (auto it = f.find("state"); it != f.end()) {
+    RWKV_ASSIGN_OR_RETURN(std::vector<float> state, LoadStateTuning(it->second, backend.config()));
+    RWKV_RETURN_IF_ERROR(backend.pool().Write(slot, state));
+  }
+  return slot;
+}
+
 absl::Status LogitsCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
   RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
@@ -143,7 +157,7 @@ absl::Status LogitsCmd(const Flags& f) {
   // Scratch for the largest call made; larger --chunk values change nothing.
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                         MakeBackend(f, model, std::min<int>(chunk, static_cast<int>(tokens.size()))));
-  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
+  RWKV_ASSIGN_OR_RETURN(int slot, StartSlot(f, *backend));
   Logits logits;
   std::string line;
   for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
@@ -164,10 +178,16 @@ absl::Status LogitsCmd(const Flags& f) {
   return absl::OkStatus();
 }
 
+// --tokenizer: auto (default), world or neox.
+std::string TokenizerKind(const Flags& f) {
+  auto it = f.find("tokenizer");
+  return it == f.end() ? "auto" : it->second;
+}
+
 absl::Status TokenizeCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
   RWKV_ASSIGN_OR_RETURN(std::string text, Required(f, "text"));
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(vocab, TokenizerKind(f), 0));
   std::string out;
   for (int32_t id : tok->Encode(text)) absl::StrAppend(&out, out.empty() ? "" : ",", id);
   std::puts(out.c_str());
@@ -178,7 +198,7 @@ absl::Status DetokenizeCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string vocab, Required(f, "vocab"));
   RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
   RWKV_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenList("tokens", tokens_arg));
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(vocab, TokenizerKind(f), 0));
   RWKV_ASSIGN_OR_RETURN(std::string bytes, tok->Decode(tokens));
   std::string text;
   AppendValidUtf8(bytes, &text);
@@ -223,14 +243,14 @@ absl::Status GenerateCmd(const Flags& f) {
   }
   const bool ignore_eos = f.count("ignore-eos") > 0;
 
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(vocab));
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
   std::shared_ptr<const Model> model = std::move(m);
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(vocab, TokenizerKind(f), model->config().vocab));
   RWKV_RETURN_IF_ERROR(ValidateSamplingParams(sp, model->config().vocab));
   std::vector<int32_t> prompt_tokens = tok->Encode(prompt);
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                         MakeBackend(f, model, std::min<int>(chunk, std::max<int>(1, prompt_tokens.size()))));
-  RWKV_ASSIGN_OR_RETURN(int slot, backend->pool().Acquire());
+  RWKV_ASSIGN_OR_RETURN(int slot, StartSlot(f, *backend));
   if (prompt_tokens.empty()) prompt_tokens.push_back(Tokenizer::kEndOfText);  // Start from a document boundary.
   for (int32_t t : prompt_tokens) {
     if (t >= model->config().vocab) {

@@ -1,5 +1,6 @@
 #include "engine/tokenizer.h"
 
+#include <functional>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -139,6 +140,99 @@ TEST(TokenizerParseTest, MalformedLinesNameTheLine) {
     EXPECT_NE(std::string(t.status().message()).find(expect), std::string::npos) << t.status();
   }
   EXPECT_EQ(Tokenizer::Load("/no/such/vocab.txt").status().code(), absl::StatusCode::kNotFound);
+}
+
+// The GPT-NeoX BPE against Hugging Face tokenizers on a tokenizer.json with the 20B file's
+// pipeline (tests/reference/make_neox_fixture.py): the ids must be identical, the decoded text too.
+class NeoxTokenizerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = LoadNeoxTokenizer(testing::Fixture("tiny-neox-tokenizer.json"));
+    ASSERT_TRUE(t.ok()) << t.status();
+    tok_ = std::move(*t);
+    cases_ = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-neox-cases.json")))["cases"];
+  }
+  std::unique_ptr<Tokenizer> tok_;
+  nlohmann::json cases_;
+};
+
+TEST_F(NeoxTokenizerTest, EncodingsEqualHuggingFaceTokenizers) {
+  ASSERT_GE(cases_.size(), 20u);
+  for (const auto& c : cases_) {
+    const std::string text = c["text"];
+    EXPECT_EQ(tok_->Encode(text), c["ids"].get<std::vector<int32_t>>()) << "'" << text << "'";
+  }
+}
+
+TEST_F(NeoxTokenizerTest, DecodingEqualsHuggingFaceWithSpecialTokensSkipped) {
+  for (const auto& c : cases_) {
+    const std::vector<int32_t> ids = c["ids"];
+    absl::StatusOr<std::string> text = tok_->Decode(ids);
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(*text, c["decoded"].get<std::string>()) << c["text"];
+    // Streaming through the incremental decoder gives the same text.
+    IncrementalDecoder d(tok_.get());
+    std::string streamed;
+    for (int32_t id : ids) streamed += d.Push(id);
+    streamed += d.Flush();
+    EXPECT_EQ(streamed, *text);
+  }
+}
+
+TEST_F(NeoxTokenizerTest, SpaceRunsAreAddedTokensAndNewlinesAreBytes) {
+  EXPECT_EQ(tok_->kind(), "neox");
+  // "a  b": the two-space added token, then "b" without the byte-level space (spec section 11).
+  const std::vector<int32_t> ids = tok_->Encode("a  b");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(*tok_->TokenBytes(ids[1]), "  ");
+  EXPECT_EQ(*tok_->TokenBytes(ids[2]), "b");
+  EXPECT_EQ(*tok_->TokenBytes(Tokenizer::kEndOfText), "");
+  EXPECT_EQ(tok_->Encode("<|endoftext|>"), std::vector<int32_t>{0});
+  // Invalid UTF-8 is encoded as U+FFFD rather than failing.
+  EXPECT_EQ(*tok_->Decode(tok_->Encode("a\xff" "b")), "a\xef\xbf\xbd" "b");
+}
+
+TEST_F(NeoxTokenizerTest, MergesAsStringsReadTheSameAsPairs) {
+  nlohmann::json j = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-neox-tokenizer.json")));
+  for (auto& m : j["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+  const std::string path = testing::TempPath("neox-string-merges.json");
+  testing::WriteFile(path, j.dump());
+  auto t = LoadNeoxTokenizer(path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (const auto& c : cases_) EXPECT_EQ((*t)->Encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>());
+  std::remove(path.c_str());
+}
+
+TEST(NeoxTokenizerErrors, UnsupportedPipelinesAndBrokenFilesAreNamed) {
+  const nlohmann::json good = nlohmann::json::parse(testing::ReadFile(testing::Fixture("tiny-neox-tokenizer.json")));
+  const std::string path = testing::TempPath("neox-bad.json");
+  auto err = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = good;
+    edit(j);
+    testing::WriteFile(path, j.dump());
+    return std::string(LoadNeoxTokenizer(path).status().message());
+  };
+  EXPECT_NE(err([](auto& j) { j["normalizer"] = {{"type", "NFKC"}}; }).find("is not supported (NFC or none)"),
+            std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }).find("pre_tokenizer"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["model"]["vocab"].erase("\u0120"); }).find("byte 32 has no token"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["model"]["merges"][0] = "x"; }).find("merge 0 'x' is not two tokens"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["model"]["type"] = "WordPiece"; }).find("model.type must be BPE"), std::string::npos);
+  testing::WriteFile(path, "{not json");
+  EXPECT_NE(std::string(LoadNeoxTokenizer(path).status().message()).find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(LoadNeoxTokenizer("/no/such/tokenizer.json").status().code(), absl::StatusCode::kNotFound);
+  std::remove(path.c_str());
+}
+
+TEST(LoadTokenizerTest, AutoGuessesFromTheVocabularySize) {
+  auto neox = LoadTokenizer(testing::Fixture("tiny-neox-tokenizer.json"), "auto", 50277);
+  ASSERT_TRUE(neox.ok()) << neox.status();
+  EXPECT_EQ((*neox)->kind(), "neox");
+  auto world = LoadTokenizer(testing::Fixture("byte-vocab.txt"), "auto", 65536);
+  ASSERT_TRUE(world.ok()) << world.status();
+  EXPECT_EQ((*world)->kind(), "world");
+  EXPECT_EQ((*LoadTokenizer(testing::Fixture("tiny-neox-tokenizer.json"), "neox", 256))->kind(), "neox");
+  EXPECT_EQ(LoadTokenizer("x", "sentencepiece", 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -365,6 +365,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ModelCase{"tiny-rwkv6-f32.safetensors", "f16", 1e-2},
                       ModelCase{"tiny-rwkv5.2-f32.safetensors", "f32", 1e-4},
                       ModelCase{"tiny-rwkv5.2-f32.safetensors", "f16", 1e-2},
+                      ModelCase{"tiny-rwkv5.1-f32.safetensors", "f32", 1e-4},
+                      ModelCase{"tiny-rwkv5.0-f32.safetensors", "f32", 1e-4},
                       ModelCase{"tiny-rwkv4-f32.safetensors", "f32", 1e-4},
                       ModelCase{"tiny-rwkv4-f32.safetensors", "f16", 1e-2}),
     [](const auto& info) {

@@ -1,4 +1,4 @@
-// RWKV-4, RWKV-5.2 (Eagle) and RWKV-6 (Finch) on the CPU backend against the float64 references
+// RWKV-4, RWKV-5.0/5.1/5.2 (Eagle) and RWKV-6 (Finch) on the CPU backend against the float64 references
 // (tests/reference/rwkv456_ref.py, cross-checked against the official package), from the .pth and
 // the .safetensors fixtures.
 #include "engine/backend.h"
@@ -79,7 +79,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"tiny-rwkv6-f32.pth", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
                       Case{"tiny-rwkv6-f32.safetensors", "tiny-rwkv6-f32.ref.f64", Architecture::kRwkv6},
                       Case{"tiny-rwkv5.2-f32.pth", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2},
-                      Case{"tiny-rwkv5.2-f32.safetensors", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2}),
+                      Case{"tiny-rwkv5.2-f32.safetensors", "tiny-rwkv5.2-f32.ref.f64", Architecture::kRwkv5_2},
+                      Case{"tiny-rwkv5.1-f32.pth", "tiny-rwkv5.1-f32.ref.f64", Architecture::kRwkv5_1},
+                      Case{"tiny-rwkv5.1-f32.safetensors", "tiny-rwkv5.1-f32.ref.f64", Architecture::kRwkv5_1},
+                      Case{"tiny-rwkv5.0-f32.pth", "tiny-rwkv5.0-f32.ref.f64", Architecture::kRwkv5_0},
+                      Case{"tiny-rwkv5.0-f32.safetensors", "tiny-rwkv5.0-f32.ref.f64", Architecture::kRwkv5_0}),
     [](const auto& info) {
       std::string n = info.param.file.substr(5);  // Drop "tiny-".
       for (char& ch : n) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The stored v4/v5.2/v6 reference logits are what rwkv456_ref.py computes from the fixture files
+"""The stored v4/v5.x/v6 reference logits are what rwkv456_ref.py computes from the fixture files
 (numpy only; guards the references that the RWKV-4/5/6 engine tests will compare against)."""
 import json
 import os
@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rwkv456_ref  # noqa: E402
 import tensorio  # noqa: E402
 
-REF = {"rwkv4": rwkv456_ref.Rwkv4, "rwkv5.2": rwkv456_ref.Rwkv5, "rwkv6": rwkv456_ref.Rwkv6}
+REF = {"rwkv4": rwkv456_ref.Rwkv4, "rwkv5.0": rwkv456_ref.Rwkv5, "rwkv5.1": rwkv456_ref.Rwkv5,
+       "rwkv5.2": rwkv456_ref.Rwkv5, "rwkv6": rwkv456_ref.Rwkv6}
 
 
 def main(fx):

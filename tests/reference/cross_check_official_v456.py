@@ -19,7 +19,8 @@ os.environ.setdefault("RWKV_JIT_ON", "0")
 os.environ.setdefault("RWKV_CUDA_ON", "0")
 from rwkv.model import RWKV  # noqa: E402
 
-REF = {"rwkv4": rwkv456_ref.Rwkv4, "rwkv5.2": rwkv456_ref.Rwkv5, "rwkv6": rwkv456_ref.Rwkv6}
+REF = {"rwkv4": rwkv456_ref.Rwkv4, "rwkv5.0": rwkv456_ref.Rwkv5, "rwkv5.1": rwkv456_ref.Rwkv5,
+       "rwkv5.2": rwkv456_ref.Rwkv5, "rwkv6": rwkv456_ref.Rwkv6}
 
 
 def main(fx):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tiny random RWKV-4, RWKV-5.2 and RWKV-6 checkpoints with the official tensor names and
+"""Writes tiny random RWKV-4, RWKV-5.0/5.1/5.2 and RWKV-6 checkpoints with the official tensor names and
 shapes (docs/rwkv-spec.md sections 3-5), as .pth (torch.save) and .safetensors, with float64
 reference logits of every position from rwkv456_ref.py and a manifest.
 
@@ -94,6 +94,32 @@ def random_rwkv5_2(rng, n_layer, n_embd, head_size, vocab, **_):
     return t
 
 
+def random_rwkv5_early(rng, n_layer, n_embd, head_size, vocab, gated, **_):
+    """v5.0 (no gate, log-space bonus time_first) or v5.1 (gate, time_faaaa): per-head decay and bonus."""
+    C, V, F, N = n_embd, vocab, 4 * n_embd, head_size
+    H = C // N
+    t = collections.OrderedDict()
+    common(rng, t, C, V)
+    for l in range(n_layer):
+        p = f"blocks.{l}."
+        lns(rng, t, p, C)
+        a = p + "att."
+        for c in ("kvrg" if gated else "kvr"):
+            t[a + "time_mix_" + c] = rng.uniform(0, 1, (1, 1, C))
+        t[a + "time_decay"] = rng.uniform(-3, 0.5, H)
+        if gated:
+            t[a + "time_faaaa"] = rng.normal(0, 0.5, H)
+        else:
+            t[a + "time_first"] = rng.normal(-0.5, 0.5, H)
+        for m in ("receptance", "key", "value") + (("gate",) if gated else ()) + ("output",):
+            t[a + m + ".weight"] = mat(rng, C, C)
+        t[a + "ln_x.weight"] = 1 + 0.1 * rng.normal(size=C)
+        t[a + "ln_x.bias"] = 0.1 * rng.normal(size=C)
+        v4_ffn(rng, t, p, C, F)
+    tail(rng, t, C, V)
+    return t
+
+
 def random_rwkv6(rng, n_layer, n_embd, head_size, vocab, dm=8, dd=8, **_):
     C, V, N = n_embd, vocab, head_size
     H, F = C // N, int(3.5 * C) // 32 * 32
@@ -129,6 +155,9 @@ MODELS = (
     ("rwkv4", random_rwkv4, rwkv456_ref.Rwkv4),
     ("rwkv5.2", random_rwkv5_2, rwkv456_ref.Rwkv5),
     ("rwkv6", random_rwkv6, rwkv456_ref.Rwkv6),
+    # Appended after the others, so that their random draws (and files) stay as they were.
+    ("rwkv5.0", lambda rng, **k: random_rwkv5_early(rng, gated=False, **k), rwkv456_ref.Rwkv5),
+    ("rwkv5.1", lambda rng, **k: random_rwkv5_early(rng, gated=True, **k), rwkv456_ref.Rwkv5),
 )
 
 

@@ -32,6 +32,7 @@ namespace rwkv::server {
 namespace {
 
 constexpr char kServiceName[] = "rwkv.v1.Rwkv";
+constexpr char kLivenessService[] = "liveness";
 
 // Forwards the scheduler's reports to the metrics, and takes the server out of rotation (health
 // NOT_SERVING) when the backend reports a sticky device failure.
@@ -47,7 +48,12 @@ class ServerObserver final : public SchedulerObserver {
   void OnBackendBroken(const absl::Status& why) override {
     if (broken_.exchange(true)) return;
     Log("error", "backend failed; health NOT_SERVING", absl::StrCat("error=", LogValue(why.ToString())));
-    if (health_ != nullptr) health_->SetServingStatus(false);
+    m_->SetServing(false);
+    if (health_ != nullptr) {
+      health_->SetServingStatus(false);
+      health_->SetServingStatus(kServiceName, false);
+      health_->SetServingStatus(kLivenessService, false);  // A restart is what helps now.
+    }
   }
 
  private:
@@ -191,6 +197,9 @@ int Run(int argc, char** argv) {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);  // Loading.
+  // Liveness (Kubernetes livenessProbe): up while the process serves, loading and draining
+  // included; only a failed backend turns it NOT_SERVING.
+  health->SetServingStatus(kLivenessService, true);
   observer.SetHealth(health);
   Log("info", "grpc listening", absl::StrFormat("address=%s:%d", cfg.host, port));
 
@@ -214,11 +223,15 @@ int Run(int argc, char** argv) {
   scheduler->Start();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
+  metrics.SetServing(true);
 
   int sig = 0;
   sigwait(&signals, &sig);
   Log("info", "draining", absl::StrFormat("signal=%d grace_seconds=%g active=%d", sig, cfg.grace, scheduler->active()));
-  health->SetServingStatus(false);
+  // By name: the no-name overload would take "liveness" down with them.
+  health->SetServingStatus("", false);
+  health->SetServingStatus(kServiceName, false);
+  metrics.SetServing(false);
   service.SetDraining();
   scheduler->StopAccepting();
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(cfg.grace * 1000));

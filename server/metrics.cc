@@ -45,7 +45,12 @@ Metrics::Metrics()
       slots_total_(Gauge(*registry_, "rwkv_state_slots_total", "State pool slots")),
       sessions_(BuildGauge().Name("rwkv_sessions").Help("Sessions by tier (device: a pool slot; host: RAM)").Register(*registry_)),
       sessions_device_(sessions_.Add({{"tier", "device"}})),
-      sessions_host_(sessions_.Add({{"tier", "host"}})) {}
+      sessions_host_(sessions_.Add({{"tier", "host"}})),
+      serving_(BuildGauge()
+                   .Name("rwkv_serving")
+                   .Help("1 while the server reports SERVING on grpc.health.v1 (loaded, not draining, backend healthy)")
+                   .Register(*registry_)
+                   .Add({})) {}
 
 absl::StatusOr<int> Metrics::Serve(const std::string& host, int port) {
   http_ = std::make_unique<MetricsHttpServer>(registry_);

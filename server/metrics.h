@@ -30,6 +30,8 @@ class Metrics final : public SchedulerObserver {
   absl::StatusOr<int> Serve(const std::string& host, int port);
 
   void RecordRpc(const char* method, grpc::StatusCode code);
+  // rwkv_serving: 1 while grpc.health.v1 says SERVING (loaded, not draining, backend healthy).
+  void SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
   void OnToken(bool first, double seconds) override;
   void OnStep(int sequences, int tokens, double seconds) override;
@@ -57,6 +59,7 @@ class Metrics final : public SchedulerObserver {
   prometheus::Family<prometheus::Gauge>& sessions_;
   prometheus::Gauge& sessions_device_;
   prometheus::Gauge& sessions_host_;
+  prometheus::Gauge& serving_;
 };
 
 }  // namespace rwkv::server

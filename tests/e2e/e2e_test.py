@@ -27,7 +27,7 @@ METRICS = [
     "rwkv_requests_total", "rwkv_prompt_tokens_total", "rwkv_generated_tokens_total",
     "rwkv_time_to_first_token_seconds", "rwkv_inter_token_latency_seconds", "rwkv_request_duration_seconds",
     "rwkv_queue_wait_seconds", "rwkv_batch_size", "rwkv_step_duration_seconds", "rwkv_requests_running",
-    "rwkv_requests_waiting", "rwkv_state_slots_used", "rwkv_state_slots_total", "rwkv_sessions",
+    "rwkv_requests_waiting", "rwkv_state_slots_used", "rwkv_state_slots_total", "rwkv_sessions", "rwkv_serving",
 ]
 
 
@@ -199,6 +199,8 @@ def main():
         while time.time() < deadline and status != "NOT_SERVING":
             status = c.run("health", check=False).stdout.strip()
         c.expect(status == "NOT_SERVING", "draining server reports NOT_SERVING")
+        live = c.run("health", "--service", "liveness", check=False).stdout.strip()
+        c.expect(live == "SERVING", "liveness stays SERVING while draining (no restart mid-drain)")
         r = c.run("generate", "--prompt", "x", "--max-tokens", "3", check=False)
         c.expect("UNAVAILABLE" in r.stderr, "new requests get UNAVAILABLE while draining")
         _, err = long.communicate(timeout=120)

@@ -85,6 +85,8 @@ def needed_packages(binaries):
             lib = os.path.realpath(m.group(1))
             if "cuda" in lib or re.search(r"lib(cudart|cublas|cublasLt)\.so", lib):
                 continue  # CUDA's own libraries: the CUDA image installs them by name.
+            if re.search(r"lib(asan|ubsan|lsan|tsan)\.so", lib):
+                continue  # A sanitizer build's runtime (make sanitize), never in an image.
             owner = None
             for p in (lib, lib.replace("/usr/lib/", "/lib/", 1), "/usr" + lib if lib.startswith("/lib/") else lib):
                 r = run(["dpkg", "-S", p])

@@ -97,34 +97,39 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
   mat(head, model ? &model->head() : nullptr, c.vocab, C);
   layers->resize(c.n_layer);
   const int F = c.ffn_dim;
+  // What RWKV-4, 5 and 6 layers share, by the same field names: the layer norms and the
+  // projections of the time mix and of the channel mix.
+  auto krv = [&](CudaLayer& L, const auto& H) {
+    for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b}})
+      vec(dst, src, 0, 0);
+    mat(&L.receptance, &H.receptance, C, C);
+    mat(&L.key, &H.key, C, C);
+    mat(&L.value, &H.value, C, C);
+    mat(&L.output, &H.output, C, C);
+    mat(&L.ffn_key, &H.ffn_key, F, C);
+    mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
+    mat(&L.ffn_value, &H.ffn_value, C, F);
+  };
   for (int l = 0; l < c.n_layer; ++l) {
     CudaLayer& L = (*layers)[l];
     if (c.arch == Architecture::kRwkv4) {
       const Rwkv4Layer& H = model->layer4(l);
-      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b}})
-        vec(dst, src, 0, 0);
+      krv(L, H);
       for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
                               {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
         derived(dst, [src = src](int i) { return 1.0f - src[i]; });
       }
       derived(&L.decay, [&](int i) { return -std::exp(H.time_decay[i]); });
       vec(&L.bonus, H.time_first, 0, 0);
-      mat(&L.receptance, &H.receptance, C, C);
-      mat(&L.key, &H.key, C, C);
-      mat(&L.value, &H.value, C, C);
-      mat(&L.output, &H.output, C, C);
-      mat(&L.ffn_key, &H.ffn_key, F, C);
-      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
-      mat(&L.ffn_value, &H.ffn_value, C, F);
       continue;
     }
     if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
       const Rwkv5Layer& H = model->layer5(l);
       const int N = c.head_size;
       const bool per_channel = c.arch == Architecture::kRwkv5_2;
-      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b},
-                              {&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}})
-        vec(dst, src, 0, 0);
+      krv(L, H);
+      vec(&L.ln_x_w, H.ln_x_w, 0, 0);
+      vec(&L.ln_x_b, H.ln_x_b, 0, 0);
       for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
                               {&L.mix_g, H.mix_g}, {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
         if (src != nullptr) derived(dst, [src = src](int i) { return 1.0f - src[i]; });
@@ -135,20 +140,13 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
         const float u = H.bonus[per_channel ? i : i / N];
         return H.bonus_is_log ? std::exp(u) : u;
       });
-      mat(&L.receptance, &H.receptance, C, C);
-      mat(&L.key, &H.key, C, C);
-      mat(&L.value, &H.value, C, C);
       if (H.mix_g != nullptr) mat(&L.gate, &H.gate, C, C);
-      mat(&L.output, &H.output, C, C);
-      mat(&L.ffn_key, &H.ffn_key, F, C);
-      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
-      mat(&L.ffn_value, &H.ffn_value, C, F);
       continue;
     }
     if (c.arch == Architecture::kRwkv6) {
       const Rwkv6Layer& H = model->layer6(l);
-      for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b},
-                              {&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}, {&L.maa_x, H.maa_x}, {&L.maa_w, H.maa_w},
+      krv(L, H);
+      for (auto [dst, src] : {std::pair{&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}, {&L.maa_x, H.maa_x}, {&L.maa_w, H.maa_w},
                               {&L.mix_k, H.maa_k}, {&L.mix_v, H.maa_v}, {&L.mix_r, H.maa_r}, {&L.mix_g, H.maa_g},
                               {&L.decay, H.time_decay}, {&L.bonus, H.faaaa}, {&L.ffn_mix_k, H.ffn_maa_k},
                               {&L.ffn_mix_r, H.ffn_maa_r}})
@@ -158,14 +156,7 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
       for (int j = 0; j < 5; ++j) mat(&L.maa_w2[j], &H.maa_w2[j], C, Dm);
       mat(&L.decay_w1, &H.decay_w1, Dd, C);
       mat(&L.decay_w2, &H.decay_w2, C, Dd);
-      mat(&L.receptance, &H.receptance, C, C);
-      mat(&L.key, &H.key, C, C);
-      mat(&L.value, &H.value, C, C);
       mat(&L.gate, &H.gate, C, C);
-      mat(&L.output, &H.output, C, C);
-      mat(&L.ffn_key, &H.ffn_key, F, C);
-      mat(&L.ffn_receptance, &H.ffn_receptance, C, C);
-      mat(&L.ffn_value, &H.ffn_value, C, F);
       continue;
     }
     const Rwkv7Layer* H = model ? &model->layer(l) : nullptr;

@@ -3,7 +3,8 @@
 // as memory allows, prefill of 1 x 1024 and 32 x 32 tokens, and the device's measured limits in
 // the same run (a device-to-device copy for bandwidth, a large GEMM for the FLOP rate).
 //
-//   cuda_bench [--shapes 0.1b,1.5b,7.2b] [--batches 1,8,32,128,256,512,1024] [--dtype f16]
+//   cuda_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--shapes 0.1b,1.5b,7.2b]
+//              [--batches 1,8,32,128,256,512,1024] [--dtype f16]
 //              [--seconds 2] [--device 0] [--json FILE]
 //
 // A decode step here is what the server runs per token: the whole model over the batch, one token
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/ops.h"
+#include "engine/model.h"
 #include "nlohmann/json.hpp"
 
 namespace rwkv {
@@ -37,28 +40,15 @@ using bench::Clock;
 using bench::Median;
 using bench::Seconds;
 
-ModelConfig Shape(const std::string& name) {
-  ModelConfig c;
-  c.arch = Architecture::kRwkv7;
-  c.vocab = 65536;
-  c.head_size = 64;
-  if (name == "0.1b") {
-    c.n_layer = 12, c.n_embd = 768;
-    c.lora_decay = c.lora_iclr = 64, c.lora_value = 32, c.lora_gate = 128;
-  } else if (name == "1.5b") {
-    c.n_layer = 24, c.n_embd = 2048;
-    c.lora_decay = c.lora_iclr = 96, c.lora_value = 64, c.lora_gate = 256;
-  } else {  // 7.2b
-    c.n_layer = 32, c.n_embd = 4096;
-    c.lora_decay = c.lora_iclr = 128, c.lora_value = 96, c.lora_gate = 480;
-  }
-  c.n_att = c.n_embd;
-  c.n_head = c.n_embd / c.head_size;
-  c.ffn_dim = 4 * c.n_embd;
-  return c;
+// The released RWKV-7 shapes' width and depth, in the generation `arch`.
+std::optional<ModelConfig> Shape(const std::string& arch, const std::string& name) {
+  const int layers = name == "0.1b" ? 12 : name == "1.5b" ? 24 : 32;
+  const int embd = name == "0.1b" ? 768 : name == "1.5b" ? 2048 : 4096;
+  return bench::BenchConfig(arch, layers, embd, 65536);
 }
 
 struct Args {
+  std::string arch = "rwkv7";
   std::vector<std::string> shapes = {"0.1b", "1.5b", "7.2b"};
   std::vector<int> batches = {1, 8, 32, 128, 256, 512, 1024};
   std::string dtype = "f16";
@@ -71,7 +61,9 @@ Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shapes") {
+    if (k == "--arch") {
+      a.arch = v;
+    } else if (k == "--shapes") {
       a.shapes = absl::StrSplit(v, ',');
     } else if (k == "--batches") {
       a.batches.clear();
@@ -183,13 +175,24 @@ int Main(int argc, char** argv) {
 
   nlohmann::json out;
   out["device"] = prop.name;
+  out["arch"] = args.arch;
   out["dtype"] = args.dtype;
   out["bandwidth_gbs"] = bandwidth / 1e9;
   out["gemm_tflops"] = flops / 1e12;
   std::printf("\n%-6s %-8s %6s %11s %12s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
               "of bw", "of flops");
   for (const std::string& shape : args.shapes) {
-    absl::StatusOr<std::unique_ptr<cuda::CudaWeights>> w = cuda::CudaWeights::Random(Shape(shape), *wt, 7, stream);
+    const std::optional<ModelConfig> shape_config = Shape(args.arch, shape);
+    if (!shape_config) {
+      std::fprintf(stderr, "cuda_bench: --arch must be rwkv7, rwkv6, rwkv5.2 or rwkv4\n");
+      return 2;
+    }
+    // RWKV-7 weights are made on the device; the other generations' on the host (Model::Random),
+    // then uploaded.
+    absl::StatusOr<std::unique_ptr<cuda::CudaWeights>> w =
+        shape_config->arch == Architecture::kRwkv7
+            ? cuda::CudaWeights::Random(*shape_config, *wt, 7, stream)
+            : cuda::CudaWeights::Upload(*Model::Random(*shape_config, 7), *wt, stream);
     if (!w.ok()) {
       std::printf("%-6s skipped: %s\n", shape.c_str(), std::string(w.status().message()).c_str());
       continue;

@@ -125,34 +125,12 @@ Args Parse(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   const Args args = Parse(argc, argv);
-  ModelConfig c;
-  c.n_layer = args.layers;
-  c.n_embd = c.n_att = args.embd;
-  c.head_size = 64;
-  c.n_head = args.embd / 64;
-  c.ffn_dim = 4 * args.embd;
-  c.vocab = args.vocab;
-  const bool big = args.embd >= 2048;
-  if (args.arch == "rwkv7") {
-    c.arch = Architecture::kRwkv7;
-    // LoRA ranks of the released 0.1B/0.4B (64/64/32/128) and 1.5B (96/96/64/256) models.
-    c.lora_decay = c.lora_iclr = big ? 96 : 64;
-    c.lora_value = big ? 64 : 32;
-    c.lora_gate = big ? 256 : 128;
-  } else if (args.arch == "rwkv6") {
-    c.arch = Architecture::kRwkv6;
-    c.ffn_dim = static_cast<int>(3.5 * args.embd) / 32 * 32;
-    c.lora_mix = big ? 64 : 32;  // Released: Dm 32 / Dd 64 below C 4096 (spec 5.1).
-    c.lora_decay = big ? 128 : 64;
-  } else if (args.arch == "rwkv5.2") {
-    c.arch = Architecture::kRwkv5_2;
-  } else if (args.arch == "rwkv4") {
-    c.arch = Architecture::kRwkv4;
-    c.n_head = c.head_size = 0;
-  } else {
+  const std::optional<ModelConfig> config = bench::BenchConfig(args.arch, args.layers, args.embd, args.vocab);
+  if (!config) {
     std::fprintf(stderr, "engine_bench: --arch must be rwkv7, rwkv6, rwkv5.2 or rwkv4\n");
     return 2;
   }
+  const ModelConfig& c = *config;
 
   std::printf("building random %s ...\n", c.Describe().c_str());
   std::shared_ptr<const Model> model = Model::Random(c, 1);
@@ -172,7 +150,7 @@ int Main(int argc, char** argv) {
   // The floor uses the best pass: the most the memory system showed it can deliver.
   const auto [bandwidth_median, bandwidth] = MeasureReadBandwidth();
   // A decode step reads every weight except the embedding table (one row per token).
-  const double step_bytes = static_cast<double>(model->weight_bytes()) - double{c.vocab} * c.n_embd * 4;
+  const double step_bytes = static_cast<double>(model->weight_bytes()) - static_cast<double>(c.vocab) * c.n_embd * 4;
   const double floor_s = step_bytes / bandwidth;
   const double flops_per_token = 2.0 * step_bytes / 4;
 
@@ -230,7 +208,7 @@ int Main(int argc, char** argv) {
   }
   const double med = Median(times);
   const double prefill_tps = args.prompt / med;
-  const double layer_flops = 2.0 * (step_bytes / 4 - double{c.vocab} * c.n_embd);  // No head per prompt token.
+  const double layer_flops = 2.0 * (step_bytes / 4 - static_cast<double>(c.vocab) * c.n_embd);  // No head per prompt token.
   std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "prefill", args.prompt, med * 1e3, prefill_tps,
               prefill_tps * layer_flops / 1e9, "-");
   out["prefill"] = {{"tokens", args.prompt}, {"median_ms", med * 1e3}, {"tokens_per_s", prefill_tps}};

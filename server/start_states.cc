@@ -84,6 +84,9 @@ absl::StatusOr<std::shared_ptr<const ExportedState>> StartStates::Resolve(std::s
     return states_.find(default_)->second;
   }
   if (name == kNone) return nullptr;
+  if (name.size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is ", name.size(), " bytes; start-state names are at most 64"));
+  }
   auto it = states_.find(std::string(name));
   if (it == states_.end()) {
     std::vector<std::string> known = names();

@@ -390,6 +390,9 @@ TEST(GrpcStartStates, StateTuningFileStartsStatelessRequestsAndSessions) {
   Stream bad = Generate(*h.client, r);
   EXPECT_EQ(bad.final.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.final.status().message(), HasSubstr("initial_state 'nope' is not a start state of this server (tuned, none)"));
+  r.set_initial_state(std::string(100, 'x'));
+  Stream too_long = Generate(*h.client, r);
+  EXPECT_THAT(too_long.final.status().message(), HasSubstr("initial_state is 100 bytes; start-state names are at most 64"));
   v1::GenerateRequest on_session = Greedy({5}, 2, "t");
   on_session.set_initial_state("tuned");
   Stream refused = Generate(*h.client, on_session);

@@ -208,7 +208,8 @@ int Main(int argc, char** argv) {
   }
   const double med = Median(times);
   const double prefill_tps = args.prompt / med;
-  const double layer_flops = 2.0 * (step_bytes / 4 - static_cast<double>(c.vocab) * c.n_embd);  // No head per prompt token.
+  const double layer_flops =
+      2.0 * (step_bytes / 4 - static_cast<double>(c.vocab) * c.n_embd);  // No head per prompt token.
   std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "prefill", args.prompt, med * 1e3, prefill_tps,
               prefill_tps * layer_flops / 1e9, "-");
   out["prefill"] = {{"tokens", args.prompt}, {"median_ms", med * 1e3}, {"tokens_per_s", prefill_tps}};

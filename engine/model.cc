@@ -351,9 +351,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     if (used.count(t.name)) continue;
     // Layer 0's value-residual LoRA ships in official files but is never used (spec 6.2).
     if (t.name == "blocks.0.att.v0" || t.name == "blocks.0.att.v1" || t.name == "blocks.0.att.v2") continue;
-    std::string why = absl::EndsWith(t.name, "att.time_state")
-                          ? " (a state-tuning tensor: give the state file to rwkv-server --states, the base model to --model)"
-                          : "";
+    std::string why =
+        absl::EndsWith(t.name, "att.time_state")
+            ? " (a state-tuning tensor: give the state file to rwkv-server --states, the base model to --model)"
+            : "";
     return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an ",
                                                    ArchitectureName(config.arch), " checkpoint", why));
   }

@@ -79,7 +79,7 @@ class NeoxTokenizer final : public Tokenizer {
     std::string content;
     int32_t id;
   };
-  std::vector<Added> added_;               // Longest first.
+  std::vector<Added> added_;             // Longest first.
   std::array<bool, 256> added_first_{};  // Bytes an added token starts with.
 };
 
@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> NeoxTokenizer::Parse(const Json& j, c
   }
   const Json norm = j.value("normalizer", Json());
   if (!norm.is_null()) {
-    if (norm.value("type", "") != "NFC") return bad(absl::StrCat("normalizer ", norm.dump(), " is not supported (NFC or none)"));
+    if (norm.value("type", "") != "NFC")
+      return bad(absl::StrCat("normalizer ", norm.dump(), " is not supported (NFC or none)"));
     t->nfc_ = true;
   }
   const Json pre = j.value("pre_tokenizer", Json());
@@ -205,9 +206,9 @@ std::vector<int32_t> NeoxTokenizer::Encode(std::string_view text) const {
   std::string normalized;
   if (nfc_) {
     utf8proc_uint8_t* dst = nullptr;
-    const utf8proc_ssize_t n =
-        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(clean.data()), static_cast<utf8proc_ssize_t>(clean.size()),
-                     &dst, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(clean.data()),
+                                            static_cast<utf8proc_ssize_t>(clean.size()), &dst,
+                                            static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
     if (n >= 0) normalized.assign(reinterpret_cast<const char*>(dst), n);
     std::free(dst);
     if (n < 0) normalized = clean;  // Cannot happen on valid UTF-8; keep the text as is.

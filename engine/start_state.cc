@@ -10,8 +10,8 @@ namespace rwkv {
 
 absl::StatusOr<std::vector<float>> LoadStateTuning(const std::string& path, const ModelConfig& c) {
   if (c.arch != Architecture::kRwkv6 && c.arch != Architecture::kRwkv7) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": state-tuning files exist for rwkv6 and rwkv7; this model is ",
-                                                   ArchitectureName(c.arch)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": state-tuning files exist for rwkv6 and rwkv7; this model is ", ArchitectureName(c.arch)));
   }
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, TensorFile::Open(path));
   const int H = c.n_head, N = c.head_size, C = c.n_embd;

@@ -95,14 +95,16 @@ Setter Bytes(int64_t ServerConfig::*field) {
 const std::vector<Flag>& Flags() {
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   static const std::vector<Flag> flags = {
-      {"model", "checkpoint (.pth, .safetensors, or a sharded index/directory); required", String(&ServerConfig::model)},
+      {"model", "checkpoint (.pth, .safetensors, or a sharded index/directory); required",
+       String(&ServerConfig::model)},
       {"vocab", "tokenizer file: RWKV World vocabulary or GPT-NeoX tokenizer.json; required",
        String(&ServerConfig::vocab)},
       {"tokenizer", "auto, world or neox; auto = neox for the Pile vocabularies 50277/50304 (default auto)",
        String(&ServerConfig::tokenizer)},
       {"backend", "cpu or cuda (default cpu)", String(&ServerConfig::backend)},
       {"device", "CUDA device ordinal (default 0)", Int(&ServerConfig::device, 0, 1024)},
-      {"dtype", "CUDA weight type: f16, bf16 or f32 (default f16; the CPU backend runs f32)", String(&ServerConfig::dtype)},
+      {"dtype", "CUDA weight type: f16, bf16 or f32 (default f16; the CPU backend runs f32)",
+       String(&ServerConfig::dtype)},
       {"threads", "CPU math threads; 0 = all cores (default 0)", Int(&ServerConfig::threads, 0, 4096)},
       {"host", "gRPC and metrics listen address (default 0.0.0.0)", String(&ServerConfig::host)},
       {"port", "gRPC port; 0 = any free port (default 50051)", Int(&ServerConfig::port, 0, 65535)},

@@ -38,8 +38,8 @@ struct ServerConfig {
   double grace = 30;           // Seconds running streams get to finish on SIGTERM.
   int stream_buffer = 16;      // Responses queued per stream before the sequence pauses.
   bool access_log = true;
-  std::string states;          // "NAME=PATH,...": start states requests may name.
-  std::string default_state;   // One of them, for requests that name none.
+  std::string states;         // "NAME=PATH,...": start states requests may name.
+  std::string default_state;  // One of them, for requests that name none.
 };
 
 // Parses flags (`--name value` or `--name=value`) over environment values. `getenv` is injected

@@ -1,6 +1,9 @@
 // rwkv-server: loads a model, serves rwkv.v1.Rwkv, grpc.health.v1 and reflection on the gRPC port
 // and Prometheus metrics on their own port. SIGTERM/SIGINT drain: readiness goes NOT_SERVING, new
 // work gets UNAVAILABLE, running streams get --grace seconds to finish, then the process exits 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
 #include <atomic>
@@ -10,10 +13,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -130,12 +129,13 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   e.backend = std::string((*backend)->name());
   e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, observer);
   Log("info", "model loaded",
-      absl::StrFormat("model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
-                      "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
-                      LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint,
-                      e.backend, std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget, so.queue_length,
-                      so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
-                      cfg.session_ttl));
+      absl::StrFormat(
+          "model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
+          "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
+          LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint, e.backend,
+          std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget,
+          so.queue_length, so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
+          cfg.session_ttl));
   if (!e.states.names().empty()) {
     Log("info", "start states loaded",
         absl::StrCat("states=", LogValue(absl::StrJoin(e.states.names(), ",")),

@@ -29,12 +29,20 @@ prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* 
 
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      requests_(BuildCounter().Name("rwkv_requests_total").Help("Finished RPCs by method and gRPC code").Register(*registry_)),
-      prompt_tokens_(BuildCounter().Name("rwkv_prompt_tokens_total").Help("Prompt tokens admitted").Register(*registry_).Add({})),
-      generated_tokens_(BuildCounter().Name("rwkv_generated_tokens_total").Help("Tokens sampled").Register(*registry_).Add({})),
-      ttft_(Histogram(*registry_, "rwkv_time_to_first_token_seconds", "Admission to the first sampled token", Latency())),
-      inter_token_(Histogram(*registry_, "rwkv_inter_token_latency_seconds", "Between sampled tokens of one sequence", Latency())),
-      request_duration_(Histogram(*registry_, "rwkv_request_duration_seconds", "Submit to the final message", Latency())),
+      requests_(BuildCounter()
+                    .Name("rwkv_requests_total")
+                    .Help("Finished RPCs by method and gRPC code")
+                    .Register(*registry_)),
+      prompt_tokens_(
+          BuildCounter().Name("rwkv_prompt_tokens_total").Help("Prompt tokens admitted").Register(*registry_).Add({})),
+      generated_tokens_(
+          BuildCounter().Name("rwkv_generated_tokens_total").Help("Tokens sampled").Register(*registry_).Add({})),
+      ttft_(
+          Histogram(*registry_, "rwkv_time_to_first_token_seconds", "Admission to the first sampled token", Latency())),
+      inter_token_(Histogram(*registry_, "rwkv_inter_token_latency_seconds", "Between sampled tokens of one sequence",
+                             Latency())),
+      request_duration_(
+          Histogram(*registry_, "rwkv_request_duration_seconds", "Submit to the final message", Latency())),
       queue_wait_(Histogram(*registry_, "rwkv_queue_wait_seconds", "Submit to admission", Latency())),
       batch_size_(Histogram(*registry_, "rwkv_batch_size", "Sequences per engine step",
                             {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})),
@@ -43,7 +51,10 @@ Metrics::Metrics()
       waiting_(Gauge(*registry_, "rwkv_requests_waiting", "Sequences waiting for admission")),
       slots_used_(Gauge(*registry_, "rwkv_state_slots_used", "State pool slots in use")),
       slots_total_(Gauge(*registry_, "rwkv_state_slots_total", "State pool slots")),
-      sessions_(BuildGauge().Name("rwkv_sessions").Help("Sessions by tier (device: a pool slot; host: RAM)").Register(*registry_)),
+      sessions_(BuildGauge()
+                    .Name("rwkv_sessions")
+                    .Help("Sessions by tier (device: a pool slot; host: RAM)")
+                    .Register(*registry_)),
       sessions_device_(sessions_.Add({{"tier", "device"}})),
       sessions_host_(sessions_.Add({{"tier", "host"}})),
       serving_(BuildGauge()

@@ -237,8 +237,8 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
   bool first_ = true;
 };
 
-void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec,
-                         std::string backend_name, StartStates states) {
+void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec, std::string backend_name,
+                         StartStates states) {
   scheduler_ = scheduler;
   tokenizer_ = tokenizer;
   codec_ = std::move(codec);

@@ -39,7 +39,8 @@ absl::StatusOr<ExportedState> LoadOne(const std::string& name, const std::string
                                                      ")"));
     }
     absl::StatusOr<ExportedState> s = codec.Decode(data);
-    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("--states ", name, ": ", path, ": ", s.status().message()));
+    if (!s.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--states ", name, ": ", path, ": ", s.status().message()));
     return s;
   }
   absl::StatusOr<std::vector<float>> tuned = LoadStateTuning(path, codec.config);
@@ -62,8 +63,8 @@ absl::StatusOr<StartStates> StartStates::Load(std::string_view spec, std::string
     }
     const std::string name = entry.substr(0, eq), path = entry.substr(eq + 1);
     if (!ValidName(name) || name == kNone) {
-      return absl::InvalidArgumentError(absl::StrCat("--states name '", name,
-                                                     "' must be 1..64 of [A-Za-z0-9._-] and not 'none'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--states name '", name, "' must be 1..64 of [A-Za-z0-9._-] and not 'none'"));
     }
     if (out.states_.count(name)) return absl::InvalidArgumentError(absl::StrCat("--states names '", name, "' twice"));
     RWKV_ASSIGN_OR_RETURN(ExportedState s, LoadOne(name, path, codec));
@@ -71,28 +72,30 @@ absl::StatusOr<StartStates> StartStates::Load(std::string_view spec, std::string
   }
   if (!default_name.empty() && !out.states_.count(std::string(default_name))) {
     return absl::InvalidArgumentError(absl::StrCat("--default-state '", std::string(default_name),
-                                                   "' is not one of --states (", absl::StrJoin(out.names(), ", "), ")"));
+                                                   "' is not one of --states (", absl::StrJoin(out.names(), ", "),
+                                                   ")"));
   }
   out.default_ = std::string(default_name);
   return out;
 }
 
 absl::StatusOr<std::shared_ptr<const ExportedState>> StartStates::Resolve(std::string_view name,
-                                                                         const char* field) const {
+                                                                          const char* field) const {
   if (name.empty()) {
     if (default_.empty()) return nullptr;
     return states_.find(default_)->second;
   }
   if (name == kNone) return nullptr;
   if (name.size() > 64) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is ", name.size(), " bytes; start-state names are at most 64"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is ", name.size(), " bytes; start-state names are at most 64"));
   }
   auto it = states_.find(std::string(name));
   if (it == states_.end()) {
     std::vector<std::string> known = names();
     known.push_back(std::string(kNone));
-    return absl::InvalidArgumentError(absl::StrCat(field, " '", std::string(name), "' is not a start state of this server (",
-                                                   absl::StrJoin(known, ", "), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " '", std::string(name), "' is not a start state of this server (", absl::StrJoin(known, ", "), ")"));
   }
   return it->second;
 }

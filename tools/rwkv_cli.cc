@@ -22,8 +22,8 @@
 #include "engine/backend.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
-#include "engine/status.h"
 #include "engine/start_state.h"
+#include "engine/status.h"
 #include "engine/tokenizer.h"
 
 namespace rwkv {

@@ -52,8 +52,8 @@ absl::Status Cublas::Gemm(const void* X, int rows, const DeviceMatrix& W, Weight
   // Column-major view: Y^T[n, rows] = W[n, k] (row-major = W^T col-major, so op T) x X^T[k, rows].
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k,
-                                        &alpha, W.data, DataType(t), W.k, X, DataType(t), ldx > 0 ? ldx : W.k, &beta, Y, CUDA_R_32F,
-                                        ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                        &alpha, W.data, DataType(t), W.k, X, DataType(t), ldx > 0 ? ldx : W.k, &beta, Y,
+                                        CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return CublasError(s, "cublasGemmEx");
   return absl::OkStatus();
 }

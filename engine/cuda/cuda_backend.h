@@ -1,6 +1,6 @@
-// The CUDA backend for every generation (RWKV-4, 5.x, 6, 7): weights in fp16, bf16 or fp32 on the device, cuBLAS GEMMs with
-// float32 accumulation, our kernels for everything else, float32 state in a device pool that the
-// kernels address in place by slot. Logits come back to the host for the sampler.
+// The CUDA backend for every generation (RWKV-4, 5.x, 6, 7): weights in fp16, bf16 or fp32 on the device, cuBLAS GEMMs
+// with float32 accumulation, our kernels for everything else, float32 state in a device pool that the kernels address
+// in place by slot. Logits come back to the host for the sampler.
 //
 // Thread safety: none; one thread (the scheduler's) owns it, like every backend.
 #ifndef RWKV_ENGINE_CUDA_CUDA_BACKEND_H_

@@ -100,7 +100,8 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
   // What RWKV-4, 5 and 6 layers share, by the same field names: the layer norms and the
   // projections of the time mix and of the channel mix.
   auto krv = [&](CudaLayer& L, const auto& H) {
-    for (auto [dst, src] : {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b}})
+    for (auto [dst, src] :
+         {std::pair{&L.ln1_w, H.ln1_w}, {&L.ln1_b, H.ln1_b}, {&L.ln2_w, H.ln2_w}, {&L.ln2_b, H.ln2_b}})
       vec(dst, src, 0, 0);
     mat(&L.receptance, &H.receptance, C, C);
     mat(&L.key, &H.key, C, C);
@@ -115,8 +116,11 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
     if (c.arch == Architecture::kRwkv4) {
       const Rwkv4Layer& H = model->layer4(l);
       krv(L, H);
-      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
-                              {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
+      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k},
+                              {&L.mix_v, H.mix_v},
+                              {&L.mix_r, H.mix_r},
+                              {&L.ffn_mix_k, H.ffn_mix_k},
+                              {&L.ffn_mix_r, H.ffn_mix_r}}) {
         derived(dst, [src = src](int i) { return 1.0f - src[i]; });
       }
       derived(&L.decay, [&](int i) { return -std::exp(H.time_decay[i]); });
@@ -130,8 +134,12 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
       krv(L, H);
       vec(&L.ln_x_w, H.ln_x_w, 0, 0);
       vec(&L.ln_x_b, H.ln_x_b, 0, 0);
-      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k}, {&L.mix_v, H.mix_v}, {&L.mix_r, H.mix_r},
-                              {&L.mix_g, H.mix_g}, {&L.ffn_mix_k, H.ffn_mix_k}, {&L.ffn_mix_r, H.ffn_mix_r}}) {
+      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k},
+                              {&L.mix_v, H.mix_v},
+                              {&L.mix_r, H.mix_r},
+                              {&L.mix_g, H.mix_g},
+                              {&L.ffn_mix_k, H.ffn_mix_k},
+                              {&L.ffn_mix_r, H.ffn_mix_r}}) {
         if (src != nullptr) derived(dst, [src = src](int i) { return 1.0f - src[i]; });
       }
       // Per head (v5.0, v5.1) or per channel (v5.2), broadcast to channels.
@@ -146,9 +154,17 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
     if (c.arch == Architecture::kRwkv6) {
       const Rwkv6Layer& H = model->layer6(l);
       krv(L, H);
-      for (auto [dst, src] : {std::pair{&L.ln_x_w, H.ln_x_w}, {&L.ln_x_b, H.ln_x_b}, {&L.maa_x, H.maa_x}, {&L.maa_w, H.maa_w},
-                              {&L.mix_k, H.maa_k}, {&L.mix_v, H.maa_v}, {&L.mix_r, H.maa_r}, {&L.mix_g, H.maa_g},
-                              {&L.decay, H.time_decay}, {&L.bonus, H.faaaa}, {&L.ffn_mix_k, H.ffn_maa_k},
+      for (auto [dst, src] : {std::pair{&L.ln_x_w, H.ln_x_w},
+                              {&L.ln_x_b, H.ln_x_b},
+                              {&L.maa_x, H.maa_x},
+                              {&L.maa_w, H.maa_w},
+                              {&L.mix_k, H.maa_k},
+                              {&L.mix_v, H.maa_v},
+                              {&L.mix_r, H.maa_r},
+                              {&L.mix_g, H.maa_g},
+                              {&L.decay, H.time_decay},
+                              {&L.bonus, H.faaaa},
+                              {&L.ffn_mix_k, H.ffn_maa_k},
                               {&L.ffn_mix_r, H.ffn_maa_r}})
         vec(dst, src, 0, 0);
       const int Dm = c.lora_mix, Dd = c.lora_decay;
@@ -258,8 +274,8 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
 absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Random(const ModelConfig& config, WeightType type,
                                                                  uint64_t seed, cudaStream_t s) {
   if (config.arch != Architecture::kRwkv7) {
-    return absl::UnimplementedError(absl::StrCat("random device weights are made for rwkv7 only, not ",
-                                                 ArchitectureName(config.arch)));
+    return absl::UnimplementedError(
+        absl::StrCat("random device weights are made for rwkv7 only, not ", ArchitectureName(config.arch)));
   }
   std::unique_ptr<CudaWeights> w(new CudaWeights(config, type));
   Plan plan;

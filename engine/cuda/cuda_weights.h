@@ -24,9 +24,9 @@ struct CudaLayer {
   DeviceMatrix receptance, key, value, output, ffn_key, ffn_value;
   const float *ln_x_w = nullptr, *ln_x_b = nullptr;  // [C]; RWKV-5/6/7 group norm
   // RWKV-7.
-  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;      // [C]
+  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;         // [C]
   const float *w0, *a0, *v0, *k_k, *k_a, *r_k, *ffn_x_k;  // [C]; v0 null in layer 0
-  DeviceMatrix w1, w2, a1, a2, v1, v2, g1, g2;         // LoRA, [out, in]
+  DeviceMatrix w1, w2, a1, a2, v1, v2, g1, g2;            // LoRA, [out, in]
   // RWKV-4/5/6: token-shift mixes as the weight of the previous token (1 - mu for RWKV-4/5, whose
   // files weight the current one; RWKV-6's maa as is); mix_g null without a gate.
   const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr, *mix_g = nullptr;  // [C]
@@ -36,7 +36,7 @@ struct CudaLayer {
   const float *decay = nullptr, *bonus = nullptr;
   DeviceMatrix gate, ffn_receptance;  // gate empty in RWKV-4 and 5.0
   // RWKV-6 data-dependent token shift and decay LoRA.
-  const float *maa_x = nullptr, *maa_w = nullptr;  // [C]
+  const float *maa_x = nullptr, *maa_w = nullptr;      // [C]
   DeviceMatrix maa_w1, maa_w2[5], decay_w1, decay_w2;  // maa_w2 order: w k v r g
 };
 

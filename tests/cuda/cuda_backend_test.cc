@@ -2,9 +2,9 @@
 // test skips itself when no CUDA device is visible.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <algorithm>
 #include <numeric>
 #include <random>
 
@@ -358,17 +358,13 @@ TEST_P(CudaModel, LogitsMatchTheCpuBackendAtEveryPosition) {
 
 INSTANTIATE_TEST_SUITE_P(
     Generations, CudaModel,
-    ::testing::Values(ModelCase{"tiny-rwkv7-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv7-f32.safetensors", "f16", 1e-2},
-                      ModelCase{"tiny-rwkv7-f32.safetensors", "bf16", 1e-2},
-                      ModelCase{"tiny-rwkv6-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv6-f32.safetensors", "f16", 1e-2},
-                      ModelCase{"tiny-rwkv5.2-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv5.2-f32.safetensors", "f16", 1e-2},
-                      ModelCase{"tiny-rwkv5.1-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv5.0-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv4-f32.safetensors", "f32", 1e-4},
-                      ModelCase{"tiny-rwkv4-f32.safetensors", "f16", 1e-2}),
+    ::testing::Values(
+        ModelCase{"tiny-rwkv7-f32.safetensors", "f32", 1e-4}, ModelCase{"tiny-rwkv7-f32.safetensors", "f16", 1e-2},
+        ModelCase{"tiny-rwkv7-f32.safetensors", "bf16", 1e-2}, ModelCase{"tiny-rwkv6-f32.safetensors", "f32", 1e-4},
+        ModelCase{"tiny-rwkv6-f32.safetensors", "f16", 1e-2}, ModelCase{"tiny-rwkv5.2-f32.safetensors", "f32", 1e-4},
+        ModelCase{"tiny-rwkv5.2-f32.safetensors", "f16", 1e-2}, ModelCase{"tiny-rwkv5.1-f32.safetensors", "f32", 1e-4},
+        ModelCase{"tiny-rwkv5.0-f32.safetensors", "f32", 1e-4}, ModelCase{"tiny-rwkv4-f32.safetensors", "f32", 1e-4},
+        ModelCase{"tiny-rwkv4-f32.safetensors", "f16", 1e-2}),
     [](const auto& info) {
       std::string name = std::string(info.param.file).substr(5) + "_" + info.param.dtype;  // Drop "tiny-".
       for (char& ch : name) {

@@ -189,7 +189,10 @@ TEST_F(NeoxTokenizerTest, SpaceRunsAreAddedTokensAndNewlinesAreBytes) {
   EXPECT_EQ(*tok_->TokenBytes(Tokenizer::kEndOfText), "");
   EXPECT_EQ(tok_->Encode("<|endoftext|>"), std::vector<int32_t>{0});
   // Invalid UTF-8 is encoded as U+FFFD rather than failing.
-  EXPECT_EQ(*tok_->Decode(tok_->Encode("a\xff" "b")), "a\xef\xbf\xbd" "b");
+  EXPECT_EQ(*tok_->Decode(tok_->Encode("a\xff"
+                                       "b")),
+            "a\xef\xbf\xbd"
+            "b");
 }
 
 TEST_F(NeoxTokenizerTest, MergesAsStringsReadTheSameAsPairs) {
@@ -199,7 +202,8 @@ TEST_F(NeoxTokenizerTest, MergesAsStringsReadTheSameAsPairs) {
   testing::WriteFile(path, j.dump());
   auto t = LoadNeoxTokenizer(path);
   ASSERT_TRUE(t.ok()) << t.status();
-  for (const auto& c : cases_) EXPECT_EQ((*t)->Encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>());
+  for (const auto& c : cases_)
+    EXPECT_EQ((*t)->Encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>());
   std::remove(path.c_str());
 }
 
@@ -212,11 +216,17 @@ TEST(NeoxTokenizerErrors, UnsupportedPipelinesAndBrokenFilesAreNamed) {
     testing::WriteFile(path, j.dump());
     return std::string(LoadNeoxTokenizer(path).status().message());
   };
-  EXPECT_NE(err([](auto& j) { j["normalizer"] = {{"type", "NFKC"}}; }).find("is not supported (NFC or none)"),
+  EXPECT_NE(err([](auto& j) {
+              j["normalizer"] = {{"type", "NFKC"}};
+            }).find("is not supported (NFC or none)"),
             std::string::npos);
-  EXPECT_NE(err([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }).find("pre_tokenizer"), std::string::npos);
+  EXPECT_NE(err([](auto& j) {
+              j["pre_tokenizer"] = {{"type", "Whitespace"}};
+            }).find("pre_tokenizer"),
+            std::string::npos);
   EXPECT_NE(err([](auto& j) { j["model"]["vocab"].erase("\u0120"); }).find("byte 32 has no token"), std::string::npos);
-  EXPECT_NE(err([](auto& j) { j["model"]["merges"][0] = "x"; }).find("merge 0 'x' is not two tokens"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["model"]["merges"][0] = "x"; }).find("merge 0 'x' is not two tokens"),
+            std::string::npos);
   EXPECT_NE(err([](auto& j) { j["model"]["type"] = "WordPiece"; }).find("model.type must be BPE"), std::string::npos);
   testing::WriteFile(path, "{not json");
   EXPECT_NE(std::string(LoadNeoxTokenizer(path).status().message()).find("not valid JSON"), std::string::npos);

@@ -1,23 +1,23 @@
 // The service in-process over real gRPC on a loopback port, with the real CPU backend on the tiny
 // RWKV-7 fixture and a byte-level vocabulary (so that random output splits UTF-8 characters
 // across tokens).
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <future>
 #include <random>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
 #include "client/client.h"
 #include "engine/backend.h"
 #include "engine/model.h"
+#include "engine/start_state.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "server/start_states.h"
-#include "engine/start_state.h"
 #include "tests/engine/test_util.h"
 
 namespace rwkv::server {
@@ -389,10 +389,12 @@ TEST(GrpcStartStates, StateTuningFileStartsStatelessRequestsAndSessions) {
   r.set_initial_state("nope");
   Stream bad = Generate(*h.client, r);
   EXPECT_EQ(bad.final.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.final.status().message(), HasSubstr("initial_state 'nope' is not a start state of this server (tuned, none)"));
+  EXPECT_THAT(bad.final.status().message(),
+              HasSubstr("initial_state 'nope' is not a start state of this server (tuned, none)"));
   r.set_initial_state(std::string(100, 'x'));
   Stream too_long = Generate(*h.client, r);
-  EXPECT_THAT(too_long.final.status().message(), HasSubstr("initial_state is 100 bytes; start-state names are at most 64"));
+  EXPECT_THAT(too_long.final.status().message(),
+              HasSubstr("initial_state is 100 bytes; start-state names are at most 64"));
   v1::GenerateRequest on_session = Greedy({5}, 2, "t");
   on_session.set_initial_state("tuned");
   Stream refused = Generate(*h.client, on_session);
@@ -441,7 +443,8 @@ TEST(StartStatesLoad, BadSpecsNameTheFlagAndTheEntry) {
   EXPECT_THAT(err("a=" + std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-state.safetensors"),
               HasSubstr("unexpected tensor blocks.2.att.time_state"));  // A 3-layer model's file.
   // An export of another model is refused.
-  std::shared_ptr<const Model> other = *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-f32.safetensors");
+  std::shared_ptr<const Model> other =
+      *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-f32.safetensors");
   const StateCodec other_codec{ModelFingerprint(*other), other->config()};
   const std::string path = testing::TempPath("other.rwkvstate");
   testing::WriteFile(path, other_codec.Encode(std::vector<float>(other->config().StateFloats()), std::nullopt, 0));

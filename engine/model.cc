@@ -401,4 +401,37 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed) {
   return m;
 }
 
+std::vector<float> KrvLayerVectors(const Model& model, int layer) {
+  const ModelConfig& c = model.config();
+  const int C = c.n_embd;
+  std::vector<float> out(static_cast<size_t>(kKrvVectors) * C, 0.0f);
+  auto put = [&](KrvVector which, auto f) {
+    for (int i = 0; i < C; ++i) out[static_cast<size_t>(which) * C + i] = f(i);
+  };
+  auto mixes = [&](std::initializer_list<std::pair<KrvVector, const float*>> list) {
+    for (auto [which, mu] : list) {
+      if (mu != nullptr) put(which, [mu = mu](int i) { return 1.0f - mu[i]; });
+    }
+  };
+  if (c.arch == Architecture::kRwkv4) {
+    const Rwkv4Layer& w = model.layer4(layer);
+    put(kKrvDecay, [&](int i) { return -std::exp(w.time_decay[i]); });
+    put(kKrvBonus, [&](int i) { return w.time_first[i]; });
+    mixes({{kKrvMixK, w.mix_k}, {kKrvMixV, w.mix_v}, {kKrvMixR, w.mix_r}, {kKrvFfnMixK, w.ffn_mix_k},
+           {kKrvFfnMixR, w.ffn_mix_r}});
+    return out;
+  }
+  const Rwkv5Layer& w = model.layer5(layer);
+  const int N = c.head_size;
+  const bool per_channel = c.arch == Architecture::kRwkv5_2;  // 5.0 and 5.1: one per head.
+  put(kKrvDecay, [&](int i) { return std::exp(-std::exp(w.time_decay[per_channel ? i : i / N])); });
+  put(kKrvBonus, [&](int i) {
+    const float u = w.bonus[per_channel ? i : i / N];
+    return w.bonus_is_log ? std::exp(u) : u;
+  });
+  mixes({{kKrvMixK, w.mix_k}, {kKrvMixV, w.mix_v}, {kKrvMixR, w.mix_r}, {kKrvMixG, w.mix_g},
+         {kKrvFfnMixK, w.ffn_mix_k}, {kKrvFfnMixR, w.ffn_mix_r}});
+  return out;
+}
+
 }  // namespace rwkv

@@ -74,6 +74,16 @@ struct Rwkv4Layer {
   PackedMatrix ffn_key, ffn_receptance, ffn_value;
 };
 
+// RWKV-4 and RWKV-5 per-layer vectors in the backends' convention, [kKrvVectors][C] (spec 3.2,
+// 4.2): the decay (RWKV-4 w = -exp(time_decay), log space; RWKV-5 d = exp(-exp(time_decay))), the
+// bonus (RWKV-4 time_first; RWKV-5 u = time_faaaa or exp(time_first)), each broadcast over a head
+// when the file has one per head; then the token-shift mixes as the weight of the previous token,
+// 1 - mu (the files weight the current one), zero for a mix the model lacks (RWKV-4's and
+// RWKV-5.0's gate). REQUIRES: an RWKV-4 or RWKV-5 model.
+enum KrvVector { kKrvDecay, kKrvBonus, kKrvMixK, kKrvMixV, kKrvMixR, kKrvMixG, kKrvFfnMixK, kKrvFfnMixR, kKrvVectors };
+class Model;
+std::vector<float> KrvLayerVectors(const Model& model, int layer);
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and

@@ -34,36 +34,11 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, const BackendOptions&
   }
   const int rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
   ones_.assign(c.n_embd, 1.0f);
-  if (c.arch == Architecture::kRwkv4) {
-    const int C = c.n_embd;
-    derived_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
+  if (c.arch == Architecture::kRwkv4 || c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 ||
+      c.arch == Architecture::kRwkv5_2) {
     for (int l = 0; l < c.n_layer; ++l) {
-      const Rwkv4Layer& w = model_->layer4(l);
-      float* out = derived_.data() + static_cast<int64_t>(l) * 8 * C;
-      for (int i = 0; i < C; ++i) {
-        out[i] = -std::exp(w.time_decay[i]);
-        out[C + i] = w.time_first[i];
-        const float* mixes[] = {w.mix_k, w.mix_v, w.mix_r, nullptr, w.ffn_mix_k, w.ffn_mix_r};
-        for (int m = 0; m < 6; ++m) out[(2 + m) * C + i] = mixes[m] ? 1.0f - mixes[m][i] : 0.0f;
-      }
-    }
-  }
-  if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
-    // Per channel: d = exp(-exp(time_decay)), u = time_faaaa or exp(time_first), broadcast over a
-    // head when given per head; and 1 - mu, because v5 mixes weight the current token.
-    const int C = c.n_embd, N = c.head_size;
-    const bool per_channel = c.arch == Architecture::kRwkv5_2;
-    derived_.assign(static_cast<size_t>(c.n_layer) * 8 * C, 0.0f);
-    for (int l = 0; l < c.n_layer; ++l) {
-      const Rwkv5Layer& w = model_->layer5(l);
-      float* out = derived_.data() + static_cast<int64_t>(l) * 8 * C;
-      for (int i = 0; i < C; ++i) {
-        const int src = per_channel ? i : i / N;
-        out[i] = std::exp(-std::exp(w.time_decay[src]));
-        out[C + i] = w.bonus_is_log ? std::exp(w.bonus[src]) : w.bonus[src];
-        const float* mixes[] = {w.mix_k, w.mix_v, w.mix_r, w.mix_g, w.ffn_mix_k, w.ffn_mix_r};
-        for (int m = 0; m < 6; ++m) out[(2 + m) * C + i] = mixes[m] ? 1.0f - mixes[m][i] : 0.0f;
-      }
+      const std::vector<float> v = KrvLayerVectors(*model_, l);
+      derived_.insert(derived_.end(), v.begin(), v.end());
     }
   }
   lora_.assign(static_cast<size_t>(max_tokens_) * rank, 0.0f);
@@ -136,7 +111,7 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
     if (v4) {
       const Rwkv4Layer& w = model_->layer4(l);
       TimeMix4(l, batch, pieces, rows);
-      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, 6), Derived(l, 7), w.ffn_key,
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, kKrvFfnMixK), Derived(l, kKrvFfnMixR), w.ffn_key,
                     w.ffn_receptance, w.ffn_value);
     } else if (v6) {
       const Rwkv6Layer& w = model_->layer6(l);
@@ -146,7 +121,7 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
     } else if (v5) {
       const Rwkv5Layer& w = model_->layer5(l);
       TimeMix5(l, batch, pieces, rows);
-      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, 6), Derived(l, 7), w.ffn_key, w.ffn_receptance,
+      ChannelMixKRV(l, batch, pieces, rows, w.ln2_w, w.ln2_b, Derived(l, kKrvFfnMixK), Derived(l, kKrvFfnMixR), w.ffn_key, w.ffn_receptance,
                     w.ffn_value);
     } else {
       TimeMix(l, batch, pieces, rows);
@@ -350,7 +325,7 @@ void CpuBackend::TimeMix4(int l, std::span<const BatchEntry> batch, std::span<co
   const Rwkv4Layer& w = model_->layer4(l);
   const int C = c.n_embd;
   LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
-  const float* mixes[] = {Derived(l, 2), Derived(l, 3), Derived(l, 4)};
+  const float* mixes[] = {Derived(l, kKrvMixK), Derived(l, kKrvMixV), Derived(l, kKrvMixR)};
   float* outs[] = {xk_.data(), xv_.data(), xr_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, 3);
   MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false, cpu::Activation::kSigmoid);
@@ -358,7 +333,7 @@ void CpuBackend::TimeMix4(int l, std::span<const BatchEntry> batch, std::span<co
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
   // The recurrence with the max trick (spec 3.2), sequential over a piece's tokens, independent
   // per channel. State: aa, bb, pp after s_att.
-  const float *decay = Derived(l, 0), *first = Derived(l, 1);
+  const float *decay = Derived(l, kKrvDecay), *first = Derived(l, kKrvBonus);
   constexpr int kBlock = 64;
   const int blocks = (C + kBlock - 1) / kBlock;
   const int tasks = static_cast<int>(pieces.size()) * blocks;
@@ -393,14 +368,14 @@ void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<co
   const int C = c.n_embd;
   const bool par = rows >= kParallelRows, gated = w.mix_g != nullptr;
   LayerNorm(x_.data(), rows, w.ln1_w, w.ln1_b, z_.data());
-  const float* mixes[] = {Derived(l, 2), Derived(l, 3), Derived(l, 4), Derived(l, 5)};
+  const float* mixes[] = {Derived(l, kKrvMixK), Derived(l, kKrvMixV), Derived(l, kKrvMixR), Derived(l, kKrvMixG)};
   float* outs[] = {xk_.data(), xv_.data(), xr_.data(), xg_.data()};
   TokenShift(l, batch, pieces, rows, /*state_offset=*/0, mixes, outs, gated ? 4 : 3);
   MatMul(xr_.data(), rows, w.receptance, r_.data(), C, false);
   MatMul(xk_.data(), rows, w.key, k_.data(), C, false);
   MatMul(xv_.data(), rows, w.value, v_.data(), C, false);
   if (gated) MatMul(xg_.data(), rows, w.gate, g_.data(), C, false);
-  const float* decay = Derived(l, 0);
+  const float* decay = Derived(l, kKrvDecay);
 #pragma omp parallel for schedule(static) num_threads(threads_) if (par)
   for (int row = 0; row < rows; ++row) {
     const int64_t o = static_cast<int64_t>(row) * C;
@@ -409,7 +384,7 @@ void CpuBackend::TimeMix5(int l, std::span<const BatchEntry> batch, std::span<co
       for (int i = 0; i < C; ++i) g_[o + i] *= Sigmoid(g_[o + i]);  // silu
     }
   }
-  Wkv6Block(l, batch, pieces, rows, Derived(l, 1), w.ln_x_w, w.ln_x_b, gated);
+  Wkv6Block(l, batch, pieces, rows, Derived(l, kKrvBonus), w.ln_x_w, w.ln_x_b, gated);
   MatMul(y_.data(), rows, w.output, x_.data(), C, true);
 }
 

@@ -56,9 +56,10 @@ class CpuBackend final : public Backend {
   void ChannelMixKRV(int layer, std::span<const BatchEntry> batch, std::span<const Piece> pieces, int rows,
                      const float* ln_w, const float* ln_b, const float* mix_k, const float* mix_r,
                      const PackedMatrix& key, const PackedMatrix& receptance, const PackedMatrix& value);
-  // RWKV-4 and -5 per layer, derived at construction: [decay (C), bonus (C), 1 - mix for k v r g,
-  // ffn k r]. RWKV-4's decay is w = -exp(time_decay) (log space), RWKV-5's d = exp(-exp(.)).
-  const float* Derived(int layer, int which) const { return derived_.data() + (int64_t{layer} * 8 + which) * model_->config().n_embd; }
+  // RWKV-4 and -5 per-layer vectors, derived at construction (KrvLayerVectors, engine/model.h).
+  const float* Derived(int layer, KrvVector which) const {
+    return derived_.data() + (int64_t{layer} * kKrvVectors + which) * model_->config().n_embd;
+  }
   void Head(std::span<const BatchEntry> batch, std::span<const Piece> pieces, Logits* out);
   // Y[rows, W.n] (+)= X[rows, W.k] W^T (cpu::Linear with this backend's threads).
   void MatMul(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate,
@@ -90,7 +91,7 @@ class CpuBackend final : public Backend {
   std::vector<float> lora_, ffn_;  // [max_tokens, max LoRA rank], [max_tokens, F]
   std::vector<float> head_in_;     // [max_tokens, C]: normalised rows whose logits are wanted.
   std::vector<float> ones_;        // [C] of 1: a token-shift "mix" that yields the previous row.
-  std::vector<float> derived_;     // RWKV-4/5: see Derived().
+  std::vector<float> derived_;     // RWKV-4/5: see Derived(); empty otherwise.
 };
 
 }  // namespace rwkv

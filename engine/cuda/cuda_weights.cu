@@ -76,11 +76,17 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
     t.dst = const_cast<void**>(&dst->data);
     plan->Add(t, type);
   };
-  // A [C] vector computed on the host: f(i) per channel.
-  auto derived = [&](const float** dst, auto f) {
-    std::vector<float>& v = plan->derived.emplace_back(C);
-    for (int i = 0; i < C; ++i) v[i] = f(i);
-    vec(dst, v.data(), 0, 0);
+  // RWKV-4/5's vectors as the backends use them (KrvLayerVectors), kept until the upload ends;
+  // the gate's mix only where the model has a gate.
+  auto krv_vectors = [&](CudaLayer& L, int l, bool gated) {
+    const std::vector<float>& v = plan->derived.emplace_back(KrvLayerVectors(*model, l));
+    auto at = [&](KrvVector which) { return v.data() + static_cast<size_t>(which) * C; };
+    for (auto [dst, which] : {std::pair{&L.decay, kKrvDecay}, {&L.bonus, kKrvBonus}, {&L.mix_k, kKrvMixK},
+                              {&L.mix_v, kKrvMixV}, {&L.mix_r, kKrvMixR}, {&L.ffn_mix_k, kKrvFfnMixK},
+                              {&L.ffn_mix_r, kKrvFfnMixR}}) {
+      vec(dst, at(which), 0, 0);
+    }
+    if (gated) vec(&L.mix_g, at(kKrvMixG), 0, 0);
   };
   {
     Plan::Tensor t;
@@ -116,38 +122,15 @@ void BuildPlan(const ModelConfig& c, const Model* model, WeightType type, std::v
     if (c.arch == Architecture::kRwkv4) {
       const Rwkv4Layer& H = model->layer4(l);
       krv(L, H);
-      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k},
-                              {&L.mix_v, H.mix_v},
-                              {&L.mix_r, H.mix_r},
-                              {&L.ffn_mix_k, H.ffn_mix_k},
-                              {&L.ffn_mix_r, H.ffn_mix_r}}) {
-        derived(dst, [src = src](int i) { return 1.0f - src[i]; });
-      }
-      derived(&L.decay, [&](int i) { return -std::exp(H.time_decay[i]); });
-      vec(&L.bonus, H.time_first, 0, 0);
+      krv_vectors(L, l, /*gated=*/false);
       continue;
     }
     if (c.arch == Architecture::kRwkv5_0 || c.arch == Architecture::kRwkv5_1 || c.arch == Architecture::kRwkv5_2) {
       const Rwkv5Layer& H = model->layer5(l);
-      const int N = c.head_size;
-      const bool per_channel = c.arch == Architecture::kRwkv5_2;
       krv(L, H);
       vec(&L.ln_x_w, H.ln_x_w, 0, 0);
       vec(&L.ln_x_b, H.ln_x_b, 0, 0);
-      for (auto [dst, src] : {std::pair{&L.mix_k, H.mix_k},
-                              {&L.mix_v, H.mix_v},
-                              {&L.mix_r, H.mix_r},
-                              {&L.mix_g, H.mix_g},
-                              {&L.ffn_mix_k, H.ffn_mix_k},
-                              {&L.ffn_mix_r, H.ffn_mix_r}}) {
-        if (src != nullptr) derived(dst, [src = src](int i) { return 1.0f - src[i]; });
-      }
-      // Per head (v5.0, v5.1) or per channel (v5.2), broadcast to channels.
-      derived(&L.decay, [&](int i) { return std::exp(-std::exp(H.time_decay[per_channel ? i : i / N])); });
-      derived(&L.bonus, [&](int i) {
-        const float u = H.bonus[per_channel ? i : i / N];
-        return H.bonus_is_log ? std::exp(u) : u;
-      });
+      krv_vectors(L, l, /*gated=*/H.mix_g != nullptr);
       if (H.mix_g != nullptr) mat(&L.gate, &H.gate, C, C);
       continue;
     }

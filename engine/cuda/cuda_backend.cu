@@ -345,18 +345,19 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
   LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   // Data-dependent mixes (spec 5.2): h = tanh(xx A1), m_j = h_j A2[j], x_j = z + (prev - z)(mu_j + m_j),
-  // with xx = z + (prev - z) maa_x. m_j goes through alpha_ (unused by RWKV-6).
+  // with xx = z + (prev - z) maa_x. Each m_j sits in the buffer its own projection fills later
+  // (d k v r g), so that one token-shift pass makes all five mixes.
   TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.maa_x}, {mix_[5]}, 1}, wt, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[5], rows, w.maa_w1, lora_f32_.as<float>(), 5 * Dm, false));
   Activate(lora_f32_.as<float>(), int64_t{rows} * 5 * Dm, Act::kTanh, lora_typed_.get(), wt, stream_);
-  const float* mu[] = {w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g};
+  float* m[] = {d_, k_, v_, r_, g_};
   for (int j = 0; j < 5; ++j) {
     RWKV_RETURN_IF_ERROR(
-        Gemm(lora_typed_.as<char>() + j * Dm * tb, rows, w.maa_w2[j], alpha_, C, false, /*ldx=*/5 * Dm));
-    MixSet m{{mu[j]}, {mix_[j]}, 1};
-    m.add[0] = alpha_;
-    TokenShiftMix(z_, rows, C, dt_, shift, m, wt, stream_);
+        Gemm(lora_typed_.as<char>() + j * Dm * tb, rows, w.maa_w2[j], m[j], C, false, /*ldx=*/5 * Dm));
   }
+  MixSet mixes{{w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4]}, 5};
+  for (int j = 0; j < 5; ++j) mixes.add[j] = m[j];
+  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
   SaveShift(z_, pieces, C, dt_, shift, stream_);
   void *xw = mix_[0], *xk = mix_[1], *xv = mix_[2], *xr = mix_[3], *xg = mix_[4];
   RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));

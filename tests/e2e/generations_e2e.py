@@ -53,7 +53,7 @@ def main():
     tensorio.write_safetensors(tuned, ts, {k: "f32" for k in ts})
     cases = [
         ("rwkv4", make_fixtures_v456.random_rwkv4, 1536, neox, ["--tokenizer", "neox"], "neox", None),
-        ("rwkv5.2", make_fixtures_v456.random_rwkv5_2, 257, byte_vocab, [], "world", None),
+        ("rwkv5.2", make_fixtures_v456.random_rwkv5, 257, byte_vocab, [], "world", None),
         ("rwkv6", make_fixtures_v456.random_rwkv6, 257, byte_vocab, ["--states", "tuned=" + tuned], "world", tuned),
     ]
     failures = 0

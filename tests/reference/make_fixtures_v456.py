@@ -72,32 +72,12 @@ def random_rwkv4(rng, n_layer, n_embd, vocab, **_):
     return t
 
 
-def random_rwkv5_2(rng, n_layer, n_embd, head_size, vocab, **_):
+def random_rwkv5(rng, n_layer, n_embd, head_size, vocab, version="5.2", **_):
+    """v5.2 (gate, per-channel decay and time_faaaa), v5.1 (gate, per-head decay and time_faaaa) or
+    v5.0 (no gate, per-head decay, log-space bonus time_first)."""
     C, V, F, N = n_embd, vocab, 4 * n_embd, head_size
     H = C // N
-    t = collections.OrderedDict()
-    common(rng, t, C, V)
-    for l in range(n_layer):
-        p = f"blocks.{l}."
-        lns(rng, t, p, C)
-        a = p + "att."
-        for c in "kvrg":
-            t[a + "time_mix_" + c] = rng.uniform(0, 1, (1, 1, C))
-        t[a + "time_decay"] = rng.uniform(-3, 0.5, (H, N))
-        t[a + "time_faaaa"] = rng.normal(0, 0.5, (H, N))
-        for m in ("receptance", "key", "value", "gate", "output"):
-            t[a + m + ".weight"] = mat(rng, C, C)
-        t[a + "ln_x.weight"] = 1 + 0.1 * rng.normal(size=C)
-        t[a + "ln_x.bias"] = 0.1 * rng.normal(size=C)
-        v4_ffn(rng, t, p, C, F)
-    tail(rng, t, C, V)
-    return t
-
-
-def random_rwkv5_early(rng, n_layer, n_embd, head_size, vocab, gated, **_):
-    """v5.0 (no gate, log-space bonus time_first) or v5.1 (gate, time_faaaa): per-head decay and bonus."""
-    C, V, F, N = n_embd, vocab, 4 * n_embd, head_size
-    H = C // N
+    gated, per_head = version != "5.0", (H, N) if version == "5.2" else H
     t = collections.OrderedDict()
     common(rng, t, C, V)
     for l in range(n_layer):
@@ -106,11 +86,11 @@ def random_rwkv5_early(rng, n_layer, n_embd, head_size, vocab, gated, **_):
         a = p + "att."
         for c in ("kvrg" if gated else "kvr"):
             t[a + "time_mix_" + c] = rng.uniform(0, 1, (1, 1, C))
-        t[a + "time_decay"] = rng.uniform(-3, 0.5, H)
+        t[a + "time_decay"] = rng.uniform(-3, 0.5, per_head)
         if gated:
-            t[a + "time_faaaa"] = rng.normal(0, 0.5, H)
+            t[a + "time_faaaa"] = rng.normal(0, 0.5, per_head)
         else:
-            t[a + "time_first"] = rng.normal(-0.5, 0.5, H)
+            t[a + "time_first"] = rng.normal(-0.5, 0.5, per_head)
         for m in ("receptance", "key", "value") + (("gate",) if gated else ()) + ("output",):
             t[a + m + ".weight"] = mat(rng, C, C)
         t[a + "ln_x.weight"] = 1 + 0.1 * rng.normal(size=C)
@@ -153,11 +133,11 @@ def random_rwkv6(rng, n_layer, n_embd, head_size, vocab, dm=8, dd=8, **_):
 
 MODELS = (
     ("rwkv4", random_rwkv4, rwkv456_ref.Rwkv4),
-    ("rwkv5.2", random_rwkv5_2, rwkv456_ref.Rwkv5),
+    ("rwkv5.2", random_rwkv5, rwkv456_ref.Rwkv5),
     ("rwkv6", random_rwkv6, rwkv456_ref.Rwkv6),
     # Appended after the others, so that their random draws (and files) stay as they were.
-    ("rwkv5.0", lambda rng, **k: random_rwkv5_early(rng, gated=False, **k), rwkv456_ref.Rwkv5),
-    ("rwkv5.1", lambda rng, **k: random_rwkv5_early(rng, gated=True, **k), rwkv456_ref.Rwkv5),
+    ("rwkv5.0", lambda rng, **k: random_rwkv5(rng, version="5.0", **k), rwkv456_ref.Rwkv5),
+    ("rwkv5.1", lambda rng, **k: random_rwkv5(rng, version="5.1", **k), rwkv456_ref.Rwkv5),
 )
 
 

@@ -32,6 +32,9 @@ struct ServerConfig {
   int max_sessions = 1024;
   int64_t session_memory = 0;  // Host bytes all sessions' states may take; 0 = max_sessions alone.
   double session_ttl = 3600;   // Seconds idle before a session is deleted; 0 = never.
+  std::string state_dir;       // The sessions' disk tier; empty = memory only.
+  double persist_interval = 5;  // Seconds from a commit to its write; 0 = before the Final.
+  int64_t state_disk_bytes = 0;  // Session files' budget; 0 = no bound.
   int max_prompt_tokens = 65536;
   int max_tokens = 4096;
   double default_deadline = 600;  // Seconds, for requests without a deadline; 0 = none.

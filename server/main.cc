@@ -114,7 +114,11 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   }
   so.queue_length = cfg.queue_length;
   so.sessions.max_sessions = cfg.max_sessions;
-  if (cfg.session_memory > 0) {
+  so.sessions.persist_interval = std::chrono::milliseconds(static_cast<int64_t>(cfg.persist_interval * 1000));
+  so.sessions.disk_bytes = cfg.state_disk_bytes;
+  if (!cfg.state_dir.empty()) {
+    so.sessions.host_bytes = cfg.session_memory;  // Beyond it, idle sessions move to disk.
+  } else if (cfg.session_memory > 0) {
     // Every session may end up on the host tier, so the byte budget bounds the count.
     const int64_t fit = cfg.session_memory / mc.StateBytes();
     if (fit < 1) {
@@ -128,6 +132,11 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   if (!backend.ok()) return backend.status();
   e.backend = std::string((*backend)->name());
   e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, observer);
+  if (!cfg.state_dir.empty()) {
+    if (absl::Status st = e.scheduler->OpenStateDir(cfg.state_dir, e.codec); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("--state-dir: ", st.message()));
+    }
+  }
   Log("info", "model loaded",
       absl::StrFormat(
           "model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
@@ -242,7 +251,7 @@ int Run(int argc, char** argv) {
   if (left > 0) scheduler->AbortAll(absl::UnavailableError("server shut down before the request finished (grace period over)"));
   // In-flight RPCs (aborted streams finishing, unary calls) get a moment; then they are cancelled.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  engine->scheduler.reset();
+  engine->scheduler.reset();  // Writes every session state not yet on disk (--state-dir).
   Log("info", "stopped", absl::StrFormat("aborted=%d", left));
   return 0;
 }

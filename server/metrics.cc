@@ -20,6 +20,9 @@ Buckets Latency() {
 prometheus::Histogram& Histogram(prometheus::Registry& r, const char* name, const char* help, Buckets b) {
   return BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
 }
+prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
+  return BuildCounter().Name(name).Help(help).Register(r).Add({});
+}
 prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help,
                          const std::map<std::string, std::string>& labels = {}) {
   return BuildGauge().Name(name).Help(help).Register(r).Add(labels);
@@ -53,10 +56,23 @@ Metrics::Metrics()
       slots_total_(Gauge(*registry_, "rwkv_state_slots_total", "State pool slots")),
       sessions_(BuildGauge()
                     .Name("rwkv_sessions")
-                    .Help("Sessions by tier (device: a pool slot; host: RAM)")
+                    .Help("Sessions by tier (device: a pool slot; host: RAM; disk: a file in --state-dir)")
                     .Register(*registry_)),
       sessions_device_(sessions_.Add({{"tier", "device"}})),
       sessions_host_(sessions_.Add({{"tier", "host"}})),
+      sessions_disk_(sessions_.Add({{"tier", "disk"}})),
+      disk_bytes_(Gauge(*registry_, "rwkv_state_disk_bytes", "Bytes of session files in --state-dir")),
+      disk_writes_(Counter(*registry_, "rwkv_state_disk_writes_total", "Session states written to disk")),
+      disk_write_errors_(
+          Counter(*registry_, "rwkv_state_disk_write_errors_total", "Session state writes that failed (retried)")),
+      disk_reads_(Counter(*registry_, "rwkv_state_disk_reads_total", "Session states read back from disk")),
+      disk_quarantined_(Counter(*registry_, "rwkv_state_disk_quarantined_total",
+                                "Stored session files that failed to load, moved to quarantine")),
+      disk_expired_(Counter(*registry_, "rwkv_state_disk_expired_total",
+                            "Idle stored sessions expired to keep --state-disk-bytes")),
+      disk_write_seconds_(Histogram(*registry_, "rwkv_state_disk_write_seconds",
+                                    "One batch of state writes: write, fsync, rename, directory fsync",
+                                    {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})),
       serving_(BuildGauge()
                    .Name("rwkv_serving")
                    .Help("1 while the server reports SERVING on grpc.health.v1 (loaded, not draining, backend healthy)")
@@ -96,6 +112,16 @@ void Metrics::OnOccupancy(const Occupancy& o) {
   slots_total_.Set(o.slots_total);
   sessions_device_.Set(o.sessions_device);
   sessions_host_.Set(o.sessions_host);
+  sessions_disk_.Set(o.sessions_disk);
+  disk_bytes_.Set(static_cast<double>(o.disk_bytes));
 }
+
+void Metrics::OnDiskWrite(double seconds, bool ok) {
+  (ok ? disk_writes_ : disk_write_errors_).Increment();
+  disk_write_seconds_.Observe(seconds);
+}
+void Metrics::OnDiskRead() { disk_reads_.Increment(); }
+void Metrics::OnQuarantine() { disk_quarantined_.Increment(); }
+void Metrics::OnDiskExpire() { disk_expired_.Increment(); }
 
 }  // namespace rwkv::server

@@ -37,6 +37,10 @@ class Metrics final : public SchedulerObserver {
   void OnStep(int sequences, int tokens, double seconds) override;
   void OnFinish(const FinalEvent& final) override;
   void OnOccupancy(const Occupancy& o) override;
+  void OnDiskWrite(double seconds, bool ok) override;
+  void OnDiskRead() override;
+  void OnQuarantine() override;
+  void OnDiskExpire() override;
 
   prometheus::Registry& registry() { return *registry_; }
 
@@ -59,6 +63,14 @@ class Metrics final : public SchedulerObserver {
   prometheus::Family<prometheus::Gauge>& sessions_;
   prometheus::Gauge& sessions_device_;
   prometheus::Gauge& sessions_host_;
+  prometheus::Gauge& sessions_disk_;
+  prometheus::Gauge& disk_bytes_;
+  prometheus::Counter& disk_writes_;
+  prometheus::Counter& disk_write_errors_;
+  prometheus::Counter& disk_reads_;
+  prometheus::Counter& disk_quarantined_;
+  prometheus::Counter& disk_expired_;
+  prometheus::Histogram& disk_write_seconds_;
   prometheus::Gauge& serving_;
 };
 

@@ -63,7 +63,7 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenize
       options_(options),
       observer_(observer),
       clock_(std::move(clock)),
-      sessions_(&backend_->pool(), options.sessions) {}
+      sessions_(&backend_->pool(), options.sessions, observer) {}
 
 Scheduler::~Scheduler() {
   StopAccepting();
@@ -76,6 +76,11 @@ Scheduler::~Scheduler() {
   if (thread_.joinable()) thread_.join();
   // Without a loop thread (tests), finish what is left here.
   Iterate();
+  sessions_.Shutdown(clock_());
+}
+
+absl::Status Scheduler::OpenStateDir(const std::string& dir, StateCodec codec) {
+  return sessions_.OpenDisk(dir, std::move(codec), [this] { Wake(); }, clock_());
 }
 
 void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
@@ -171,6 +176,7 @@ bool Scheduler::Iterate() {
     sessions_.ExpireIdle(now);
     next_expiry_check_ = now + std::chrono::seconds(1);
   }
+  sessions_.Maintain(now);
 
   PolicyInput in;
   in.free_slots = sessions_.AvailableSlots();
@@ -228,11 +234,7 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
     seq->session = *s;
     seq->session->busy = true;
     r.session_id = seq->session->id;
-    if (r.start != nullptr) {  // Checked out from the host tier like an imported session.
-      seq->session->host = r.start->state;
-      seq->session->pending = r.start->pending;
-      seq->session->token_count = r.start->token_count;
-    }
+    if (r.start != nullptr) sessions_.SetStart(*seq->session, *r.start);  // Checked out like an import.
     // Every prompt token but the last goes through the model (after the start's pending token);
     // the last stays pending, so that the first turn can start generating from it.
     if (!r.prompt.empty()) {
@@ -426,13 +428,16 @@ void Scheduler::Finish(Seq& s, FinalEvent final, TimePoint now) {
     backend_->pool().Release(s.slot).IgnoreError();
     s.slot = -1;
   }
+  Session* durable = nullptr;  // A committed session whose Final waits for its write.
   if (s.session != nullptr) {
     if (s.committed) {
       final.session_tokens = s.session->token_count;
+      if (sessions_.persists_each_commit()) durable = s.session;
     } else {
+      const std::string id = s.session->id;
       sessions_.Abandon(*s.session, now);
       // A session whose creation failed (deadline, shutdown, engine error) does not exist.
-      if (s.req.kind == SequenceRequest::Kind::kCreateSession) sessions_.Delete(s.session->id).IgnoreError();
+      if (s.req.kind == SequenceRequest::Kind::kCreateSession) sessions_.Delete(id).IgnoreError();
     }
     s.session = nullptr;
   }
@@ -442,9 +447,16 @@ void Scheduler::Finish(Seq& s, FinalEvent final, TimePoint now) {
   final.first_token_seconds = s.first_token_seconds;
   final.total_seconds = Seconds(s.submitted, now);
   if (observer_) observer_->OnFinish(final);
-  s.sink->OnFinish(std::move(final));
+  auto deliver = [this, sink = std::move(s.sink), final = std::move(final)]() mutable {
+    sink->OnFinish(std::move(final));
+    --active_;
+  };
   s.sink = nullptr;  // Marks the sequence finished.
-  --active_;
+  if (durable != nullptr) {
+    sessions_.PersistNow(*durable, now, std::move(deliver));  // --persist-interval 0.
+  } else {
+    deliver();
+  }
 }
 
 Occupancy Scheduler::occupancy() {
@@ -454,7 +466,9 @@ Occupancy Scheduler::occupancy() {
   o.slots_used = backend_->pool().used();
   o.slots_total = backend_->pool().capacity();
   o.sessions_device = sessions_.device_sessions();
-  o.sessions_host = sessions_.count() - sessions_.device_sessions();
+  o.sessions_disk = sessions_.disk_sessions();
+  o.sessions_host = sessions_.count() - sessions_.device_sessions() - sessions_.disk_sessions();
+  o.disk_bytes = sessions_.disk_bytes();
   return o;
 }
 

@@ -36,11 +36,12 @@ namespace rwkv::server {
 struct Occupancy {
   int running = 0, waiting = 0;
   int slots_used = 0, slots_total = 0;
-  int sessions_device = 0, sessions_host = 0;
+  int sessions_device = 0, sessions_host = 0, sessions_disk = 0;
+  int64_t disk_bytes = 0;  // Session files (with a state directory).
 };
 
 // How the scheduler reports what it does (metrics live at the edge). Called on the loop thread.
-class SchedulerObserver {
+class SchedulerObserver : public SessionObserver {
  public:
   virtual ~SchedulerObserver() = default;
   virtual void OnAdmit(double queue_seconds, int prompt_tokens) {}
@@ -67,8 +68,12 @@ class Scheduler {
   // REQUIRES: tokenizer and observer (may be null) outlive the scheduler.
   Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenizer, SchedulerOptions options,
             SchedulerObserver* observer = nullptr, ClockFn clock = &Clock::now);
-  ~Scheduler();  // Stops the loop; unfinished sequences finish with UNAVAILABLE.
+  // Stops the loop; unfinished sequences finish with UNAVAILABLE; every committed state not yet
+  // on disk is written.
+  ~Scheduler();
 
+  // Opens the sessions' disk tier on `dir` (SessionStore::OpenDisk). REQUIRES: before Start().
+  absl::Status OpenStateDir(const std::string& dir, StateCodec codec);
   // Starts the loop thread. Without it, tests drive the loop by calling Iterate().
   void Start();
   // Queues a sequence. UNAVAILABLE while draining, RESOURCE_EXHAUSTED when the queue is full;

@@ -202,11 +202,14 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
     if (ok) {
       if (first_) session_id_ = req_.session_id();
       first_ = false;
-      if (data_.size() + req_.data().size() > service_->codec_.MaxBytes()) {
+      data_ += req_.data();
+      if (data_.size() > service_->codec_.MaxBytes()) {
+        // The header first: a state of a bigger model says so, naming both models.
+        absl::StatusOr<StateHeader> h = service_->codec_.DecodeHeader(data_);
+        if (!h.ok()) return Done(h.status());
         return Done(absl::InvalidArgumentError(absl::StrFormat(
             "data is over %d bytes, larger than any state of this model", service_->codec_.MaxBytes())));
       }
-      data_ += req_.data();
       return StartRead(&req_);
     }
     absl::StatusOr<ExportedState> state = service_->codec_.Decode(data_);
@@ -286,7 +289,7 @@ std::optional<TimePoint> RwkvService::Deadline(grpc::CallbackServerContext* ctx)
 void RwkvService::FillSession(const Session& s, v1::Session* out) const {
   out->set_session_id(s.id);
   out->set_token_count(s.token_count);
-  out->set_tier(s.tier() == Tier::kDevice ? v1::TIER_DEVICE : v1::TIER_HOST);
+  out->set_tier(s.tier == Tier::kDevice ? v1::TIER_DEVICE : s.tier == Tier::kHost ? v1::TIER_HOST : v1::TIER_DISK);
   out->set_busy(s.busy);
   out->set_created_unix_seconds(UnixSeconds(s.created_wall));
   out->set_last_used_unix_seconds(UnixSeconds(s.last_used_wall));
@@ -426,7 +429,7 @@ grpc::ServerWriteReactor<v1::StateChunk>* RwkvService::ExportSession(grpc::Callb
     if (!s.ok()) return reactor->Start(s.status());
     std::vector<float> state;
     if (absl::Status st = scheduler_->sessions().ReadState(**s, &state); !st.ok()) return reactor->Start(st);
-    reactor->Start(codec_.Encode(state, (*s)->pending, (*s)->token_count));
+    reactor->Start(codec_.Encode(state, SessionStore::Header(**s)));
   });
   return reactor;
 }

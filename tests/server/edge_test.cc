@@ -140,17 +140,17 @@ class CodecTest : public ::testing::Test {
 };
 
 TEST_F(CodecTest, RoundTrip) {
-  const std::string bytes = codec_.Encode(state_, 42, 17);
+  const std::string bytes = codec_.Encode(state_, {42, 17});
   absl::StatusOr<ExportedState> d = codec_.Decode(bytes);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->state, state_);
   EXPECT_EQ(d->pending, 42);
   EXPECT_EQ(d->token_count, 17);
-  EXPECT_FALSE(codec_.Decode(codec_.Encode(state_, std::nullopt, 0))->pending.has_value());
+  EXPECT_FALSE(codec_.Decode(codec_.Encode(state_, {}))->pending.has_value());
 }
 
 TEST_F(CodecTest, RefusesAnotherModelAndCorruptData) {
-  std::string bytes = codec_.Encode(state_, 1, 2);
+  std::string bytes = codec_.Encode(state_, {1, 2});
   StateCodec other = codec_;
   other.fingerprint = "rwkv7-ffff";
   EXPECT_EQ(other.Decode(bytes).status().code(), absl::StatusCode::kFailedPrecondition);

@@ -447,7 +447,7 @@ TEST(StartStatesLoad, BadSpecsNameTheFlagAndTheEntry) {
       *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-f32.safetensors");
   const StateCodec other_codec{ModelFingerprint(*other), other->config()};
   const std::string path = testing::TempPath("other.rwkvstate");
-  testing::WriteFile(path, other_codec.Encode(std::vector<float>(other->config().StateFloats()), std::nullopt, 0));
+  testing::WriteFile(path, other_codec.Encode(std::vector<float>(other->config().StateFloats()), {}));
   EXPECT_THAT(err("x=" + path), HasSubstr("--states x: " + path));
   EXPECT_TRUE(StartStates::Load("a=" + tuned, "a", codec).ok());
   std::remove(path.c_str());

@@ -317,8 +317,8 @@ TEST_F(SchedulerTest, IdleSessionsMoveToHostWhenSlotsRunOutAndComeBackExact) {
   }
   // A turn works on a copy, so it needs a second slot: the least recently used sessions went to
   // the host to make room.
-  EXPECT_EQ((*sched_->sessions().Get("s0"))->tier(), Tier::kHost) << "least recently used";
-  EXPECT_EQ((*sched_->sessions().Get("s2"))->tier(), Tier::kDevice);
+  EXPECT_EQ((*sched_->sessions().Get("s0"))->tier, Tier::kHost) << "least recently used";
+  EXPECT_EQ((*sched_->sessions().Get("s2"))->tier, Tier::kDevice);
   for (int i : {0, 1, 2, 0}) {
     const std::string id = "s" + std::to_string(i);
     auto t = Submit(Greedy({42}, 3, id));
@@ -327,7 +327,7 @@ TEST_F(SchedulerTest, IdleSessionsMoveToHostWhenSlotsRunOutAndComeBackExact) {
     history[i].push_back(42);
     EXPECT_THAT(t->ids(), ElementsAreArray(FakeModel::Greedy(history[i], 3))) << id;
     history[i].insert(history[i].end(), t->ids().begin(), t->ids().end());
-    EXPECT_EQ((*sched_->sessions().Get(id))->tier(), Tier::kDevice);
+    EXPECT_EQ((*sched_->sessions().Get(id))->tier, Tier::kDevice);
   }
 }
 

@@ -1,9 +1,11 @@
 // The gRPC edge without a server: request validation, the status map, configuration and the
 // state export format.
+#include <cstring>
 #include <map>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "server/config.h"
 #include "server/state_codec.h"
 #include "server/status_map.h"
@@ -164,6 +166,91 @@ TEST_F(CodecTest, RefusesAnotherModelAndCorruptData) {
   std::string bad_header = bytes;
   bad_header[12] = '!';
   EXPECT_EQ(codec_.Decode(bad_header).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// The header's own bytes: a change inside it that parses and passes the field checks still fails
+// the checksum, which covers the header.
+TEST_F(CodecTest, ChecksumCoversTheHeader) {
+  std::string bytes = codec_.Encode(state_, {1, 17});
+  const size_t at = bytes.find("\"token_count\":17");
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 15] = '3';  // 17 -> 37: a valid count, not the written one.
+  EXPECT_EQ(codec_.Decode(bytes).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(codec_.Decode(bytes).status().message()), HasSubstr("checksum"));
+}
+
+TEST_F(CodecTest, TruncatedAtEveryLengthIsDataLoss) {
+  const std::string bytes = codec_.Encode(state_, {5, 9, "sess", 1, 2});
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_EQ(codec_.Decode(bytes.substr(0, n)).status().code(), absl::StatusCode::kDataLoss) << n << " bytes";
+  }
+  EXPECT_EQ(codec_.Decode(bytes + "x").status().code(), absl::StatusCode::kDataLoss) << "trailing bytes";
+}
+
+// Replaces `field`'s value in an encoded header (fixing the header length; the checksum is
+// checked after the fields, so it need not match).
+std::string WithField(const std::string& bytes, const std::string& field, const std::string& value) {
+  uint32_t len;
+  std::memcpy(&len, bytes.data() + 8, 4);
+  nlohmann::json h = nlohmann::json::parse(bytes.substr(12, len));
+  if (value.empty()) {
+    h.erase(field);
+  } else {
+    h[field] = nlohmann::json::parse(value);
+  }
+  const std::string header = h.dump();
+  const uint32_t n = static_cast<uint32_t>(header.size());
+  return bytes.substr(0, 8) + std::string(reinterpret_cast<const char*>(&n), 4) + header + bytes.substr(12 + len);
+}
+
+TEST_F(CodecTest, RefusesEveryHeaderFieldOutOfRange) {
+  const std::string bytes = codec_.Encode(state_, {1, 2});
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"token_count", "-1"},          {"token_count", "1.5"},         {"token_count", "\"5\""},
+      {"token_count", "1e30"},        {"token_count", "9223372036854775808"},
+      {"token_count", "18446744073709551616"},                         {"token_count", "9007199254740993"},
+      {"pending_token", "100"},       {"pending_token", "-1"},        {"pending_token", "2.0"},
+      {"n_layer", "2"},               {"n_embd", "4.0"},              {"head_size", "-4"},
+      {"payload_bytes", "8"},         {"payload_bytes", "1e3"},       {"format", "3"},
+      {"format", "2.5"},              {"dtype", "\"float16\""},       {"model_fingerprint", "7"},
+      {"session", "{\"id\":\"\",\"created_unix_ms\":0,\"last_used_unix_ms\":0}"},
+      {"session", "{\"id\":\"a\",\"created_unix_ms\":-5,\"last_used_unix_ms\":0}"},
+      {"session", "[]"},
+  };
+  for (const auto& [field, value] : bad) {
+    const absl::Status st = codec_.Decode(WithField(bytes, field, value)).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << field << "=" << value << ": " << st;
+  }
+  for (const char* field : {"token_count", "pending_token", "payload_bytes", "model_fingerprint", "n_head"}) {
+    EXPECT_EQ(codec_.Decode(WithField(bytes, field, "")).status().code(), absl::StatusCode::kDataLoss) << field;
+  }
+}
+
+TEST_F(CodecTest, BiggerModelIsFailedPreconditionNamingBothBeforeAnySizeCheck) {
+  StateCodec big = codec_;
+  big.fingerprint = "rwkv7-bigg";
+  big.config.n_layer = 24;
+  big.config.n_embd = 64;
+  big.config.n_head = 4;
+  big.config.head_size = 16;
+  const std::string bytes = big.Encode(std::vector<float>(big.config.StateFloats()), {});
+  ASSERT_GT(bytes.size(), codec_.MaxBytes());
+  for (const absl::Status& st : {codec_.Decode(bytes).status(), codec_.DecodeHeader(bytes).status(),
+                                 codec_.Decode(bytes.substr(0, bytes.size() / 2)).status()}) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("rwkv7-bigg"));
+    EXPECT_THAT(std::string(st.message()), HasSubstr("rwkv7-0123"));
+    EXPECT_THAT(std::string(st.message()), HasSubstr("L24"));
+  }
+}
+
+TEST_F(CodecTest, SessionFieldsRoundTrip) {
+  const ExportedState d = *codec_.Decode(codec_.Encode(state_, {7, 70, "chat-1", 1700000000123, 1700000009999}));
+  EXPECT_EQ(d.session_id, "chat-1");
+  EXPECT_EQ(d.created_unix_ms, 1700000000123);
+  EXPECT_EQ(d.last_used_unix_ms, 1700000009999);
+  EXPECT_EQ(d.pending, 7);
+  EXPECT_EQ(d.token_count, 70);
 }
 
 }  // namespace

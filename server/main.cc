@@ -44,6 +44,10 @@ class ServerObserver final : public SchedulerObserver {
   void OnStep(int seqs, int tokens, double s) override { m_->OnStep(seqs, tokens, s); }
   void OnFinish(const FinalEvent& f) override { m_->OnFinish(f); }
   void OnOccupancy(const Occupancy& o) override { m_->OnOccupancy(o); }
+  void OnDiskWrite(double s, bool ok) override { m_->OnDiskWrite(s, ok); }
+  void OnDiskRead() override { m_->OnDiskRead(); }
+  void OnQuarantine() override { m_->OnQuarantine(); }
+  void OnDiskExpire() override { m_->OnDiskExpire(); }
   void OnBackendBroken(const absl::Status& why) override {
     if (broken_.exchange(true)) return;
     Log("error", "backend failed; health NOT_SERVING", absl::StrCat("error=", LogValue(why.ToString())));

@@ -494,6 +494,7 @@ absl::Status SessionStore::EnsureHeader(Session& s) {
   s.pending = h->pending;
   s.token_count = h->token_count;
   if (h->created_unix_ms > 0) s.created_wall = FromUnixMs(h->created_unix_ms);
+  if (h->last_used_unix_ms > 0) s.last_used_wall = FromUnixMs(h->last_used_unix_ms);
   s.header_loaded = true;
   return absl::OkStatus();
 }

@@ -162,6 +162,8 @@ def manifests(a):
         expect(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "9090",
                f"{overlay}: prometheus.io annotations for a plain Prometheus")
 
+    stateful(objs["cpu"], a)
+
     r = run(["yamllint", "-c", os.path.join(DEPLOY, ".yamllint"), DEPLOY])
     expect(r.returncode == 0, "yamllint deploy/" + ("" if r.returncode == 0 else ":\n" + r.stdout))
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,6 +182,53 @@ def manifests(a):
                + (f" (missing: {missing})" if missing else f" ({len(need)} packages)"))
     cuda = runtime_packages(os.path.join(ROOT, "docker", "Dockerfile.cuda"))
     expect({"cuda-cudart-13-0", "libcublas-13-0"} <= cuda, "Dockerfile.cuda: the runtime stage installs cudart and cuBLAS")
+
+
+def stateful(cpu_docs, a):
+    """The StatefulSet variant: the cpu overlay's pods with a volume per pod for --state-dir."""
+    docs = render("cpu-stateful")
+    expect(not by_kind(docs, "Deployment") and len(by_kind(docs, "StatefulSet")) == 1,
+           "cpu-stateful: a StatefulSet replaces the Deployment")
+    sts = by_kind(docs, "StatefulSet")[0]
+    spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("rwkv-server-config")][0]["data"]
+    unknown = sorted(set(env) - server_flags(a.server))
+    expect(not unknown, "cpu-stateful: every ConfigMap key is an rwkv-server flag" + (f" (not: {unknown})" if unknown else ""))
+    claims = {t["metadata"]["name"]: t for t in spec.get("volumeClaimTemplates", [])}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    expect("state" in claims and claims["state"]["spec"]["accessModes"] == ["ReadWriteOnce"] and
+           mounts.get("state") == env.get("RWKV_STATE_DIR"),
+           f"cpu-stateful: each pod's volume claim 'state' is mounted at RWKV_STATE_DIR ({env.get('RWKV_STATE_DIR')})")
+    size = claims["state"]["spec"]["resources"]["requests"]["storage"]
+    to_bytes = lambda v: float(re.match(r"[\d.]+", v).group(0)) * 1024 ** "KMGT".index(re.search(r"([KMGT])i", v).group(1)[0]) * 1024
+    expect(to_bytes(env["RWKV_STATE_DISK_BYTES"]) < to_bytes(size),
+           f"cpu-stateful: RWKV_STATE_DISK_BYTES {env['RWKV_STATE_DISK_BYTES']} stays below the volume's {size}")
+    expect(spec["serviceName"] == "rwkv-serve-headless" and
+           spec.get("persistentVolumeClaimRetentionPolicy", {}).get("whenScaled") == "Retain",
+           "cpu-stateful: stable pod names through the headless service; volumes kept on scale-in")
+    dep = by_kind(cpu_docs, "Deployment")[0]
+    dep_c = dict(dep["spec"]["template"]["spec"]["containers"][0])
+    sts_c = dict(c)
+    sts_c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "state"]
+    cm = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("rwkv-server-config")][0]
+    expect(c["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"],
+           f"cpu-stateful: the container reads the generated ConfigMap ({cm['metadata']['name']})")
+    sts_c["envFrom"] = dep_c["envFrom"]  # Its own ConfigMap (with RWKV_STATE_DIR), checked above.
+    expect(sts_c == dep_c and pod["volumes"] == dep["spec"]["template"]["spec"]["volumes"],
+           "cpu-stateful: the pod template is the cpu Deployment's, plus the state volume")
+    sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    expect(pod["terminationGracePeriodSeconds"] >= sleep + float(env["RWKV_GRACE"]) + 30,
+           f"cpu-stateful: terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} leaves 30 s to write sessions")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]
+    expect(hpa["scaleTargetRef"]["kind"] == "StatefulSet" and hpa["scaleTargetRef"]["name"] == sts["metadata"]["name"],
+           "cpu-stateful: the HPA scales the StatefulSet")
+    envoy = yaml.safe_load(open(os.path.join(DEPLOY, "envoy", "envoy-stateful.yaml")))
+    cluster = envoy["static_resources"]["clusters"][0]
+    hosts = [e["endpoint"]["hostname"] for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    expect(cluster["common_lb_config"]["consistent_hashing_lb_config"]["use_hostname_for_hashing"] is True and
+           hosts == [f"rwkv-serve-{i}.rwkv-serve-headless" for i in range(hpa["maxReplicas"])],
+           f"envoy-stateful: the ring hashes the {len(hosts)} stable pod names up to maxReplicas, not IPs")
 
 
 def lint(a):

@@ -61,8 +61,21 @@ LoadResult RunLoad(Client& client, const LoadConfig& cfg, int vocab) {
     std::mt19937_64 rng(cfg.seed * 1000003 + w);
     std::vector<double> my_ttft, my_itl, my_req;
     int64_t my_tokens = 0;
+    std::string session;
+    if (cfg.sessions) {
+      v1::CreateSessionRequest cr;
+      cr.set_session_id(absl::StrFormat("bench-%d-%d-%d", cfg.seed, cfg.concurrency, w));
+      absl::StatusOr<v1::Session> created = client.CreateSession(cr);
+      if (!created.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++r.errors[CodeName(created.status().code())];
+        return;
+      }
+      session = created->session_id();
+    }
     while (more()) {
       v1::GenerateRequest g;
+      g.set_session_id(session);
       for (int i = 0; i < cfg.prompt_tokens; ++i) g.mutable_token_ids()->add_ids(1 + rng() % (id_limit - 1));
       g.mutable_sampling()->set_temperature(cfg.temperature);
       g.mutable_sampling()->set_seed(rng());
@@ -99,6 +112,7 @@ LoadResult RunLoad(Client& client, const LoadConfig& cfg, int vocab) {
       }
       ++finished;
     }
+    if (!session.empty()) client.DeleteSession(session).IgnoreError();
     std::lock_guard<std::mutex> lock(mu);
     ttft.insert(ttft.end(), my_ttft.begin(), my_ttft.end());
     itl.insert(itl.end(), my_itl.begin(), my_itl.end());
@@ -136,8 +150,8 @@ LoadResult RunLoad(Client& client, const LoadConfig& cfg, int vocab) {
 std::string ToJson(const std::vector<LoadResult>& results, const LoadConfig& cfg) {
   std::string out = absl::StrFormat(
       "{\n  \"config\": {\"prompt_tokens\": %d, \"max_tokens\": %d, \"requests\": %d, \"duration_s\": %g, "
-      "\"temperature\": %g},\n  \"levels\": [\n",
-      cfg.prompt_tokens, cfg.max_tokens, cfg.requests, cfg.duration_s, cfg.temperature);
+      "\"temperature\": %g, \"sessions\": %s},\n  \"levels\": [\n",
+      cfg.prompt_tokens, cfg.max_tokens, cfg.requests, cfg.duration_s, cfg.temperature, cfg.sessions ? "true" : "false");
   for (size_t i = 0; i < results.size(); ++i) {
     const LoadResult& r = results[i];
     std::string errors = "{";

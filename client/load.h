@@ -22,6 +22,9 @@ struct LoadConfig {
   double timeout_s = 600;
   bool progress = true;    // A progress line on stderr.
   uint64_t seed = 1;
+  // Each stream creates a session of its own and runs its requests as turns of it (a chat's
+  // turns: every request is a commit of the session's state). Deleted at the end.
+  bool sessions = false;
 };
 
 struct Percentiles {

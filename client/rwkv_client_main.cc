@@ -39,14 +39,15 @@ commands:
   health   [--service rwkv.v1.Rwkv]             grpc.health.v1 status; exit 0 only when SERVING
   tokenize TEXT | detokenize 1,2,3
   bench    [--concurrency 1,4,16,64] [--requests N | --duration SECONDS] [--prompt-tokens 16]
-           [--max-tokens 64] [--temperature 0] [--json FILE] [--plot DIR] [--no-progress]
+           [--max-tokens 64] [--temperature 0] [--sessions] [--json FILE] [--plot DIR] [--no-progress]
+           --sessions: each stream runs its requests as turns of a session of its own
 
 --state NAME starts from one of the server's start states (`info` lists them; none = zeros).
 --server defaults to $RWKV_SERVER, else localhost:50051. Sessions go with the header
 x-rwkv-session-id, for proxies that route a session's turns to one replica.
 )";
 
-const std::set<std::string> kBoolean = {"ignore-eos", "json", "no-progress", "help"};
+const std::set<std::string> kBoolean = {"ignore-eos", "json", "no-progress", "help", "sessions"};
 
 std::atomic<bool> g_interrupted{false};
 
@@ -338,6 +339,7 @@ absl::Status Bench(Client& c, const Flags& f) {
   cfg.max_tokens = static_cast<int>(*max_tokens);
   cfg.temperature = static_cast<float>(*temperature);
   cfg.progress = !f.Bool("no-progress");
+  cfg.sessions = f.Bool("sessions");
   std::fprintf(stderr, "bench: %s on %s; prompt %d tokens, %d generated per request, %s\n", info->description().c_str(),
                info->backend().c_str(), cfg.prompt_tokens, cfg.max_tokens,
                cfg.requests > 0 ? absl::StrCat(cfg.requests, " requests per level").c_str()

@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test sanitize demo bench bench-serve gpu-bundle fixtures clean
+.PHONY: all deps configure build test sanitize demo bench bench-serve bench-durable gpu-bundle fixtures clean
 
 all: build
 
@@ -51,6 +51,11 @@ bench: build
 # Aggregate tokens/s through gRPC at 1/4/16/64 streams beside the engine-only figure (CPU, 0.1B shape).
 bench-serve: build
 	$(PYTHON) bench/serve_bench.py --build $(BUILD)
+
+# Durable sessions: turn latency at --persist-interval 0 vs 5 s through gRPC, start-up with 10,000
+# stored sessions, the state file round trip (CPU, 0.1B shape).
+bench-durable: build
+	$(PYTHON) bench/durable_bench.py --build $(BUILD)
 
 # The GPU-side binaries and the libraries a bare CUDA machine lacks, for scripts/gpu-check.sh.
 gpu-bundle: build

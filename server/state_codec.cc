@@ -132,7 +132,7 @@ std::string StateCodec::Encode(std::span<const float> state, const StateHeader& 
 
 absl::StatusOr<size_t> StateCodec::HeaderBytes(std::string_view bytes) const {
   const size_t magic = std::min(bytes.size(), sizeof(kMagic));
-  if (std::memcmp(bytes.data(), kMagic, magic) != 0) {
+  if (magic > 0 && std::memcmp(bytes.data(), kMagic, magic) != 0) {
     return absl::InvalidArgumentError("data is not a session state (no RWKVSTAT magic)");
   }
   if (bytes.size() < kPrefixBytes) {

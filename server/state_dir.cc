@@ -220,11 +220,6 @@ void StateWriter::WaitIdle() {
   cv_.wait(lock, [&] { return queue_.empty() && in_flight_ == 0; });
 }
 
-int StateWriter::outstanding() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(queue_.size() + done_.size()) + in_flight_;
-}
-
 void StateWriter::Run() {
   while (true) {
     std::vector<StateDir::Write> batch;
@@ -255,10 +250,14 @@ void StateWriter::Run() {
         d.status = results[i];
         done_.push_back(std::move(d));
       }
+    }
+    if (on_done_) on_done_();
+    {
+      // Idle only after on_done_ returned: WaitIdle's caller may then destroy what it calls.
+      std::lock_guard<std::mutex> lock(mu_);
       in_flight_ = 0;
     }
     cv_.notify_all();
-    if (on_done_) on_done_();
   }
 }
 

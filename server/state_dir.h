@@ -89,17 +89,15 @@ class StateWriter {
 
   void Enqueue(StateDir::Write job, uint64_t tag);
   std::vector<Done> TakeDone();
-  // Blocks until every job enqueued so far has finished.
+  // Blocks until every job enqueued so far has finished (and its on_done call returned).
   void WaitIdle();
-  // Jobs enqueued and not yet taken by TakeDone.
-  int outstanding() const;
 
  private:
   void Run();
 
   const StateDir* dir_;
   std::function<void()> on_done_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<StateDir::Write, uint64_t>> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<Done> done_ ABSL_GUARDED_BY(mu_);

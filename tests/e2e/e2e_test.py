@@ -100,7 +100,8 @@ def main():
     ap.add_argument("--vocab", required=True)
     a = ap.parse_args()
 
-    srv = Server(a.server, a.model, a.vocab)
+    # A generous grace: the drain check streams 60000 tokens, slow under the sanitizers on a busy machine.
+    srv = Server(a.server, a.model, a.vocab, ["--grace", "120"])
     c = Checker(a.client, srv)
     try:
         c.expect(c.run("health").stdout.strip() == "SERVING", "health: SERVING once loaded")

@@ -123,6 +123,13 @@ TEST(Config, ErrorsNameTheFlagAndTheLimit) {
               HasSubstr("cpu or cuda"));
 }
 
+StateHeader Meta(std::optional<int32_t> pending, int64_t token_count) {
+  StateHeader h;
+  h.pending = pending;
+  h.token_count = token_count;
+  return h;
+}
+
 class CodecTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -142,17 +149,17 @@ class CodecTest : public ::testing::Test {
 };
 
 TEST_F(CodecTest, RoundTrip) {
-  const std::string bytes = codec_.Encode(state_, {42, 17});
+  const std::string bytes = codec_.Encode(state_, Meta(42, 17));
   absl::StatusOr<ExportedState> d = codec_.Decode(bytes);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->state, state_);
   EXPECT_EQ(d->pending, 42);
   EXPECT_EQ(d->token_count, 17);
-  EXPECT_FALSE(codec_.Decode(codec_.Encode(state_, {}))->pending.has_value());
+  EXPECT_FALSE(codec_.Decode(codec_.Encode(state_, Meta(std::nullopt, 0)))->pending.has_value());
 }
 
 TEST_F(CodecTest, RefusesAnotherModelAndCorruptData) {
-  std::string bytes = codec_.Encode(state_, {1, 2});
+  std::string bytes = codec_.Encode(state_, Meta(1, 2));
   StateCodec other = codec_;
   other.fingerprint = "rwkv7-ffff";
   EXPECT_EQ(other.Decode(bytes).status().code(), absl::StatusCode::kFailedPrecondition);
@@ -171,7 +178,7 @@ TEST_F(CodecTest, RefusesAnotherModelAndCorruptData) {
 // The header's own bytes: a change inside it that parses and passes the field checks still fails
 // the checksum, which covers the header.
 TEST_F(CodecTest, ChecksumCoversTheHeader) {
-  std::string bytes = codec_.Encode(state_, {1, 17});
+  std::string bytes = codec_.Encode(state_, Meta(1, 17));
   const size_t at = bytes.find("\"token_count\":17");
   ASSERT_NE(at, std::string::npos);
   bytes[at + 15] = '3';  // 17 -> 37: a valid count, not the written one.
@@ -204,7 +211,7 @@ std::string WithField(const std::string& bytes, const std::string& field, const 
 }
 
 TEST_F(CodecTest, RefusesEveryHeaderFieldOutOfRange) {
-  const std::string bytes = codec_.Encode(state_, {1, 2});
+  const std::string bytes = codec_.Encode(state_, Meta(1, 2));
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"token_count", "-1"},          {"token_count", "1.5"},         {"token_count", "\"5\""},
       {"token_count", "1e30"},        {"token_count", "9223372036854775808"},

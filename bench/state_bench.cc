@@ -102,6 +102,8 @@ int Run(int argc, char** argv) {
   if (root.empty()) {
     char tmpl[] = "/tmp/rwkv-state-bench-XXXXXX";
     root = mkdtemp(tmpl);
+  } else {
+    std::filesystem::create_directories(root);
   }
   StateCodec codec;
   codec.fingerprint = "bench";

@@ -147,7 +147,8 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
           "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
           LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint, e.backend,
           std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget,
-          so.queue_length, so.sessions.max_sessions, static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
+          so.queue_length, so.sessions.max_sessions,
+          so.sessions.host_bytes > 0 ? so.sessions.host_bytes : static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
           cfg.session_ttl));
   if (!e.states.names().empty()) {
     Log("info", "start states loaded",

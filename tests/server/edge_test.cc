@@ -109,6 +109,20 @@ TEST(Config, FlagsOverEnvironment) {
   EXPECT_EQ(c->model, "m.pth");
 }
 
+TEST(Config, DiskTierFlags) {
+  absl::StatusOr<ServerConfig> c = Parse({"--model", "m", "--vocab", "v", "--persist-interval", "0"},
+                                         {{"RWKV_STATE_DIR", "/var/lib/rwkv"}, {"RWKV_STATE_DISK_BYTES", "18GiB"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state_dir, "/var/lib/rwkv");
+  EXPECT_DOUBLE_EQ(c->persist_interval, 0);
+  EXPECT_EQ(c->state_disk_bytes, 18LL << 30);
+  c = Parse({"--model", "m", "--vocab", "v"});
+  EXPECT_TRUE(c->state_dir.empty()) << "memory only by default";
+  EXPECT_DOUBLE_EQ(c->persist_interval, 5);
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--persist-interval", "-1"}).status().message()),
+              HasSubstr("--persist-interval"));
+}
+
 TEST(Config, ErrorsNameTheFlagAndTheLimit) {
   EXPECT_THAT(std::string(Parse({"--vocab", "v"}).status().message()), HasSubstr("--model is required"));
   EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--port", "70000"}).status().message()),

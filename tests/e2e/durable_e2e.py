@@ -137,7 +137,7 @@ def main():
 
             srv, c = start(d, "--persist-interval", str(INTERVAL))
             checked = lost = total = 0
-            slack = 0.5  # The write itself (fsync) after the interval, and the client's clock read.
+            slack = 1.0  # The write itself (fsync) after the interval, on a loaded CI machine.
             for sid, done in turns.items():
                 total += len(done)
                 tokens, _ = session_tokens(c, sid)

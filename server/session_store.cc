@@ -19,6 +19,12 @@ std::string RandomId() {
   return absl::StrFormat("s-%016x%016x", rng(), rng());
 }
 
+// A stored file must hold the session its name says (not a copy of another's).
+absl::Status CheckOwner(const StateHeader& h, std::string_view id) {
+  if (h.session_id == id) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("file holds session ", LogValue(h.session_id.substr(0, 128))));
+}
+
 int64_t UnixMs(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
@@ -162,7 +168,7 @@ void SessionStore::Erase(Map::iterator it) {
   Session& s = it->second;
   DropSlot(s);
   SetHost(s, {});
-  SetTier(s, Tier::kHost);
+  SetTier(s, Tier::kHost);  // Only to keep the tier counts: the session goes.
   if (dir_ != nullptr && (s.file_bytes > 0 || s.queued > 0)) {
     disk_bytes_ -= s.file_bytes;
     writer_->Enqueue({s.id, nullptr, {}}, 0);  // After any write of it: the writer keeps order.
@@ -487,8 +493,8 @@ absl::Status SessionStore::EnsureHeader(Session& s) {
     if (need.ok() && *need > bytes->size()) bytes = dir_->Read(s.id, *need);
   }
   absl::StatusOr<StateHeader> h = bytes.ok() ? codec_.DecodeHeader(*bytes) : absl::StatusOr<StateHeader>(bytes.status());
-  if (h.ok() && h->session_id != s.id) {
-    h = absl::InvalidArgumentError(absl::StrCat("file holds session ", LogValue(h->session_id.substr(0, 128))));
+  if (h.ok()) {
+    if (absl::Status owner = CheckOwner(*h, s.id); !owner.ok()) h = owner;
   }
   if (!h.ok()) return Discard(s, h.status());
   s.pending = h->pending;
@@ -502,8 +508,8 @@ absl::Status SessionStore::EnsureHeader(Session& s) {
 absl::StatusOr<ExportedState> SessionStore::Load(Session& s) {
   absl::StatusOr<std::string> bytes = dir_->Read(s.id, codec_.MaxBytes() + 1);
   absl::StatusOr<ExportedState> state = bytes.ok() ? codec_.Decode(*bytes) : absl::StatusOr<ExportedState>(bytes.status());
-  if (state.ok() && state->session_id != s.id) {
-    state = absl::InvalidArgumentError(absl::StrCat("file holds session ", LogValue(state->session_id.substr(0, 128))));
+  if (state.ok()) {
+    if (absl::Status owner = CheckOwner(*state, s.id); !owner.ok()) state = owner;
   }
   if (!state.ok()) return Discard(s, state.status());
   if (observer_) observer_->OnDiskRead();

@@ -125,31 +125,25 @@ absl::Status StateDir::WriteOne(const Write& w, uint64_t serial) const {
   const std::string tmp = absl::StrFormat("%s/tmp/%s.%d.tmp", root_, w.id, serial);
   Fd f{open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (f.fd < 0) return OsError("cannot create", tmp);
+  // The error (errno read first), and no temp file left behind.
+  const auto fail = [&](std::string_view what, const std::string& path) {
+    absl::Status st = OsError(what, path);
+    unlink(tmp.c_str());
+    return st;
+  };
   const std::string& data = *w.bytes;
   for (size_t off = 0; off < data.size();) {
     const ssize_t n = write(f.fd, data.data() + off, data.size() - off);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status st = OsError("cannot write", tmp);
-      unlink(tmp.c_str());
-      return st;
-    }
+    if (n < 0) return fail("cannot write", tmp);
     off += static_cast<size_t>(n);
   }
   // The file's mtime is the session's last use: the index on start reads it instead of the file.
   const int64_t ms = UnixMs(w.mtime);
   const timespec times[2] = {{ms / 1000, (ms % 1000) * 1000000}, {ms / 1000, (ms % 1000) * 1000000}};
   futimens(f.fd, times);
-  if (fsync(f.fd) != 0) {
-    absl::Status st = OsError("cannot fsync", tmp);
-    unlink(tmp.c_str());
-    return st;
-  }
-  if (rename(tmp.c_str(), final_path.c_str()) != 0) {
-    absl::Status st = OsError("cannot rename into", final_path);
-    unlink(tmp.c_str());
-    return st;
-  }
+  if (fsync(f.fd) != 0) return fail("cannot fsync", tmp);
+  if (rename(tmp.c_str(), final_path.c_str()) != 0) return fail("cannot rename into", final_path);
   return absl::OkStatus();
 }
 

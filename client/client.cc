@@ -3,11 +3,6 @@
 namespace rwkv::client {
 namespace {
 
-void Prepare(grpc::ClientContext* ctx, const CallOptions& opts, const std::string& session = "") {
-  if (opts.timeout) ctx->set_deadline(std::chrono::system_clock::now() + *opts.timeout);
-  if (!session.empty()) ctx->AddMetadata(kSessionHeader, session);
-}
-
 // Takes the response by pointer so that it is read after the call that fills it.
 template <typename Resp>
 absl::StatusOr<Resp> Result(const grpc::Status& s, Resp* resp) {
@@ -22,10 +17,30 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-Client::Client(const std::string& target) : Client(grpc::CreateChannel(target, grpc::InsecureChannelCredentials())) {}
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ConnectOptions& o) {
+  if (!o.tls) return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = o.root_certs_pem;
+  ssl.pem_cert_chain = o.cert_chain_pem;
+  ssl.pem_private_key = o.private_key_pem;
+  grpc::ChannelArguments args;
+  if (!o.server_name.empty()) args.SetSslTargetNameOverride(o.server_name);
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
+}
 
-Client::Client(std::shared_ptr<grpc::Channel> channel)
-    : channel_(std::move(channel)), stub_(v1::Rwkv::NewStub(channel_)) {}
+Client::Client(const std::string& target, const ConnectOptions& options)
+    : Client(MakeChannel(target, options), options.api_key) {}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, std::string api_key)
+    : channel_(std::move(channel)), stub_(v1::Rwkv::NewStub(channel_)), api_key_(std::move(api_key)) {}
+
+void Client::Prepare(grpc::ClientContext* ctx, const CallOptions& opts, const std::string& session) const {
+  if (opts.timeout) ctx->set_deadline(std::chrono::system_clock::now() + *opts.timeout);
+  if (!session.empty()) ctx->AddMetadata(kSessionHeader, session);
+  // Plain metadata rather than call credentials: gRPC sends those only over TLS, and a key on a
+  // loopback plaintext port is a supported setup.
+  if (!api_key_.empty()) ctx->AddMetadata("authorization", "Bearer " + api_key_);
+}
 
 absl::StatusOr<v1::Final> Client::Generate(const v1::GenerateRequest& req, const ChunkFn& on_chunk,
                                            const CallOptions& opts) {

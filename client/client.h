@@ -24,6 +24,19 @@ namespace rwkv::client {
 // all turns of a session to the replica holding its state (consistent hashing on this header).
 inline constexpr char kSessionHeader[] = "x-rwkv-session-id";
 
+// How the channel reaches the server.
+struct ConnectOptions {
+  std::string api_key;          // Sent as `authorization: Bearer KEY` on every call; empty = none.
+  bool tls = false;             // Plaintext when false (loopback development).
+  std::string root_certs_pem;   // The CA that signed the server's certificate; empty = system roots.
+  std::string cert_chain_pem;   // A client certificate (mTLS) and its key; empty = none.
+  std::string private_key_pem;
+  std::string server_name;      // Checked against the certificate instead of the target's host.
+};
+
+// The channel credentials and arguments for `o`.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ConnectOptions& o);
+
 struct CallOptions {
   std::optional<std::chrono::milliseconds> timeout;  // Deadline from the call's start.
 };
@@ -31,8 +44,8 @@ struct CallOptions {
 class Client {
  public:
   // `target` as gRPC takes it: "localhost:50051", "dns:///rwkv:50051".
-  explicit Client(const std::string& target);
-  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  explicit Client(const std::string& target, const ConnectOptions& options = {});
+  explicit Client(std::shared_ptr<grpc::Channel> channel, std::string api_key = "");
 
   // Called for each chunk in order; return false to cancel the request (the call then returns
   // CANCELLED and the session, if any, is left as it was).
@@ -57,8 +70,11 @@ class Client {
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
+  void Prepare(grpc::ClientContext* ctx, const CallOptions& opts, const std::string& session = "") const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Rwkv::Stub> stub_;
+  std::string api_key_;
 };
 
 absl::Status FromGrpc(const grpc::Status& s);

@@ -2,6 +2,9 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cmath>
+#include <map>
+#include <set>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -24,7 +27,8 @@
 namespace rwkv::client {
 namespace {
 
-constexpr char kUsage[] = R"(usage: rwkv-client [--server HOST:PORT] [--timeout SECONDS] COMMAND [args]
+constexpr char kUsage[] = R"(usage: rwkv-client [--server HOST:PORT] [--timeout SECONDS] [--api-key KEY]
+                   [--tls] [--tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME] COMMAND [args]
 
 commands:
   generate --prompt TEXT | --tokens 1,2,3      stream a completion to stdout
@@ -43,11 +47,96 @@ commands:
            --sessions: each stream runs its requests as turns of a session of its own
 
 --state NAME starts from one of the server's start states (`info` lists them; none = zeros).
---server defaults to $RWKV_SERVER, else localhost:50051. Sessions go with the header
+--server defaults to $RWKV_SERVER, else localhost:50051. --api-key defaults to $RWKV_API_KEY and goes as
+`authorization: Bearer KEY`. --tls (implied by --tls-ca or --tls-cert) connects over TLS, checking the
+server against --tls-ca (else the system roots); --tls-cert/--tls-key present a client certificate (mTLS).
+Unknown flags and values that do not parse exit 2. Sessions go with the header
 x-rwkv-session-id, for proxies that route a session's turns to one replica.
 )";
 
-const std::set<std::string> kBoolean = {"ignore-eos", "json", "no-progress", "help", "sessions"};
+// Every flag a command takes, with the type its value must parse as. Unknown flags and values
+// that do not parse are usage errors (exit 2), checked before anything is sent.
+enum class FlagType { kString, kBool, kInt, kDouble, kIntList };
+using FlagTable = std::map<std::string, FlagType>;
+
+const FlagTable kGlobalFlags = {
+    {"server", FlagType::kString},  {"timeout", FlagType::kDouble},   {"api-key", FlagType::kString},
+    {"tls-ca", FlagType::kString},  {"tls-cert", FlagType::kString},  {"tls-key", FlagType::kString},
+    {"tls-server-name", FlagType::kString}, {"tls", FlagType::kBool}, {"help", FlagType::kBool}};
+const FlagTable kSamplingFlags = {
+    {"temperature", FlagType::kDouble},      {"top-p", FlagType::kDouble},
+    {"min-p", FlagType::kDouble},            {"presence-penalty", FlagType::kDouble},
+    {"frequency-penalty", FlagType::kDouble}, {"penalty-decay", FlagType::kDouble},
+    {"top-k", FlagType::kInt},               {"seed", FlagType::kInt}};
+
+FlagTable CommandFlags(const std::string& cmd) {
+  FlagTable t = kGlobalFlags;
+  auto add = [&t](const FlagTable& more) { t.insert(more.begin(), more.end()); };
+  if (cmd == "generate") {
+    add(kSamplingFlags);
+    add({{"prompt", FlagType::kString}, {"tokens", FlagType::kIntList}, {"session", FlagType::kString},
+         {"state", FlagType::kString}, {"max-tokens", FlagType::kInt}, {"stop", FlagType::kString},
+         {"stop-token", FlagType::kInt}, {"ignore-eos", FlagType::kBool}, {"json", FlagType::kBool},
+         {"logprobs", FlagType::kInt}});
+  } else if (cmd == "chat") {
+    add(kSamplingFlags);
+    add({{"session", FlagType::kString}, {"state", FlagType::kString}, {"max-tokens", FlagType::kInt}});
+  } else if (cmd == "session") {
+    add({{"id", FlagType::kString}, {"state", FlagType::kString}, {"prompt", FlagType::kString}});
+  } else if (cmd == "health") {
+    add({{"service", FlagType::kString}});
+  } else if (cmd == "bench") {
+    add({{"concurrency", FlagType::kIntList}, {"requests", FlagType::kInt}, {"duration", FlagType::kDouble},
+         {"prompt-tokens", FlagType::kInt}, {"max-tokens", FlagType::kInt}, {"temperature", FlagType::kDouble},
+         {"sessions", FlagType::kBool}, {"no-progress", FlagType::kBool}, {"json", FlagType::kString},
+         {"plot", FlagType::kString}});
+  }
+  return t;
+}
+
+// The command: the first argument that is neither a flag nor the value of a global flag.
+std::string FindCommand(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.size() < 3 || a.rfind("--", 0) != 0) return a;
+    const std::string name = a.substr(2);
+    if (name.find('=') != std::string::npos) continue;
+    auto it = kGlobalFlags.find(name);
+    if (it != kGlobalFlags.end() && it->second != FlagType::kBool) ++i;  // Its value.
+  }
+  return "";
+}
+
+// Every given flag is known to the command and its values parse as their type.
+absl::Status CheckFlags(const Flags& f, const FlagTable& table, const std::string& cmd) {
+  std::set<std::string> known;
+  for (const auto& [name, type] : table) known.insert(name);
+  if (absl::Status st = f.Check(known); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(st.message(), cmd.empty() ? "" : absl::StrCat(" for ", cmd)));
+  }
+  for (const auto& [name, type] : table) {
+    if (!f.Has(name)) continue;
+    for (const std::string& v : f.All(name)) {
+      bool ok = true;
+      double d;
+      int64_t n;
+      switch (type) {
+        case FlagType::kDouble: ok = absl::SimpleAtod(v, &d) && std::isfinite(d); break;
+        case FlagType::kInt: ok = absl::SimpleAtoi(v, &n); break;
+        case FlagType::kIntList:
+          for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) ok = ok && absl::SimpleAtoi(part, &n);
+          break;
+        default: break;
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", name, ": '", v.substr(0, 64), "' is not ",
+            type == FlagType::kDouble ? "a number" : type == FlagType::kInt ? "an integer" : "a list of integers"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 std::atomic<bool> g_interrupted{false};
 
@@ -96,7 +185,7 @@ absl::StatusOr<std::vector<int32_t>> Ids(const std::string& s) {
 
 CallOptions Options(const Flags& f) {
   CallOptions o;
-  absl::StatusOr<double> t = f.Double("timeout", 0);
+  absl::StatusOr<double> t = f.Double("timeout", 0);  // Checked by CheckFlags.
   if (t.ok() && *t > 0) o.timeout = std::chrono::milliseconds(static_cast<int64_t>(*t * 1000));
   return o;
 }
@@ -374,20 +463,59 @@ absl::Status Bench(Client& c, const Flags& f) {
   return absl::OkStatus();
 }
 
+// How to reach the server: TLS files and the API key (--api-key, else $RWKV_API_KEY, so that a key
+// need not appear in the process list).
+absl::StatusOr<ConnectOptions> Connection(const Flags& f) {
+  ConnectOptions o;
+  const char* key = std::getenv("RWKV_API_KEY");
+  o.api_key = f.Get("api-key", key != nullptr ? key : "");
+  o.tls = f.Bool("tls") || f.Has("tls-ca") || f.Has("tls-cert");
+  auto read = [](const std::string& flag, const std::string& path, std::string* out) -> absl::Status {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *out = ss.str();
+    return absl::OkStatus();
+  };
+  if (f.Has("tls-ca")) {
+    if (absl::Status st = read("tls-ca", f.Get("tls-ca"), &o.root_certs_pem); !st.ok()) return st;
+  }
+  if (f.Has("tls-cert") != f.Has("tls-key")) return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  if (f.Has("tls-cert")) {
+    if (absl::Status st = read("tls-cert", f.Get("tls-cert"), &o.cert_chain_pem); !st.ok()) return st;
+    if (absl::Status st = read("tls-key", f.Get("tls-key"), &o.private_key_pem); !st.ok()) return st;
+  }
+  o.server_name = f.Get("tls-server-name");
+  return o;
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  // `bench --json FILE` takes a value; `generate --json` does not.
-  const bool bench = !args.empty() && std::find(args.begin(), args.end(), "bench") != args.end();
-  std::set<std::string> boolean = kBoolean;
-  if (bench) boolean.erase("json");
+  const std::string command = FindCommand(args);
+  const FlagTable table = CommandFlags(command);
+  std::set<std::string> boolean;
+  for (const auto& [name, type] : table) {
+    if (type == FlagType::kBool) boolean.insert(name);
+  }
   absl::StatusOr<Flags> flags = Flags::Parse(args, boolean);
-  if (!flags.ok() || flags->positional().empty() || flags->Bool("help")) {
-    if (!flags.ok()) std::fprintf(stderr, "rwkv-client: %s\n", std::string(flags.status().message()).c_str());
-    std::fputs(kUsage, stderr);
-    return flags.ok() && flags->Bool("help") ? 0 : 2;
+  if (flags.ok() && flags->Bool("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  absl::Status usage = flags.ok() ? CheckFlags(*flags, table, command) : flags.status();
+  if (usage.ok() && flags->positional().empty()) usage = absl::InvalidArgumentError("no command given");
+  if (!usage.ok()) {
+    std::fprintf(stderr, "rwkv-client: %s\n%s", std::string(usage.message()).c_str(), kUsage);
+    return 2;
+  }
+  absl::StatusOr<ConnectOptions> connect = Connection(*flags);
+  if (!connect.ok()) {
+    std::fprintf(stderr, "rwkv-client: %s\n", std::string(connect.status().message()).c_str());
+    return 2;
   }
   const char* env = std::getenv("RWKV_SERVER");
-  Client client(flags->Get("server", env && *env ? env : "localhost:50051"));
+  Client client(flags->Get("server", env && *env ? env : "localhost:50051"), *connect);
   struct sigaction sa = {};
   sa.sa_handler = [](int) { g_interrupted = true; };
   sigaction(SIGINT, &sa, nullptr);
@@ -412,7 +540,11 @@ int Main(int argc, char** argv) {
     }
   } else if (cmd == "detokenize") {
     absl::StatusOr<std::vector<int32_t>> ids = Ids(flags->positional().size() > 1 ? flags->positional()[1] : "");
-    absl::StatusOr<std::string> text = ids.ok() ? client.Detokenize(*ids, Options(*flags)) : ids.status();
+    if (!ids.ok()) {
+      std::fprintf(stderr, "rwkv-client: detokenize: %s\n", std::string(ids.status().message()).c_str());
+      return 2;
+    }
+    absl::StatusOr<std::string> text = client.Detokenize(*ids, Options(*flags));
     st = text.status();
     if (text.ok()) std::printf("%s\n", text->c_str());
   } else if (cmd == "health") {

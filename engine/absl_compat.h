@@ -10,6 +10,7 @@
 namespace rwkv {
 
 inline absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+inline std::string_view SV(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 }  // namespace rwkv
 

@@ -40,6 +40,22 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+// The defaults of every front end (the gRPC API, rwkv-cli, rwkv-client), in one place: ChatRWKV
+// PIPELINE_ARGS' temperature 1.0 and top_p 0.85, with no penalties (presence 0, frequency 0,
+// decay 1) so that a request without sampling fields is plain nucleus sampling, and top_k 0,
+// min_p 0.
+inline SamplingParams DefaultSampling() {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.85f;
+  p.top_k = 0;
+  p.min_p = 0.0f;
+  p.presence_penalty = 0.0f;
+  p.frequency_penalty = 0.0f;
+  p.penalty_decay = 1.0f;
+  return p;
+}
+
 // INVALID_ARGUMENT naming the field and its limit.
 absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab);
 

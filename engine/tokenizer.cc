@@ -289,11 +289,7 @@ absl::StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> tokens) c
 
 std::string IncrementalDecoder::Push(int32_t token) {
   const std::string* b = tokenizer_->TokenBytes(token);
-  if (!b) {
-    std::string out = Flush();  // What is held back can no longer complete.
-    out.append(kReplacement);
-    return out;
-  }
+  if (!b) return "";  // No bytes: a held-back character may still complete with the next token.
   pending_ += *b;
   std::string out;
   const size_t used = AppendValidUtf8(pending_, &out);

@@ -57,7 +57,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
-  // Text that became complete with this token (possibly empty). Unknown ids decode to U+FFFD.
+  // Text that became complete with this token (possibly empty). An id the tokenizer has no
+  // bytes for (a head row past the vocabulary: 65530..65535 under World with a 65536-row head)
+  // decodes to nothing, as Detokenize answers for it: every id below the model's vocabulary is
+  // a valid token, some of them without text.
   std::string Push(int32_t token);
   // Whatever is still held back, with U+FFFD for an incomplete character. Resets the decoder.
   std::string Flush();

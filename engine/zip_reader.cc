@@ -44,7 +44,7 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(const MappedFile& file) {
   uint64_t cd_offset = Load<uint32_t>(d + eocd + 16);
   if (eocd >= 20 && Load<uint32_t>(d + eocd - 20) == kZip64LocatorSig) {
     const uint64_t z64 = Load<uint64_t>(d + eocd - 20 + 8);
-    if (z64 > n - 56 || Load<uint32_t>(d + z64) != kZip64EocdSig) return bad("ZIP64 locator points outside the file");
+    if (n < 56 || z64 > n - 56 || Load<uint32_t>(d + z64) != kZip64EocdSig) return bad("ZIP64 locator points outside the file");
     count = Load<uint64_t>(d + z64 + 32);
     cd_size = Load<uint64_t>(d + z64 + 40);
     cd_offset = Load<uint64_t>(d + z64 + 48);
@@ -88,7 +88,7 @@ absl::StatusOr<std::vector<ZipEntry>> ReadZipDirectory(const MappedFile& file) {
       }
       x += 4 + len;
     }
-    if (local > n - 30 || Load<uint32_t>(d + local) != kLocalSig) {
+    if (n < 30 || local > n - 30 || Load<uint32_t>(d + local) != kLocalSig) {
       return bad(absl::StrCat("local header of entry ", e.name, " at offset ", local, " is missing (truncated file?)"));
     }
     e.data_offset = local + 30 + Load<uint16_t>(d + local + 26) + Load<uint16_t>(d + local + 28);

@@ -148,6 +148,23 @@ const std::vector<Flag>& Flags() {
        String(&ServerConfig::states)},
       {"default-state", "the start state of requests that name none; one of --states (default: zeros)",
        String(&ServerConfig::default_state)},
+      {"tls-cert", "PEM certificate chain: TLS on the gRPC and metrics ports, re-read on SIGHUP (default: plaintext)",
+       String(&ServerConfig::tls_cert)},
+      {"tls-key", "PEM private key of --tls-cert", String(&ServerConfig::tls_key)},
+      {"tls-client-ca", "PEM CA bundle: gRPC clients must present a certificate it signed (mTLS; default: none)",
+       String(&ServerConfig::tls_client_ca)},
+      {"api-keys",
+       "file of 'KEY TENANT [sessions=N] [streams=N] [tokens_per_minute=N]' lines (KEY may be sha256:HEX); every "
+       "call but health needs 'authorization: Bearer KEY'; re-read on SIGHUP (default: no keys)",
+       String(&ServerConfig::api_keys)},
+      {"tenant-max-sessions", "sessions per tenant unless its keys line says; 0 = no limit (default 0)",
+       Int(&ServerConfig::tenant_max_sessions, 0, kMax)},
+      {"tenant-max-streams", "concurrent Generate streams per tenant unless its keys line says; 0 = no limit",
+       Int(&ServerConfig::tenant_max_streams, 0, kMax)},
+      {"tenant-tokens-per-minute", "generated tokens per tenant per minute unless its keys line says; 0 = no limit",
+       Int(&ServerConfig::tenant_tokens_per_minute, 0, kMax)},
+      {"metrics-tenant-label", "label per-tenant metrics with tenant names (default false: fixed label sets)",
+       Bool(&ServerConfig::metrics_tenant_label)},
   };
   return flags;
 }
@@ -162,7 +179,7 @@ std::string EnvName(const char* flag) {
 
 std::string ServerUsage() {
   std::string out = "usage: rwkv-server --model FILE --vocab FILE [flags]\n\nflags (environment variable in brackets):\n";
-  for (const Flag& f : Flags()) absl::StrAppendFormat(&out, "  --%-18s %s [%s]\n", f.name, f.help, EnvName(f.name));
+  for (const Flag& f : Flags()) absl::StrAppendFormat(&out, "  --%-24s %s [%s]\n", f.name, f.help, EnvName(f.name));
   return out;
 }
 
@@ -210,6 +227,12 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::vector<std::string>& a
   }
   if (c.dtype != "f16" && c.dtype != "bf16" && c.dtype != "f32") {
     return absl::InvalidArgumentError(absl::StrCat("--dtype is '", c.dtype, "'; it must be f16, bf16 or f32"));
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS first)");
   }
   if (c.backend != "cpu" && c.backend != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("--backend is '", c.backend, "'; it must be cpu or cuda"));

@@ -43,6 +43,14 @@ struct ServerConfig {
   bool access_log = true;
   std::string states;         // "NAME=PATH,...": start states requests may name.
   std::string default_state;  // One of them, for requests that name none.
+  // Security (docs/security.md).
+  std::string tls_cert, tls_key;  // PEM files: TLS on the gRPC and metrics ports; re-read on SIGHUP.
+  std::string tls_client_ca;      // PEM CA bundle: clients must present a certificate it signed (mTLS).
+  std::string api_keys;           // Keys file (server/auth.h); re-read on SIGHUP. Empty = no keys.
+  int tenant_max_sessions = 0;    // Defaults of keys-file lines (and of the keyless server); 0 = none.
+  int tenant_max_streams = 0;
+  int tenant_tokens_per_minute = 0;
+  bool metrics_tenant_label = false;  // Tenant names as a metrics label.
 };
 
 // Parses flags (`--name value` or `--name=value`) over environment values. `getenv` is injected

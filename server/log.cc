@@ -12,15 +12,27 @@
 namespace rwkv::server {
 
 std::string LogValue(std::string_view v) {
-  if (!v.empty() && v.find_first_of(" \"=\n\t") == std::string_view::npos) return std::string(v);
+  auto control = [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; };
+  bool plain = !v.empty();
+  for (char c : v) plain = plain && !control(c) && c != ' ' && c != '"' && c != '=' && c != '\\';
+  if (plain) return std::string(v);
+  // Quoted, with every control character escaped: a value can never start a new log line or
+  // move the terminal.
   std::string out = "\"";
   for (char c : v) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (control(c)) {
+          absl::StrAppendFormat(&out, "\\x%02x", static_cast<unsigned char>(c));
+        } else {
+          out += c;
+        }
     }
-    out += c;
   }
   return out + "\"";
 }

@@ -1,6 +1,8 @@
 // rwkv-server: loads a model, serves rwkv.v1.Rwkv, grpc.health.v1 and reflection on the gRPC port
 // and Prometheus metrics on their own port. SIGTERM/SIGINT drain: readiness goes NOT_SERVING, new
 // work gets UNAVAILABLE, running streams get --grace seconds to finish, then the process exits 0.
+// SIGHUP re-reads the TLS certificates and the API keys; a file that fails to load is logged and
+// the ones in use stay.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +29,7 @@
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "server/state_codec.h"
+#include "server/tls.h"
 
 namespace rwkv::server {
 namespace {
@@ -177,17 +181,48 @@ int Run(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  const TlsFiles tls_files{cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca};
+  std::optional<TlsMaterial> tls;
+  std::unique_ptr<TlsStage> tls_stage;
+  if (tls_files.enabled()) {
+    absl::StatusOr<TlsMaterial> m = LoadTls(tls_files);
+    absl::StatusOr<std::unique_ptr<TlsStage>> stage = m.ok() ? TlsStage::Create(*m) : m.status();
+    if (!stage.ok()) {
+      Log("error", "TLS failed", absl::StrCat("error=", LogValue(stage.status().ToString())));
+      return 1;
+    }
+    tls = std::move(*m);
+    tls_stage = std::move(*stage);
+  }
+  TenantLimits tenant_limits;
+  tenant_limits.max_sessions = cfg.tenant_max_sessions;
+  tenant_limits.max_streams = cfg.tenant_max_streams;
+  tenant_limits.tokens_per_minute = cfg.tenant_tokens_per_minute;
+  std::shared_ptr<const ApiKeys> keys;
+  if (!cfg.api_keys.empty()) {
+    absl::StatusOr<std::shared_ptr<const ApiKeys>> k = ApiKeys::Load(cfg.api_keys, tenant_limits);
+    if (!k.ok()) {
+      Log("error", "API keys failed", absl::StrCat("error=", LogValue(absl::StrCat("--api-keys: ", k.status().message()))));
+      return 1;
+    }
+    keys = std::move(*k);
+    Log("info", "API keys loaded", absl::StrFormat("keys=%d tenants=%d", keys->size(), keys->tenants()));
+  }
+
   Metrics metrics;
+  metrics.SetTenantLabel(cfg.metrics_tenant_label);
   ServerObserver observer(&metrics);
   if (cfg.metrics_port >= 0) {
-    absl::StatusOr<int> port = metrics.Serve(cfg.host, cfg.metrics_port);
+    absl::StatusOr<int> port = metrics.Serve(cfg.host, cfg.metrics_port, tls ? &*tls : nullptr);
     if (!port.ok()) {
       Log("error", "metrics endpoint failed", absl::StrCat("error=", LogValue(port.status().ToString())));
       return 1;
     }
-    Log("info", "metrics listening", absl::StrFormat("address=%s:%d path=/metrics", cfg.host, *port));
+    Log("info", "metrics listening",
+        absl::StrFormat("address=%s:%d path=/metrics scheme=%s", cfg.host, *port, tls ? "https" : "http"));
   }
 
   ServiceOptions so;
@@ -196,17 +231,25 @@ int Run(int argc, char** argv) {
   so.access_log = cfg.access_log;
   so.limits.max_prompt_tokens = cfg.max_prompt_tokens;
   so.limits.max_tokens = cfg.max_tokens;
+  so.tenant_limits = tenant_limits;
   RwkvService service(so, &metrics);
+  service.SetApiKeys(keys);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::StrCat(cfg.host, ":", cfg.port), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::StrCat(cfg.host, ":", cfg.port),
+                           tls_stage ? tls_stage->Credentials() : grpc::InsecureServerCredentials(), &port);
+  // Without this gRPC binds with SO_REUSEPORT, and a second server on a port in use would start
+  // and take half the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    Log("error", "gRPC server failed to start", absl::StrFormat("address=%s:%d", cfg.host, cfg.port));
+    Log("error", "gRPC server failed to start",
+        absl::StrFormat("address=%s:%d error=%s", cfg.host, cfg.port,
+                        LogValue("cannot listen: the port is in use by another process or the address is not local")));
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
@@ -215,7 +258,9 @@ int Run(int argc, char** argv) {
   // included; only a failed backend turns it NOT_SERVING.
   health->SetServingStatus(kLivenessService, true);
   observer.SetHealth(health);
-  Log("info", "grpc listening", absl::StrFormat("address=%s:%d", cfg.host, port));
+  Log("info", "grpc listening",
+      absl::StrFormat("address=%s:%d tls=%s api_keys=%s", cfg.host, port,
+                      !tls ? "off" : cfg.tls_client_ca.empty() ? "on" : "mtls", keys ? "on" : "off"));
 
   absl::StatusOr<Engine> engine = [&]() -> absl::StatusOr<Engine> {
     const auto t0 = std::chrono::steady_clock::now();
@@ -239,8 +284,33 @@ int Run(int argc, char** argv) {
   health->SetServingStatus(true);
   metrics.SetServing(true);
 
+  // SIGHUP reloads; SIGTERM/SIGINT drain.
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (true) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (tls_stage) {
+      absl::StatusOr<TlsMaterial> m = LoadTls(tls_files);
+      absl::Status st = m.status();
+      if (st.ok()) st = tls_stage->Update(*m);
+      if (st.ok()) st = metrics.ReloadTls(*m);
+      if (st.ok()) {
+        Log("info", "TLS certificates reloaded", "");
+      } else {
+        Log("error", "TLS reload failed; the certificates in use stay", absl::StrCat("error=", LogValue(st.ToString())));
+      }
+    }
+    if (!cfg.api_keys.empty()) {
+      absl::StatusOr<std::shared_ptr<const ApiKeys>> k = ApiKeys::Load(cfg.api_keys, tenant_limits);
+      if (k.ok()) {
+        service.SetApiKeys(*k);
+        Log("info", "API keys reloaded", absl::StrFormat("keys=%d tenants=%d", (*k)->size(), (*k)->tenants()));
+      } else {
+        Log("error", "API keys reload failed; the keys in use stay",
+            absl::StrCat("error=", LogValue(std::string(k.status().message()))));
+      }
+    }
+  }
   Log("info", "draining", absl::StrFormat("signal=%d grace_seconds=%g active=%d", sig, cfg.grace, scheduler->active()));
   // By name: the no-name overload would take "liveness" down with them.
   health->SetServingStatus("", false);

@@ -77,11 +77,44 @@ Metrics::Metrics()
                    .Name("rwkv_serving")
                    .Help("1 while the server reports SERVING on grpc.health.v1 (loaded, not draining, backend healthy)")
                    .Register(*registry_)
-                   .Add({})) {}
+                   .Add({})),
+      auth_failures_(BuildCounter()
+                         .Name("rwkv_auth_failures_total")
+                         .Help("Calls refused UNAUTHENTICATED, by reason (missing, invalid)")
+                         .Register(*registry_)),
+      tenant_limited_(BuildCounter()
+                          .Name("rwkv_tenant_limited_total")
+                          .Help("Calls refused RESOURCE_EXHAUSTED by a per-tenant limit, by limit")
+                          .Register(*registry_)),
+      tenant_tokens_(BuildCounter()
+                         .Name("rwkv_tenant_generated_tokens_total")
+                         .Help("Tokens generated per tenant (only with --metrics-tenant-label)")
+                         .Register(*registry_)) {}
 
-absl::StatusOr<int> Metrics::Serve(const std::string& host, int port) {
+void Metrics::RecordAuthFailure(const char* reason) { auth_failures_.Add({{"reason", reason}}).Increment(); }
+
+void Metrics::RecordTenantLimit(const char* limit, const std::string& tenant) {
+  if (tenant_label_) {
+    tenant_limited_.Add({{"limit", limit}, {"tenant", tenant}}).Increment();
+  } else {
+    tenant_limited_.Add({{"limit", limit}}).Increment();
+  }
+}
+
+void Metrics::RecordTenantTokens(const std::string& tenant, int64_t n) {
+  if (tenant_label_) tenant_tokens_.Add({{"tenant", tenant}}).Increment(static_cast<double>(n));
+}
+
+absl::StatusOr<int> Metrics::Serve(const std::string& host, int port, const TlsMaterial* tls) {
   http_ = std::make_unique<MetricsHttpServer>(registry_);
+  if (tls != nullptr) {
+    if (absl::Status st = http_->SetTls(*tls); !st.ok()) return st;
+  }
   return http_->Start(host, port);
+}
+
+absl::Status Metrics::ReloadTls(const TlsMaterial& tls) {
+  return http_ == nullptr ? absl::OkStatus() : http_->SetTls(tls);
 }
 
 void Metrics::RecordRpc(const char* method, grpc::StatusCode code) {

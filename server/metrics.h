@@ -6,6 +6,7 @@
 #ifndef RWKV_SERVER_METRICS_H_
 #define RWKV_SERVER_METRICS_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,10 +27,18 @@ namespace rwkv::server {
 class Metrics final : public SchedulerObserver {
  public:
   Metrics();
-  // Serves /metrics on host:port (port 0 picks one). Returns the bound port.
-  absl::StatusOr<int> Serve(const std::string& host, int port);
+  // Serves /metrics on host:port (port 0 picks one), over HTTPS with `tls`. Returns the bound port.
+  absl::StatusOr<int> Serve(const std::string& host, int port, const TlsMaterial* tls = nullptr);
+  // New connections use `tls` (SIGHUP).
+  absl::Status ReloadTls(const TlsMaterial& tls);
 
   void RecordRpc(const char* method, grpc::StatusCode code);
+  // Authentication and tenant limits. Tenant names become a label only with
+  // SetTenantLabel(true) (--metrics-tenant-label): otherwise the label sets stay fixed and small.
+  void SetTenantLabel(bool on) { tenant_label_ = on; }
+  void RecordAuthFailure(const char* reason);
+  void RecordTenantLimit(const char* limit, const std::string& tenant);
+  void RecordTenantTokens(const std::string& tenant, int64_t n);
   // rwkv_serving: 1 while grpc.health.v1 says SERVING (loaded, not draining, backend healthy).
   void SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
@@ -72,6 +81,10 @@ class Metrics final : public SchedulerObserver {
   prometheus::Counter& disk_expired_;
   prometheus::Histogram& disk_write_seconds_;
   prometheus::Gauge& serving_;
+  prometheus::Family<prometheus::Counter>& auth_failures_;
+  prometheus::Family<prometheus::Counter>& tenant_limited_;
+  prometheus::Family<prometheus::Counter>& tenant_tokens_;
+  std::atomic<bool> tenant_label_{false};
 };
 
 }  // namespace rwkv::server

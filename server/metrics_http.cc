@@ -1,121 +1,200 @@
 #include "server/metrics_http.h"
 
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 
-#include <cerrno>
-#include <cstring>
-
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/version.hpp>
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 
 namespace rwkv::server {
 namespace {
 
-constexpr size_t kMaxRequestBytes = 16 * 1024;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
 
-void WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return;  // The scraper went away.
-    }
-    off += static_cast<size_t>(n);
-  }
-}
-
-std::string Response(const char* status, const char* type, const std::string& body) {
-  return absl::StrFormat("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status,
-                         type, body.size(), body);
-}
+constexpr size_t kMaxHeaderBytes = 16 * 1024;
 
 }  // namespace
 
-absl::StatusOr<int> MetricsHttpServer::Start(const std::string& host, int port) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string service = std::to_string(port);
-  if (int e = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res); e != 0) {
-    return absl::UnavailableError(absl::StrCat("metrics: cannot resolve ", host, ": ", gai_strerror(e)));
-  }
-  std::string why = "no address";
-  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
-    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) {
-      listen_fd_ = fd;
-      break;
+class MetricsHttpServer::Impl {
+ public:
+  Impl(std::shared_ptr<prometheus::Registry> registry, MetricsHttpOptions options)
+      : registry_(std::move(registry)), options_(options), acceptor_(io_) {}
+
+  absl::StatusOr<int> Start(const std::string& host, int port) {
+    beast::error_code ec;
+    tcp::resolver resolver(io_);
+    auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+    if (ec || results.empty()) {
+      return absl::UnavailableError(absl::StrCat("metrics: cannot resolve ", host, ": ", ec.message()));
     }
-    why = std::strerror(errno);
-    close(fd);
+    const tcp::endpoint ep = results.begin()->endpoint();
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);  // Not SO_REUSEPORT: a second server fails.
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", host, ":", port, ": ", ec.message()));
+    }
+    const int bound = acceptor_.local_endpoint().port();
+    Accept();
+    for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+    return bound;
   }
-  freeaddrinfo(res);
-  if (listen_fd_ < 0) return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", host, ":", port, ": ", why));
-  sockaddr_storage bound{};
-  socklen_t len = sizeof bound;
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
-  const int bound_port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  thread_ = std::thread([this] { Serve(); });
-  return bound_port;
-}
 
-void MetricsHttpServer::Stop() {
-  stop_ = true;
-  if (thread_.joinable()) thread_.join();
-  if (listen_fd_ >= 0) close(listen_fd_);
-  listen_fd_ = -1;
-}
-
-void MetricsHttpServer::Serve() {
-  while (!stop_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;  // Timeout: look at stop_ again.
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    timeval tv{2, 0};  // A scraper that sends nothing does not hold the endpoint.
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    Handle(fd);
-    close(fd);
+  absl::Status SetTls(const TlsMaterial& m) {
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+    beast::error_code ec;
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1,
+                     ec);
+    if (!ec) ctx->use_certificate_chain(asio::buffer(m.cert_pem), ec);
+    if (!ec) ctx->use_private_key(asio::buffer(m.key_pem), asio::ssl::context::pem, ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("metrics TLS: ", ec.message()));
+    std::lock_guard<std::mutex> lock(tls_mu_);
+    tls_ = std::move(ctx);
+    return absl::OkStatus();
   }
-}
 
-void MetricsHttpServer::Handle(int fd) {
-  std::string req;
-  char buf[2048];
-  while (req.find("\r\n\r\n") == std::string::npos && req.size() < kMaxRequestBytes) {
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
+  void Stop() {
+    if (threads_.empty()) return;
+    io_.stop();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    beast::error_code ec;
+    acceptor_.close(ec);
+  }
+
+ private:
+  // One connection: requests in turn (keep-alive), each within the request timeout.
+  template <typename Stream>
+  class Session : public std::enable_shared_from_this<Session<Stream>> {
+   public:
+    Session(Impl* server, Stream stream) : server_(server), stream_(std::move(stream)) {}
+    ~Session() { --server_->connections_; }
+
+    void Run() { Read(); }
+    Stream& stream() { return stream_; }
+
+   private:
+    beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
+    void Read() {
+      parser_.emplace();
+      parser_->header_limit(kMaxHeaderBytes);
+      parser_->body_limit(kMaxHeaderBytes);
+      Lowest().expires_after(server_->options_.request_timeout);
+      http::async_read(stream_, buffer_, *parser_,
+                       [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    }
+
+    void OnRead(beast::error_code ec) {
+      if (ec) return Close();  // Timeout, malformed request, client gone: the connection ends.
+      const http::request<http::string_body>& req = parser_->get();
+      auto res = std::make_shared<http::response<http::string_body>>();
+      res->version(req.version());
+      res->set(http::field::server, "rwkv-server");
+      res->keep_alive(req.keep_alive());
+      if (req.target() != "/metrics" && req.target() != "/") {
+        res->result(http::status::not_found);
+        res->set(http::field::content_type, "text/plain");
+        res->body() = "not found; metrics are at /metrics\n";
+      } else if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        res->result(http::status::method_not_allowed);
+        res->set(http::field::allow, "GET, HEAD");
+        res->set(http::field::content_type, "text/plain");
+        res->body() = "only GET\n";
+      } else {
+        res->result(http::status::ok);
+        res->set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+        if (req.method() == http::verb::get) res->body() = prometheus::TextSerializer().Serialize(server_->registry_->Collect());
+      }
+      res->prepare_payload();
+      Lowest().expires_after(server_->options_.request_timeout);  // A reader that stalls the response ends too.
+      http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
+        if (ec || !res->keep_alive()) return self->Close();
+        self->Read();
+      });
+    }
+
+    void Close() {
+      beast::error_code ec;
+      Lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    }
+
+    Impl* server_;
+    Stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+  };
+
+  void Accept() {
+    acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+      if (!ec) OnAccept(std::move(socket));
+      Accept();
+    });
+  }
+
+  void OnAccept(tcp::socket socket) {
+    if (connections_.fetch_add(1) >= options_.max_connections) {
+      --connections_;
+      beast::error_code ec;
+      socket.close(ec);
       return;
     }
-    req.append(buf, static_cast<size_t>(n));
+    std::shared_ptr<asio::ssl::context> tls;
+    {
+      std::lock_guard<std::mutex> lock(tls_mu_);
+      tls = tls_;
+    }
+    if (tls == nullptr) {
+      std::make_shared<Session<beast::tcp_stream>>(this, beast::tcp_stream(std::move(socket)))->Run();
+      return;
+    }
+    using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+    auto s = std::make_shared<Session<TlsStream>>(this, TlsStream(beast::tcp_stream(std::move(socket)), *tls));
+    beast::get_lowest_layer(s->stream()).expires_after(options_.request_timeout);
+    // The context lives as long as the handshake needs it (the stream keeps its SSL object).
+    s->stream().async_handshake(asio::ssl::stream_base::server, [s, tls](beast::error_code ec) {
+      if (!ec) s->Run();
+    });
   }
-  const size_t eol = req.find("\r\n");
-  const std::string line = req.substr(0, eol);
-  if (line.rfind("GET ", 0) != 0 && line.rfind("HEAD ", 0) != 0) {
-    return WriteAll(fd, Response("405 Method Not Allowed", "text/plain", "only GET /metrics\n"));
-  }
-  const size_t sp = line.find(' '), sp2 = line.find(' ', sp + 1);
-  std::string path = line.substr(sp + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp - 1);
-  path = path.substr(0, path.find('?'));
-  if (path != "/metrics" && path != "/") return WriteAll(fd, Response("404 Not Found", "text/plain", "see /metrics\n"));
-  const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
-  std::string resp = Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
-  if (line.rfind("HEAD ", 0) == 0) resp.resize(resp.size() - body.size());
-  WriteAll(fd, resp);
-}
+
+  // What sessions touch comes before io_: handlers still queued at destruction are destroyed
+  // with io_, after the members declared below it.
+  std::shared_ptr<prometheus::Registry> registry_;
+  MetricsHttpOptions options_;
+  std::atomic<int> connections_{0};
+  std::mutex tls_mu_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+};
+
+MetricsHttpServer::MetricsHttpServer(std::shared_ptr<prometheus::Registry> registry, MetricsHttpOptions options)
+    : impl_(std::make_unique<Impl>(std::move(registry), options)) {}
+
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
+
+absl::StatusOr<int> MetricsHttpServer::Start(const std::string& host, int port) { return impl_->Start(host, port); }
+
+absl::Status MetricsHttpServer::SetTls(const TlsMaterial& m) { return impl_->SetTls(m); }
+
+void MetricsHttpServer::Stop() { impl_->Stop(); }
 
 }  // namespace rwkv::server

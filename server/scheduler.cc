@@ -11,6 +11,9 @@
 namespace rwkv::server {
 namespace {
 
+// How far before its deadline a cancelled call still counts as one that hit the deadline.
+constexpr std::chrono::milliseconds kDeadlineSlack{20};
+
 double Seconds(TimePoint a, TimePoint b) { return std::chrono::duration<double>(b - a).count(); }
 
 // Log-probability of `token` and the `top` most likely tokens under softmax(logits).
@@ -264,7 +267,9 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
       --queued_;
       return Finish(*seq,
                     Failed(absl::InvalidArgumentError(
-                        "prompt is empty and the session has no pending token to continue from")),
+                        r.session_id.empty()
+                            ? "prompt is empty: a request without a session needs at least one prompt token"
+                            : "prompt is empty and the session has no pending token to continue from")),
                     now);
     }
     seq->sampler.emplace(r.sampling, backend_->config().vocab);
@@ -276,14 +281,18 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
 
 void Scheduler::Reap(TimePoint now) {
   auto check = [&](Seq& s) -> bool {
-    if (s.sink->Cancelled()) {
-      Finish(s, Failed(absl::CancelledError("the client cancelled the request")), now);
-      return true;
-    }
-    if (s.req.deadline && now >= *s.req.deadline) {
+    // gRPC cancels a call when its deadline passes, so a cancelled call at (or a hair before, as
+    // the two clocks round) its deadline is a deadline, not a client's cancel.
+    const bool cancelled = s.sink->Cancelled();
+    const bool late = s.req.deadline && now + (cancelled ? kDeadlineSlack : std::chrono::milliseconds(0)) >= *s.req.deadline;
+    if (late) {
       Finish(s, Failed(absl::DeadlineExceededError(absl::StrFormat(
                     "deadline exceeded after %.3f s (%d tokens generated)", Seconds(s.submitted, now), s.generated))),
              now);
+      return true;
+    }
+    if (cancelled) {
+      Finish(s, Failed(absl::CancelledError("the client cancelled the request")), now);
       return true;
     }
     return false;
@@ -380,6 +389,7 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
 void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, TimePoint now) {
   const SequenceRequest& r = s.req;
   ++s.generated;
+  s.sink->OnGenerated();
   const bool first = s.generated == 1;
   if (first) s.first_token_seconds = Seconds(s.admitted, now);
   if (observer_) observer_->OnToken(first, first ? s.first_token_seconds : Seconds(s.last_token, now));

@@ -85,6 +85,8 @@ class SequenceSink {
   // Scheduler thread. Chunks in order; then Finish exactly once; nothing after Finish.
   virtual void OnChunk(ChunkEvent chunk) = 0;
   virtual void OnFinish(FinalEvent final) = 0;
+  // Scheduler thread. One per generated token, before its chunk (usage accounting).
+  virtual void OnGenerated() {}
   // Any thread. True once the client is gone: the sequence is dropped at the next step.
   virtual bool Cancelled() const = 0;
   // Any thread. True while the client is behind (its bounded buffer is full): the sequence sits

@@ -3,7 +3,11 @@
 #include <deque>
 #include <mutex>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "engine/absl_compat.h"
 #include "engine/status.h"
 #include "server/log.h"
 #include "server/status_map.h"
@@ -39,6 +43,16 @@ class RwkvService::StreamSink final : public SequenceSink {
     request_id_ = std::move(request_id);
     session_id_ = std::move(session_id);
   }
+  // The caller's tenant: its messages are unscoped; with `usage`, the stream was admitted
+  // against the tenant's limits (BeginStream) and its tokens count.
+  void SetTenant(std::string tenant, std::shared_ptr<TenantUsage> usage) {
+    tenant_ = std::move(tenant);
+    usage_ = std::move(usage);
+  }
+
+  void OnGenerated() override {
+    if (usage_ != nullptr) usage_->AddTokens(tenant_, 1, TenantUsage::Clock::now());
+  }
 
   void OnChunk(ChunkEvent c) override {
     v1::GenerateResponse msg;
@@ -61,6 +75,11 @@ class RwkvService::StreamSink final : public SequenceSink {
   }
 
   void OnFinish(FinalEvent f) override {
+    f.status = Unscope(tenant_, f.status);
+    if (usage_ != nullptr) {
+      usage_->EndStream(tenant_);
+      metrics_->RecordTenantTokens(tenant_, f.generated_tokens);
+    }
     if (!request_id_.empty()) {
       Log(f.status.ok() ? "info" : "warn", "generate",
           absl::StrFormat("request_id=%s session=%s code=%s finish=%s prompt_tokens=%d generated_tokens=%d "
@@ -141,6 +160,8 @@ class RwkvService::StreamSink final : public SequenceSink {
   std::optional<grpc::Status> status_;
   std::atomic<bool> cancelled_{false};
   std::string request_id_, session_id_;
+  std::string tenant_;
+  std::shared_ptr<TenantUsage> usage_;
 };
 
 class RwkvService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -196,7 +217,10 @@ class RwkvService::ExportReactor final : public grpc::ServerWriteReactor<v1::Sta
 
 class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::ImportSessionRequest> {
  public:
-  ImportReactor(RwkvService* service, v1::Session* resp) : service_(service), resp_(resp) { StartRead(&req_); }
+  ImportReactor(RwkvService* service, v1::Session* resp, Tenant tenant)
+      : service_(service), resp_(resp), tenant_(std::move(tenant)) {
+    StartRead(&req_);
+  }
 
   void OnReadDone(bool ok) override {
     if (ok) {
@@ -214,15 +238,19 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
     }
     absl::StatusOr<ExportedState> state = service_->codec_.Decode(data_);
     if (!state.ok()) return Done(state.status());
+    std::string id = NewSessionId(tenant_);
     if (!session_id_.empty()) {
-      if (absl::Status st = SessionStore::ValidateId(session_id_, "session_id"); !st.ok()) return Done(st);
+      absl::StatusOr<std::string> scoped = ScopeId(tenant_, session_id_, "session_id");
+      if (!scoped.ok()) return Done(scoped.status());
+      id = std::move(*scoped);
     }
     Scheduler* sched = service_->scheduler_;
-    sched->Post([this, sched, state = std::move(*state)]() mutable {
-      absl::StatusOr<Session*> s = sched->sessions().Install(std::move(session_id_), std::move(state.state),
-                                                             state.pending, state.token_count, Clock::now());
-      if (s.ok()) service_->FillSession(**s, resp_);
-      Done(s.status());
+    sched->Post([this, sched, id = std::move(id), state = std::move(*state)]() mutable {
+      absl::StatusOr<Session*> s = sched->sessions().Install(std::move(id), std::move(state.state), state.pending,
+                                                             state.token_count, Clock::now());
+      if (s.ok()) service_->FillSession(**s, tenant_.name, resp_);
+      service_->CountLimit(tenant_, s.status());
+      Done(Unscope(tenant_.name, s.status()));
     });
   }
   void OnDone() override { delete this; }
@@ -234,6 +262,7 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
   }
   RwkvService* service_;
   v1::Session* resp_;
+  const Tenant tenant_;
   v1::ImportSessionRequest req_;
   std::string data_;
   std::string session_id_;
@@ -249,6 +278,7 @@ void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, State
   options_.limits.vocab = codec_.config.vocab;
   backend_name_ = std::move(backend_name);
   slots_ = scheduler->backend().pool().capacity();  // Fixed at construction; read before the loop serves.
+  scheduler->sessions().SetOwnerLimit([this](std::string_view tenant) { return SessionLimitOf(tenant); });
   ready_.store(true, std::memory_order_release);
 }
 
@@ -256,6 +286,72 @@ absl::Status RwkvService::Ready(bool mutating) const {
   if (!ready_.load(std::memory_order_acquire)) return absl::UnavailableError("the model is still loading; retry shortly");
   if (mutating && draining_) return absl::UnavailableError("server is draining; retry on another replica");
   return absl::OkStatus();
+}
+
+void RwkvService::SetApiKeys(std::shared_ptr<const ApiKeys> keys) {
+  std::lock_guard<std::mutex> lock(keys_mu_);
+  keys_ = std::move(keys);
+}
+
+absl::StatusOr<Tenant> RwkvService::Authenticate(grpc::CallbackServerContext* ctx) const {
+  std::shared_ptr<const ApiKeys> keys;
+  {
+    std::lock_guard<std::mutex> lock(keys_mu_);
+    keys = keys_;
+  }
+  if (keys == nullptr) return Tenant{"", options_.tenant_limits};
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    metrics_->RecordAuthFailure("missing");
+    return absl::UnauthenticatedError("this server needs an API key: send metadata 'authorization: Bearer KEY'");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kScheme = "bearer ";
+  if (value.size() <= kScheme.size() || !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    metrics_->RecordAuthFailure("invalid");
+    return absl::UnauthenticatedError("the authorization metadata must be 'Bearer KEY'");
+  }
+  const Tenant* t = keys->Find(SV(absl::StripAsciiWhitespace(value.substr(kScheme.size()))));
+  if (t == nullptr) {
+    metrics_->RecordAuthFailure("invalid");
+    return absl::UnauthenticatedError("the API key is not valid");  // Never echoes the key.
+  }
+  return *t;
+}
+
+int RwkvService::SessionLimitOf(std::string_view tenant) const {
+  std::lock_guard<std::mutex> lock(keys_mu_);
+  if (keys_ == nullptr) return options_.tenant_limits.max_sessions;
+  const TenantLimits* l = keys_->LimitsOf(tenant);
+  return l == nullptr ? 0 : l->max_sessions;  // A tenant whose keys were removed keeps its sessions.
+}
+
+absl::StatusOr<std::string> RwkvService::ScopeId(const Tenant& tenant, const std::string& id, const char* field) {
+  RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(id, field));
+  return ScopedSessionId(tenant.name, id);
+}
+
+std::string RwkvService::NewSessionId(const Tenant& tenant) {
+  static std::atomic<uint64_t> counter{0};
+  return ScopedSessionId(tenant.name, absl::StrFormat("s-%016x-%x",
+                                                      std::chrono::system_clock::now().time_since_epoch().count(),
+                                                      counter.fetch_add(1)));
+}
+
+absl::Status RwkvService::Unscope(const std::string& tenant, const absl::Status& s) {
+  if (tenant.empty() || s.ok()) return s;
+  return absl::Status(s.code(), absl::StrReplaceAll(s.message(), {{absl::StrCat(tenant, ":"), ""}}));
+}
+
+void RwkvService::CountLimit(const Tenant& tenant, const absl::Status& s) const {
+  if (s.code() != absl::StatusCode::kResourceExhausted) return;
+  const absl::string_view m = s.message();
+  const char* limit = absl::StrContains(m, "(sessions)")            ? "sessions"
+                      : absl::StrContains(m, "(streams)")           ? "streams"
+                      : absl::StrContains(m, "(tokens_per_minute)") ? "tokens_per_minute"
+                                                                    : nullptr;
+  if (limit != nullptr) metrics_->RecordTenantLimit(limit, tenant.name);
 }
 
 grpc::ServerUnaryReactor* RwkvService::Finish(grpc::CallbackServerContext* ctx, const char* method,
@@ -267,11 +363,15 @@ grpc::ServerUnaryReactor* RwkvService::Finish(grpc::CallbackServerContext* ctx, 
 }
 
 grpc::ServerUnaryReactor* RwkvService::OnLoop(grpc::CallbackServerContext* ctx, const char* method, bool mutating,
-                                              std::function<absl::Status()> fn) {
+                                              std::function<absl::Status(const Tenant&)> fn) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  if (!tenant.ok()) return Finish(ctx, method, tenant.status());
   if (absl::Status st = Ready(mutating); !st.ok()) return Finish(ctx, method, st);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  scheduler_->Post([this, reactor, method, fn = std::move(fn)] {
-    const absl::Status st = fn();
+  scheduler_->Post([this, reactor, method, fn = std::move(fn), tenant = std::move(*tenant)] {
+    const absl::Status raw = fn(tenant);
+    CountLimit(tenant, raw);
+    const absl::Status st = Unscope(tenant.name, raw);
     metrics_->RecordRpc(method, static_cast<grpc::StatusCode>(st.code()));
     reactor->Finish(ToGrpcStatus(st));
   });
@@ -286,8 +386,8 @@ std::optional<TimePoint> RwkvService::Deadline(grpc::CallbackServerContext* ctx)
   return std::nullopt;
 }
 
-void RwkvService::FillSession(const Session& s, v1::Session* out) const {
-  out->set_session_id(s.id);
+void RwkvService::FillSession(const Session& s, const std::string& tenant, v1::Session* out) const {
+  out->set_session_id(std::string(UnscopedSessionId(tenant, s.id)));
   out->set_token_count(s.token_count);
   out->set_tier(s.tier == Tier::kDevice ? v1::TIER_DEVICE : s.tier == Tier::kHost ? v1::TIER_HOST : v1::TIER_DISK);
   out->set_busy(s.busy);
@@ -303,12 +403,17 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
   std::shared_ptr<StreamSink> sink = reactor->sink();
   if (options_.access_log) {
     static std::atomic<uint64_t> counter{0};
-    sink->SetAccessLog(req->request_id().empty() ? absl::StrFormat("r%d", counter.fetch_add(1) + 1) : req->request_id(),
-                       req->session_id());
+    const bool own_id = !req->request_id().empty() && req->request_id().size() <= options_.limits.max_request_id_bytes;
+    const bool bounded_session = req->session_id().size() <= 128;
+    sink->SetAccessLog(own_id ? req->request_id() : absl::StrFormat("r%d", counter.fetch_add(1) + 1),
+                       bounded_session ? req->session_id() : "(invalid)");
   }
-  absl::Status st = Ready(true);
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  absl::Status st = tenant.status();
+  if (st.ok()) st = Ready(true);
   absl::StatusOr<SequenceRequest> seq = absl::UnavailableError("");
   if (st.ok()) {
+    sink->SetTenant(tenant->name, nullptr);
     seq = ToSequenceRequest(*req, *tokenizer_, options_.limits);
     st = seq.status();
   }
@@ -322,8 +427,15 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
     if (st.ok()) seq->start = std::move(*start);
   }
   if (st.ok()) {
+    if (!seq->session_id.empty()) seq->session_id = ScopedSessionId(tenant->name, seq->session_id);
     seq->deadline = Deadline(ctx);
-    st = scheduler_->Submit(std::move(*seq), sink);
+    st = usage_->BeginStream(*tenant, TenantUsage::Clock::now());
+    if (st.ok()) {
+      sink->SetTenant(tenant->name, usage_);  // From here, OnFinish ends the stream's admission.
+      st = scheduler_->Submit(std::move(*seq), sink);
+    } else {
+      CountLimit(*tenant, st);
+    }
   }
   if (!st.ok()) sink->OnFinish(Failed(st));
   return reactor;
@@ -331,6 +443,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
 
 grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext* ctx,
                                                      const v1::CreateSessionRequest* req, v1::Session* resp) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  if (!tenant.ok()) return Finish(ctx, "CreateSession", tenant.status());
   if (absl::Status st = Ready(true); !st.ok()) return Finish(ctx, "CreateSession", st);
   absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, *tokenizer_, options_.limits);
   if (!seq.ok()) return Finish(ctx, "CreateSession", seq.status());
@@ -338,38 +452,42 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
   if (!start.ok()) return Finish(ctx, "CreateSession", start.status());
   seq->start = std::move(*start);
   seq->deadline = Deadline(ctx);
+  // An empty id is made here, in the tenant's scope, so that the sink knows which session to describe.
+  seq->session_id = seq->session_id.empty() ? NewSessionId(*tenant) : ScopedSessionId(tenant->name, seq->session_id);
 
   // The new session's prompt runs through the scheduler like any sequence; its Finish answers.
+  // A client that cancels (or whose deadline passes) while the prompt runs gets no session: the
+  // scheduler drops a cancelled creation and deletes what it made.
   class CreateSink final : public SequenceSink {
    public:
-    CreateSink(RwkvService* svc, grpc::ServerUnaryReactor* r, v1::Session* resp, std::string id)
-        : svc_(svc), reactor_(r), resp_(resp), id_(std::move(id)) {}
+    CreateSink(RwkvService* svc, grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* r, v1::Session* resp,
+               std::string id, Tenant tenant)
+        : svc_(svc), ctx_(ctx), reactor_(r), resp_(resp), id_(std::move(id)), tenant_(std::move(tenant)) {}
     void OnChunk(ChunkEvent) override {}
     void OnFinish(FinalEvent f) override {
       if (f.status.ok()) {
         // Loop thread: the session exists and is no longer busy.
-        if (const Session* s = svc_->scheduler_->sessions().Find(id_)) svc_->FillSession(*s, resp_);
+        if (const Session* s = svc_->scheduler_->sessions().Find(id_)) svc_->FillSession(*s, tenant_.name, resp_);
       }
+      svc_->CountLimit(tenant_, f.status);
       svc_->metrics_->RecordRpc("CreateSession", static_cast<grpc::StatusCode>(f.status.code()));
-      reactor_->Finish(ToGrpcStatus(f.status));
+      done_ = true;  // ctx_ may go with the Finish below.
+      reactor_->Finish(ToGrpcStatus(Unscope(tenant_.name, f.status)));
     }
-    bool Cancelled() const override { return false; }  // Creation is short; the deadline bounds it.
+    bool Cancelled() const override { return !done_.load() && ctx_->IsCancelled(); }
     bool Backlogged() const override { return false; }
 
    private:
     RwkvService* svc_;
+    grpc::CallbackServerContext* ctx_;
     grpc::ServerUnaryReactor* reactor_;
     v1::Session* resp_;
     std::string id_;
+    const Tenant tenant_;
+    std::atomic<bool> done_{false};
   };
-  // An empty id is made here so that the sink knows which session to describe.
-  if (seq->session_id.empty()) {
-    static std::atomic<uint64_t> counter{0};
-    seq->session_id = absl::StrFormat("s-%016x-%x", std::chrono::system_clock::now().time_since_epoch().count(),
-                                      counter.fetch_add(1));
-  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  auto sink = std::make_shared<CreateSink>(this, reactor, resp, seq->session_id);
+  auto sink = std::make_shared<CreateSink>(this, ctx, reactor, resp, seq->session_id, *tenant);
   if (absl::Status st = scheduler_->Submit(std::move(*seq), sink); !st.ok()) {
     metrics_->RecordRpc("CreateSession", static_cast<grpc::StatusCode>(st.code()));
     reactor->Finish(ToGrpcStatus(st));
@@ -379,9 +497,10 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* RwkvService::GetSession(grpc::CallbackServerContext* ctx, const v1::GetSessionRequest* req,
                                                   v1::Session* resp) {
-  return OnLoop(ctx, "GetSession", false, [this, req, resp]() -> absl::Status {
-    RWKV_ASSIGN_OR_RETURN(Session * s, scheduler_->sessions().Get(req->session_id()));
-    FillSession(*s, resp);
+  return OnLoop(ctx, "GetSession", false, [this, req, resp](const Tenant& t) -> absl::Status {
+    RWKV_ASSIGN_OR_RETURN(std::string id, ScopeId(t, req->session_id(), "session_id"));
+    RWKV_ASSIGN_OR_RETURN(Session * s, scheduler_->sessions().Get(id));
+    FillSession(*s, t.name, resp);
     return absl::OkStatus();
   });
 }
@@ -389,8 +508,10 @@ grpc::ServerUnaryReactor* RwkvService::GetSession(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RwkvService::ListSessions(grpc::CallbackServerContext* ctx,
                                                     const v1::ListSessionsRequest* req,
                                                     v1::ListSessionsResponse* resp) {
-  return OnLoop(ctx, "ListSessions", false, [this, resp] {
-    for (const Session* s : scheduler_->sessions().List()) FillSession(*s, resp->add_sessions());
+  return OnLoop(ctx, "ListSessions", false, [this, resp](const Tenant& t) {
+    for (const Session* s : scheduler_->sessions().List()) {
+      if (SessionOwner(s->id) == t.name) FillSession(*s, t.name, resp->add_sessions());
+    }
     return absl::OkStatus();
   });
 }
@@ -398,20 +519,22 @@ grpc::ServerUnaryReactor* RwkvService::ListSessions(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* RwkvService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteSessionRequest* req,
                                                      v1::DeleteSessionResponse* resp) {
-  return OnLoop(ctx, "DeleteSession", false, [this, req] { return scheduler_->sessions().Delete(req->session_id()); });
+  return OnLoop(ctx, "DeleteSession", false, [this, req](const Tenant& t) -> absl::Status {
+    RWKV_ASSIGN_OR_RETURN(std::string id, ScopeId(t, req->session_id(), "session_id"));
+    return scheduler_->sessions().Delete(id);
+  });
 }
 
 grpc::ServerUnaryReactor* RwkvService::ForkSession(grpc::CallbackServerContext* ctx, const v1::ForkSessionRequest* req,
                                                    v1::Session* resp) {
-  if (!req->new_session_id().empty()) {
-    if (absl::Status st = SessionStore::ValidateId(req->new_session_id(), "new_session_id"); !st.ok()) {
-      return Finish(ctx, "ForkSession", st);
+  return OnLoop(ctx, "ForkSession", true, [this, req, resp](const Tenant& t) -> absl::Status {
+    RWKV_ASSIGN_OR_RETURN(std::string src, ScopeId(t, req->session_id(), "session_id"));
+    std::string dst = NewSessionId(t);
+    if (!req->new_session_id().empty()) {
+      RWKV_ASSIGN_OR_RETURN(dst, ScopeId(t, req->new_session_id(), "new_session_id"));
     }
-  }
-  return OnLoop(ctx, "ForkSession", true, [this, req, resp]() -> absl::Status {
-    RWKV_ASSIGN_OR_RETURN(Session * s,
-                          scheduler_->sessions().Fork(req->session_id(), req->new_session_id(), Clock::now()));
-    FillSession(*s, resp);
+    RWKV_ASSIGN_OR_RETURN(Session * s, scheduler_->sessions().Fork(src, std::move(dst), Clock::now()));
+    FillSession(*s, t.name, resp);
     return absl::OkStatus();
   });
 }
@@ -419,24 +542,34 @@ grpc::ServerUnaryReactor* RwkvService::ForkSession(grpc::CallbackServerContext* 
 grpc::ServerWriteReactor<v1::StateChunk>* RwkvService::ExportSession(grpc::CallbackServerContext* ctx,
                                                                       const v1::ExportSessionRequest* req) {
   auto* reactor = new ExportReactor(metrics_, options_.export_chunk_bytes);
-  if (absl::Status st = Ready(false); !st.ok()) {
-    reactor->Start(st);
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  absl::Status st = tenant.status();
+  if (st.ok()) st = Ready(false);
+  absl::StatusOr<std::string> id = st.ok() ? ScopeId(*tenant, req->session_id(), "session_id") : st;
+  if (!id.ok()) {
+    reactor->Start(id.status());
     return reactor;
   }
-  std::string id = req->session_id();
-  scheduler_->Post([this, reactor, id] {
+  scheduler_->Post([this, reactor, id = std::move(*id), tenant = std::move(*tenant)] {
     absl::StatusOr<Session*> s = scheduler_->sessions().Get(id);
-    if (!s.ok()) return reactor->Start(s.status());
+    if (!s.ok()) return reactor->Start(Unscope(tenant.name, s.status()));
     std::vector<float> state;
-    if (absl::Status st = scheduler_->sessions().ReadState(**s, &state); !st.ok()) return reactor->Start(st);
-    reactor->Start(codec_.Encode(state, SessionStore::Header(**s)));
+    if (absl::Status st = scheduler_->sessions().ReadState(**s, &state); !st.ok()) {
+      return reactor->Start(Unscope(tenant.name, st));
+    }
+    StateHeader header = SessionStore::Header(**s);
+    header.session_id = std::string(UnscopedSessionId(tenant.name, header.session_id));  // As the client knows it.
+    reactor->Start(codec_.Encode(state, header));
   });
   return reactor;
 }
 
 grpc::ServerReadReactor<v1::ImportSessionRequest>* RwkvService::ImportSession(grpc::CallbackServerContext* ctx,
                                                                               v1::Session* resp) {
-  if (absl::Status st = Ready(true); !st.ok()) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  absl::Status st = tenant.status();
+  if (st.ok()) st = Ready(true);
+  if (!st.ok()) {
     // Read nothing: answer at once.
     class Refuse final : public grpc::ServerReadReactor<v1::ImportSessionRequest> {
      public:
@@ -446,11 +579,13 @@ grpc::ServerReadReactor<v1::ImportSessionRequest>* RwkvService::ImportSession(gr
     metrics_->RecordRpc("ImportSession", static_cast<grpc::StatusCode>(st.code()));
     return new Refuse(ToGrpcStatus(st));
   }
-  return new ImportReactor(this, resp);
+  return new ImportReactor(this, resp, std::move(*tenant));
 }
 
 grpc::ServerUnaryReactor* RwkvService::Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                                 v1::TokenizeResponse* resp) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  if (!tenant.ok()) return Finish(ctx, "Tokenize", tenant.status());
   if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "Tokenize", st);
   const std::vector<int32_t> ids = tokenizer_->Encode(req->text());
   resp->mutable_token_ids()->Add(ids.begin(), ids.end());
@@ -459,26 +594,32 @@ grpc::ServerUnaryReactor* RwkvService::Tokenize(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* RwkvService::Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
                                                   v1::DetokenizeResponse* resp) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  if (!tenant.ok()) return Finish(ctx, "Detokenize", tenant.status());
   if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "Detokenize", st);
-  const std::vector<int32_t> ids(req->token_ids().begin(), req->token_ids().end());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (tokenizer_->TokenBytes(ids[i]) == nullptr) {
+  // Every id the model can produce is valid; those the tokenizer has no bytes for are text-less
+  // (as in a stream: IncrementalDecoder).
+  std::string bytes;
+  for (int i = 0; i < req->token_ids_size(); ++i) {
+    const int32_t id = req->token_ids(i);
+    if (id < 0 || id >= options_.limits.vocab) {
       return Finish(ctx, "Detokenize",
-                    absl::InvalidArgumentError(absl::StrFormat("token_ids[%d] is %d, not in the vocabulary (ids below %d)",
-                                                               i, ids[i], tokenizer_->id_limit())));
+                    absl::InvalidArgumentError(absl::StrFormat("token_ids[%d] is %d, outside the vocabulary [0, %d)", i,
+                                                               id, options_.limits.vocab)));
     }
+    if (const std::string* b = tokenizer_->TokenBytes(id)) bytes += *b;
   }
-  absl::StatusOr<std::string> bytes = tokenizer_->Decode(ids);
-  if (!bytes.ok()) return Finish(ctx, "Detokenize", bytes.status());
   std::string valid;
-  const size_t used = AppendValidUtf8(*bytes, &valid);
-  if (used < bytes->size()) valid += "\xEF\xBF\xBD";  // A trailing incomplete character.
+  const size_t used = AppendValidUtf8(bytes, &valid);
+  if (used < bytes.size()) valid += "\xEF\xBF\xBD";  // A trailing incomplete character.
   resp->set_text(valid);
   return Finish(ctx, "Detokenize", absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                     const v1::GetModelInfoRequest* req, v1::ModelInfo* resp) {
+  absl::StatusOr<Tenant> tenant = Authenticate(ctx);
+  if (!tenant.ok()) return Finish(ctx, "GetModelInfo", tenant.status());
   if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "GetModelInfo", st);
   const ModelConfig& c = codec_.config;
   resp->set_architecture(ArchitectureName(c.arch));

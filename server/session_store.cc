@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/absl_compat.h"
 #include "engine/status.h"
+#include "server/auth.h"
 #include "server/log.h"
 
 namespace rwkv::server {
@@ -54,6 +55,26 @@ absl::Status SessionStore::ValidateId(std::string_view id, const char* field) {
   return absl::OkStatus();
 }
 
+absl::Status SessionStore::ValidateKey(std::string_view key) {
+  const size_t colon = key.find(':');
+  if (colon == std::string_view::npos) return ValidateId(key, "session_id");
+  RWKV_RETURN_IF_ERROR(ValidateTenant(key.substr(0, colon), "tenant"));
+  return ValidateId(key.substr(colon + 1), "session_id");
+}
+
+void SessionStore::CountOwner(std::string_view id, int delta) {
+  const std::string_view owner = SessionOwner(id);
+  auto it = owner_counts_.find(owner);
+  if (it == owner_counts_.end()) it = owner_counts_.emplace(std::string(owner), 0).first;
+  it->second += delta;
+  if (it->second == 0) owner_counts_.erase(it);
+}
+
+int SessionStore::OwnerCount(std::string_view owner) const {
+  auto it = owner_counts_.find(owner);
+  return it == owner_counts_.end() ? 0 : it->second;
+}
+
 absl::Status SessionStore::OpenDisk(const std::string& dir, StateCodec codec, std::function<void()> wake,
                                     TimePoint now) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -66,13 +87,14 @@ absl::Status SessionStore::OpenDisk(const std::string& dir, StateCodec codec, st
   writer_ = std::make_unique<StateWriter>(dir_.get(), std::move(wake));
   const auto wall = std::chrono::system_clock::now();
   for (StateDir::Entry& e : *entries) {
-    if (!ValidateId(e.id, "session_id").ok() || sessions_.count(e.id)) {
+    if (!ValidateKey(e.id).ok() || sessions_.count(e.id)) {
       absl::StatusOr<std::string> to = dir_->Quarantine(e.id);
       Log("warn", "stored session quarantined", absl::StrCat("reason=", LogValue("file name is not a session id"),
                                                             " path=", LogValue(to.ok() ? *to : dir_->SessionPath(e.id))));
       if (observer_) observer_->OnQuarantine();
       continue;
     }
+    CountOwner(e.id, +1);
     Session& s = sessions_[e.id];
     s.id = std::move(e.id);
     s.incarnation = ++incarnations_;
@@ -121,13 +143,23 @@ absl::StatusOr<Session*> SessionStore::Add(std::string id, TimePoint now) {
   if (id.empty()) {
     do id = RandomId(); while (sessions_.count(id));
   } else {
-    RWKV_RETURN_IF_ERROR(ValidateId(id, "session_id"));
+    RWKV_RETURN_IF_ERROR(ValidateKey(id));
     if (sessions_.count(id)) return absl::AlreadyExistsError(absl::StrCat("session ", id, " already exists"));
   }
   if (count() >= limits_.max_sessions) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("session limit reached (max_sessions %d); delete or let idle sessions expire", limits_.max_sessions));
   }
+  if (owner_limit_) {
+    const std::string_view owner = SessionOwner(id);
+    const int limit = owner_limit_(owner);
+    if (limit > 0 && OwnerCount(owner) >= limit) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "tenant %s has %d sessions; its limit is %d (sessions); delete or let idle sessions expire",
+          AV(owner), OwnerCount(owner), limit));
+    }
+  }
+  CountOwner(id, +1);
   Session& s = sessions_[id];
   s.id = std::move(id);
   s.incarnation = ++incarnations_;
@@ -173,6 +205,7 @@ void SessionStore::Erase(Map::iterator it) {
     disk_bytes_ -= s.file_bytes;
     writer_->Enqueue({s.id, nullptr, {}}, 0);  // After any write of it: the writer keeps order.
   }
+  CountOwner(s.id, -1);
   sessions_.erase(it);
 }
 

@@ -157,7 +157,15 @@ class SessionStore {
   // In id order; reads the headers of stored sessions not read yet (dropping those that fail).
   std::vector<const Session*> List();
 
+  // A client's session id: 1..128 bytes of [A-Za-z0-9._-]. INVALID_ARGUMENT naming `field`.
   static absl::Status ValidateId(std::string_view id, const char* field);
+  // A store id: a session id, or "TENANT:ID" (server/auth.h) for a tenant's session.
+  static absl::Status ValidateKey(std::string_view key);
+  // Sessions whose store id has the owner (tenant) part `owner` ("" = bare ids).
+  int OwnerCount(std::string_view owner) const;
+  // The session limit of an owner (0 = none), asked on every new session. Set before the store
+  // is used.
+  void SetOwnerLimit(std::function<int(std::string_view owner)> fn) { owner_limit_ = std::move(fn); }
   // What a state file of the session records besides the state.
   static StateHeader Header(const Session& s);
 
@@ -176,6 +184,7 @@ class SessionStore {
   };
 
   absl::StatusOr<Session*> Add(std::string id, TimePoint now);
+  void CountOwner(std::string_view id, int delta);
   void SetTier(Session& s, Tier t);
   void SetHost(Session& s, std::vector<float> host);
   void DropSlot(Session& s);
@@ -206,6 +215,8 @@ class SessionStore {
   int64_t spilling_bytes_ = 0;  // The part of host_bytes_ being written out.
   int64_t disk_bytes_ = 0;      // Session files, as queued.
   uint64_t id_counter_ = 0;
+  std::map<std::string, int, std::less<>> owner_counts_;
+  std::function<int(std::string_view)> owner_limit_;
   uint64_t incarnations_ = 0;
 
   // Disk tier.

@@ -1,5 +1,7 @@
 #include "server/validation.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "engine/status.h"
 #include "server/session_store.h"
@@ -7,11 +9,12 @@
 namespace rwkv::server {
 namespace {
 
-absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field, int vocab) {
+absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field,
+                      const RequestLimits& limits) {
   for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab) {
+    if (ids[i] < 0 || ids[i] >= limits.vocab) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("%s[%d] is %d, outside the vocabulary [0, %d)", field, i, ids[i], vocab));
+          absl::StrFormat("%s[%d] is %d, outside the vocabulary [0, %d)", field, i, ids[i], limits.vocab));
     }
   }
   return absl::OkStatus();
@@ -21,7 +24,7 @@ template <typename Req>
 absl::StatusOr<std::vector<int32_t>> Prompt(const Req& req, const Tokenizer& tokenizer, const RequestLimits& limits) {
   std::vector<int32_t> prompt;
   if (req.has_token_ids()) {
-    RWKV_RETURN_IF_ERROR(CheckIds(req.token_ids().ids(), "token_ids.ids", limits.vocab));
+    RWKV_RETURN_IF_ERROR(CheckIds(req.token_ids().ids(), "token_ids.ids", limits));
     prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
   } else {
     // Bytes bound the token count from above, so a huge text is refused before tokenizing it.
@@ -44,6 +47,10 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
                                                   const RequestLimits& limits) {
   SequenceRequest out;
   out.kind = SequenceRequest::Kind::kGenerate;
+  if (req.request_id().size() > limits.max_request_id_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("request_id is %d bytes; the limit is %d",
+                                                      req.request_id().size(), limits.max_request_id_bytes));
+  }
   out.request_id = req.request_id();
   if (!req.session_id().empty()) {
     RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(req.session_id(), "session_id"));
@@ -53,13 +60,14 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
 
   const v1::SamplingParams& p = req.sampling();
   SamplingParams& s = out.sampling;
-  s.temperature = p.has_temperature() ? p.temperature() : 1.0f;
-  s.top_k = p.has_top_k() ? p.top_k() : 0;
-  s.top_p = p.has_top_p() ? p.top_p() : 0.85f;
-  s.min_p = p.has_min_p() ? p.min_p() : 0.0f;
-  s.presence_penalty = p.has_presence_penalty() ? p.presence_penalty() : 0.0f;
-  s.frequency_penalty = p.has_frequency_penalty() ? p.frequency_penalty() : 0.0f;
-  s.penalty_decay = p.has_penalty_decay() ? p.penalty_decay() : 1.0f;
+  s = DefaultSampling();
+  if (p.has_temperature()) s.temperature = p.temperature();
+  if (p.has_top_k()) s.top_k = p.top_k();
+  if (p.has_top_p()) s.top_p = p.top_p();
+  if (p.has_min_p()) s.min_p = p.min_p();
+  if (p.has_presence_penalty()) s.presence_penalty = p.presence_penalty();
+  if (p.has_frequency_penalty()) s.frequency_penalty = p.frequency_penalty();
+  if (p.has_penalty_decay()) s.penalty_decay = p.penalty_decay();
   for (const auto& [id, bias] : p.logit_bias()) s.logit_bias.emplace_back(id, bias);
   std::sort(s.logit_bias.begin(), s.logit_bias.end());  // Map order is unspecified; results must not be.
   s.banned_tokens.assign(p.banned_tokens().begin(), p.banned_tokens().end());
@@ -68,6 +76,7 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
     absl::Status st = ValidateSamplingParams(s, limits.vocab);
     if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
   }
+
 
   const v1::StopConditions& stop = req.stop();
   out.max_tokens = stop.has_max_tokens() ? stop.max_tokens() : std::min(256, limits.max_tokens);
@@ -91,7 +100,7 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
     }
     out.stop_strings.push_back(ss);
   }
-  RWKV_RETURN_IF_ERROR(CheckIds(stop.stop_token_ids(), "stop.stop_token_ids", limits.vocab));
+  RWKV_RETURN_IF_ERROR(CheckIds(stop.stop_token_ids(), "stop.stop_token_ids", limits));
   out.stop_tokens.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
   if (!stop.ignore_eos()) out.stop_tokens.push_back(Tokenizer::kEndOfText);
 

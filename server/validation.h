@@ -3,6 +3,8 @@
 #ifndef RWKV_SERVER_VALIDATION_H_
 #define RWKV_SERVER_VALIDATION_H_
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "engine/tokenizer.h"
 #include "rwkv/v1/rwkv.pb.h"
@@ -12,6 +14,7 @@ namespace rwkv::server {
 
 struct RequestLimits {
   int vocab = 0;
+  size_t max_request_id_bytes = 128;
   int max_prompt_tokens = 65536;
   int max_tokens = 4096;
   int max_stop_strings = 16;

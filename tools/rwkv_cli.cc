@@ -39,7 +39,7 @@ commands:
   detokenize --vocab FILE --tokens 1,2,3        the text of the tokens
   generate   --model FILE --vocab FILE --prompt STR --max-tokens N
              [--temperature 1.0] [--top-p 0.85] [--top-k 0] [--min-p 0]
-             [--presence-penalty 0.2] [--frequency-penalty 0.2] [--penalty-decay 0.996]
+             [--presence-penalty 0] [--frequency-penalty 0] [--penalty-decay 1]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
 common:      [--backend cpu|cuda] [--threads N] [--device 0] [--dtype f16|bf16|f32 (cuda weights)]
              [--state FILE (a state-tuning file as the start state; logits, generate)]
@@ -218,14 +218,15 @@ absl::Status GenerateCmd(const Flags& f) {
   if (chunk < 1 || chunk > kMaxStepTokens) {
     return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be in [1, ", kMaxStepTokens, "]"));
   }
-  SamplingParams sp;
-  RWKV_ASSIGN_OR_RETURN(sp.temperature, Number<float>(f, "temperature", 1.0f));
-  RWKV_ASSIGN_OR_RETURN(sp.top_p, Number<float>(f, "top-p", 0.85f));
-  RWKV_ASSIGN_OR_RETURN(sp.top_k, Number<int>(f, "top-k", 0));
-  RWKV_ASSIGN_OR_RETURN(sp.min_p, Number<float>(f, "min-p", 0.0f));
-  RWKV_ASSIGN_OR_RETURN(sp.presence_penalty, Number<float>(f, "presence-penalty", 0.2f));
-  RWKV_ASSIGN_OR_RETURN(sp.frequency_penalty, Number<float>(f, "frequency-penalty", 0.2f));
-  RWKV_ASSIGN_OR_RETURN(sp.penalty_decay, Number<float>(f, "penalty-decay", 0.996f));
+  const SamplingParams d = DefaultSampling();
+  SamplingParams sp = d;
+  RWKV_ASSIGN_OR_RETURN(sp.temperature, Number<float>(f, "temperature", d.temperature));
+  RWKV_ASSIGN_OR_RETURN(sp.top_p, Number<float>(f, "top-p", d.top_p));
+  RWKV_ASSIGN_OR_RETURN(sp.top_k, Number<int>(f, "top-k", d.top_k));
+  RWKV_ASSIGN_OR_RETURN(sp.min_p, Number<float>(f, "min-p", d.min_p));
+  RWKV_ASSIGN_OR_RETURN(sp.presence_penalty, Number<float>(f, "presence-penalty", d.presence_penalty));
+  RWKV_ASSIGN_OR_RETURN(sp.frequency_penalty, Number<float>(f, "frequency-penalty", d.frequency_penalty));
+  RWKV_ASSIGN_OR_RETURN(sp.penalty_decay, Number<float>(f, "penalty-decay", d.penalty_decay));
   RWKV_ASSIGN_OR_RETURN(sp.seed, Number<uint64_t>(f, "seed", 0));
   if (auto it = f.find("ban"); it != f.end()) {
     RWKV_ASSIGN_OR_RETURN(sp.banned_tokens, TokenList("ban", it->second));

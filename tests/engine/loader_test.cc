@@ -183,6 +183,28 @@ TEST(LoaderTest, TruncatedFilesAreRefused) {
   }
 }
 
+// Files of 42..55 bytes hold an end-of-central-directory record with a ZIP64 locator in front of
+// it but no room for the ZIP64 record the locator names. The locator's offset must be checked
+// against the file, not against a size that underflows (an out-of-bounds read before).
+TEST(LoaderTest, TinyZipWithZip64LocatorIsRefused) {
+  for (size_t n = 42; n <= 55; ++n) {
+    std::string bytes(n, '\0');
+    const uint32_t eocd_sig = 0x06054b50, locator_sig = 0x07064b50;
+    const uint64_t far = uint64_t{1} << 40;  // Far outside any mapping: a read there faults.
+    std::memcpy(&bytes[n - 22], &eocd_sig, 4);
+    std::memcpy(&bytes[n - 42], &locator_sig, 4);
+    std::memcpy(&bytes[n - 42 + 8], &far, 8);
+    const std::string path = TempPath("tiny_zip64.zip");
+    WriteFile(path, bytes);
+    auto mf = MappedFile::Open(path);
+    ASSERT_TRUE(mf.ok()) << mf.status();
+    auto entries = ReadZipDirectory(**mf);
+    EXPECT_FALSE(entries.ok()) << n << " bytes";
+    EXPECT_THAT(std::string(entries.status().message()), HasSubstr("ZIP64 locator")) << n << " bytes";
+    unlink(path.c_str());
+  }
+}
+
 // Random byte flips inside data.pkl: each mutated file loads or is refused, and never crashes.
 TEST(LoaderTest, CorruptPicklesNeverCrash) {
   const std::string good = Fixture("tiny-rwkv7-f32.pth");

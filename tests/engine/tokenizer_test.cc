@@ -100,7 +100,19 @@ TEST_F(WorldTokenizerTest, IncrementalDecoderReplacesBrokenBytes) {
   EXPECT_EQ(dec.Push(0xe6 + 1), "");
   EXPECT_EQ(dec.Flush(), "\xef\xbf\xbd");  // Incomplete at the end.
   EXPECT_EQ(dec.Push(0), "");              // End-of-text has no text.
-  EXPECT_EQ(dec.Push(99999), "\xef\xbf\xbd");
+  EXPECT_EQ(dec.Push(65531), "");          // A head row past the vocabulary: no text either.
+}
+
+// An id without bytes neither breaks nor completes a character held back: it has no text.
+TEST_F(WorldTokenizerTest, IdsWithoutBytesDecodeToNothing) {
+  IncrementalDecoder dec(tok_);
+  const std::string euro = "\xe2\x82\xac";
+  std::string out;
+  for (size_t i = 0; i < euro.size(); ++i) {
+    out += dec.Push(static_cast<uint8_t>(euro[i]) + 1);  // Byte tokens are id = byte + 1.
+    if (i == 0) out += dec.Push(65535);
+  }
+  EXPECT_EQ(out + dec.Flush(), euro);
 }
 
 TEST(TokenizerParseTest, PythonLiterals) {

@@ -174,7 +174,7 @@ TEST(GrpcService, FullQueueIsResourceExhaustedAtOnce) {
   so.max_running = 1;
   so.queue_length = 1;
   Harness h(so);
-  auto first = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({1}, 400)); });
+  auto first = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({1}, 4000)); });
   ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().running == 1; }));
   auto second = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({2}, 5)); });
   ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().waiting == 1; }));

@@ -36,7 +36,9 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, std::string api_key)
 
 void Client::Prepare(grpc::ClientContext* ctx, const CallOptions& opts, const std::string& session) const {
   if (opts.timeout) ctx->set_deadline(std::chrono::system_clock::now() + *opts.timeout);
-  if (!session.empty()) ctx->AddMetadata(kSessionHeader, session);
+  // The routing header only for ids of a valid length: the server refuses longer ones in the
+  // request itself, with INVALID_ARGUMENT, and a huge header would fail the call before that.
+  if (!session.empty() && session.size() <= kMaxSessionIdBytes) ctx->AddMetadata(kSessionHeader, session);
   // Plain metadata rather than call credentials: gRPC sends those only over TLS, and a key on a
   // loopback plaintext port is a supported setup.
   if (!api_key_.empty()) ctx->AddMetadata("authorization", "Bearer " + api_key_);

@@ -23,6 +23,7 @@ namespace rwkv::client {
 // Metadata header carrying the session id on every session call, so that an L7 proxy can route
 // all turns of a session to the replica holding its state (consistent hashing on this header).
 inline constexpr char kSessionHeader[] = "x-rwkv-session-id";
+inline constexpr size_t kMaxSessionIdBytes = 128;  // The server's limit on session ids.
 
 // How the channel reaches the server.
 struct ConnectOptions {

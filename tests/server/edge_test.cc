@@ -6,7 +6,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "absl/strings/escaping.h"
+#include "server/auth.h"
 #include "server/config.h"
+#include "server/log.h"
+#include "server/session_store.h"
 #include "server/state_codec.h"
 #include "server/status_map.h"
 #include "server/validation.h"
@@ -29,14 +33,24 @@ class ValidationTest : public ::testing::Test {
   RequestLimits limits_;
 };
 
-TEST_F(ValidationTest, DefaultsFollowChatRwkvAndStopAtEndOfText) {
+TEST_F(ValidationTest, DefaultsAreTheDocumentedOnesAndStopAtEndOfText) {
   v1::GenerateRequest r;
   r.set_text("Hello");
   absl::StatusOr<SequenceRequest> s = ToSequenceRequest(r, *tok_, limits_);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->prompt, tok_->Encode("Hello"));
+  // docs/server.md lists these; DefaultSampling() is the one place they are set (rwkv-cli too).
   EXPECT_FLOAT_EQ(s->sampling.top_p, 0.85f);
   EXPECT_FLOAT_EQ(s->sampling.temperature, 1.0f);
+  EXPECT_EQ(s->sampling.top_k, 0);
+  EXPECT_FLOAT_EQ(s->sampling.min_p, 0.0f);
+  EXPECT_FLOAT_EQ(s->sampling.presence_penalty, 0.0f);
+  EXPECT_FLOAT_EQ(s->sampling.frequency_penalty, 0.0f);
+  EXPECT_FLOAT_EQ(s->sampling.penalty_decay, 1.0f);
+  const SamplingParams d = DefaultSampling();
+  EXPECT_EQ(d.top_p, s->sampling.top_p);
+  EXPECT_EQ(d.presence_penalty, s->sampling.presence_penalty);
+  EXPECT_EQ(d.penalty_decay, s->sampling.penalty_decay);
   EXPECT_EQ(s->max_tokens, 50) << "min(256, the server limit)";
   EXPECT_EQ(s->stop_tokens, std::vector<int32_t>{0});
 }
@@ -121,6 +135,104 @@ TEST(Config, DiskTierFlags) {
   EXPECT_DOUBLE_EQ(c->persist_interval, 5);
   EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--persist-interval", "-1"}).status().message()),
               HasSubstr("--persist-interval"));
+}
+
+TEST(Config, SecurityFlags) {
+  absl::StatusOr<ServerConfig> c =
+      Parse({"--model", "m", "--vocab", "v", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+             "--tenant-max-streams", "4", "--metrics-tenant-label", "true"},
+            {{"RWKV_API_KEYS", "/etc/rwkv/keys"}, {"RWKV_TENANT_TOKENS_PER_MINUTE", "60000"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->api_keys, "/etc/rwkv/keys");
+  EXPECT_EQ(c->tls_client_ca, "ca.pem");
+  EXPECT_EQ(c->tenant_max_streams, 4);
+  EXPECT_EQ(c->tenant_tokens_per_minute, 60000);
+  EXPECT_TRUE(c->metrics_tenant_label);
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--tls-cert", "c.pem"}).status().message()),
+              HasSubstr("--tls-cert and --tls-key go together"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--tls-client-ca", "ca.pem"}).status().message()),
+              HasSubstr("--tls-client-ca needs --tls-cert"));
+  EXPECT_THAT(std::string(Parse({"--model", "m", "--vocab", "v", "--tenant-max-sessions", "-1"}).status().message()),
+              HasSubstr("--tenant-max-sessions"));
+}
+
+TEST(ApiKeysFile, EntriesLimitsAndErrorsNamingTheLine) {
+  const std::string hashed = "sha256:" + absl::BytesToHexString(Sha256("a-hashed-key-0123456789"));
+  absl::StatusOr<std::shared_ptr<const ApiKeys>> k =
+      ApiKeys::Parse("# tenants\nplain-key-0123456789 acme streams=2\n" + hashed + " acme streams=2\n\n"
+                     "other-key-0123456789 bravo sessions=5 tokens_per_minute=100\n",
+                     "keys.txt", TenantLimits{10, 3, 0});
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ((*k)->size(), 3u);
+  EXPECT_EQ((*k)->tenants(), 2u);
+  ASSERT_NE((*k)->Find("plain-key-0123456789"), nullptr);
+  EXPECT_EQ((*k)->Find("plain-key-0123456789")->name, "acme");
+  EXPECT_EQ((*k)->Find("a-hashed-key-0123456789")->name, "acme");
+  EXPECT_EQ((*k)->Find("plain-key-0123456789")->limits.max_streams, 2);
+  EXPECT_EQ((*k)->Find("plain-key-0123456789")->limits.max_sessions, 10) << "the default";
+  EXPECT_EQ((*k)->LimitsOf("bravo")->tokens_per_minute, 100);
+  EXPECT_EQ((*k)->Find("plain-key-012345678"), nullptr);
+  EXPECT_EQ((*k)->Find(""), nullptr);
+
+  struct Bad {
+    std::string text, message;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"", "no API keys listed"},
+           {"lonely-key-0123456789\n", "keys.txt:1: expected KEY TENANT"},
+           {"short acme\n", "keys.txt:1: a key must be 16..256 printable characters"},
+           {"\nsha256:abc acme\n", "keys.txt:2: a sha256: key needs 64 hex digits"},
+           {"good-key-0123456789 bad/tenant\n", "keys.txt:1: tenant may contain only"},
+           {"good-key-0123456789 acme speed=3\n", "keys.txt:1: unknown limit 'speed'"},
+           {"good-key-0123456789 acme streams=-1\n", "keys.txt:1: 'streams' needs a non-negative integer"},
+           {"good-key-0123456789 acme\ngood-key-0123456789 bravo\n", "keys.txt:2: this key is already listed"},
+           {"good-key-0123456789 acme\nkey-two-0123456789 acme streams=1\n", "keys.txt:2: tenant acme has other limits"},
+       }) {
+    absl::StatusOr<std::shared_ptr<const ApiKeys>> r = ApiKeys::Parse(b.text, "keys.txt", {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.text;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(b.message)) << b.text;
+    EXPECT_THAT(std::string(r.status().message()), ::testing::Not(HasSubstr("0123456789"))) << "never the key";
+  }
+}
+
+TEST(TenantUsageTest, StreamsAndASlidingMinuteOfTokens) {
+  TenantUsage u;
+  const Tenant t{"acme", TenantLimits{0, 2, 100}};
+  const auto t0 = TenantUsage::Clock::time_point(std::chrono::seconds(1000));
+  ASSERT_TRUE(u.BeginStream(t, t0).ok());
+  ASSERT_TRUE(u.BeginStream(t, t0).ok());
+  EXPECT_THAT(std::string(u.BeginStream(t, t0).message()), HasSubstr("concurrent stream limit is 2 (streams)"));
+  u.EndStream("acme");
+  u.AddTokens("acme", 60, t0);
+  u.AddTokens("acme", 40, t0 + std::chrono::seconds(30));
+  EXPECT_EQ(u.TokensLastMinute("acme", t0 + std::chrono::seconds(59)), 100);
+  EXPECT_EQ(u.BeginStream(t, t0 + std::chrono::seconds(59)).code(), absl::StatusCode::kResourceExhausted);
+  // The first 60 leave the window a minute after they were generated.
+  EXPECT_EQ(u.TokensLastMinute("acme", t0 + std::chrono::seconds(60)), 40);
+  EXPECT_TRUE(u.BeginStream(t, t0 + std::chrono::seconds(60)).ok());
+  EXPECT_EQ(u.Streams("acme"), 2);
+  EXPECT_EQ(u.TokensLastMinute("acme", t0 + std::chrono::seconds(91)), 0);
+}
+
+TEST(ScopedIds, TenantsNamespaceTheStore) {
+  EXPECT_EQ(ScopedSessionId("acme", "chat"), "acme:chat");
+  EXPECT_EQ(ScopedSessionId("", "chat"), "chat");
+  EXPECT_EQ(SessionOwner("acme:chat"), "acme");
+  EXPECT_EQ(SessionOwner("chat"), "");
+  EXPECT_EQ(UnscopedSessionId("acme", "acme:chat"), "chat");
+  EXPECT_TRUE(SessionStore::ValidateKey("acme:chat").ok());
+  EXPECT_FALSE(SessionStore::ValidateKey("acme:chat:x").ok());
+  EXPECT_FALSE(SessionStore::ValidateKey(":chat").ok());
+  EXPECT_FALSE(SessionStore::ValidateId("acme:chat", "session_id").ok()) << "a client cannot name a scope";
+}
+
+TEST(LogValueTest, EscapesEveryControlCharacter) {
+  EXPECT_EQ(LogValue("plain-1"), "plain-1");
+  EXPECT_EQ(LogValue("a b"), "\"a b\"");
+  EXPECT_EQ(LogValue("x\ny"), "\"x\\ny\"");
+  EXPECT_EQ(LogValue(std::string("a\x1b[2Jb\x7f\r\0", 10)), "\"a\\x1b[2Jb\\x7f\\r\\x00\"");
+  EXPECT_EQ(LogValue("q\"\\"), "\"q\\\"\\\\\"");
+  EXPECT_EQ(LogValue(""), "\"\"");
 }
 
 TEST(Config, ErrorsNameTheFlagAndTheLimit) {

@@ -8,120 +8,16 @@
 #include <random>
 #include <thread>
 
-#include "client/client.h"
-#include "engine/backend.h"
-#include "engine/model.h"
 #include "engine/start_state.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/service.h"
-#include "server/start_states.h"
 #include "tests/engine/test_util.h"
+#include "tests/server/grpc_harness.h"
 
 namespace rwkv::server {
 namespace {
 
 using ::testing::HasSubstr;
-
-struct Harness {
-  explicit Harness(SchedulerOptions so = {}, ServiceOptions svc = {}, int slots = 8, std::string states = "",
-                   std::string default_state = "") {
-    tokenizer = *Tokenizer::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/byte-vocab.txt");
-    std::shared_ptr<const Model> model = *Model::Load(std::string(RWKV_SOURCE_DIR) + "/tests/fixtures/tiny-rwkv7-v257.safetensors");
-    BackendOptions bo;
-    bo.pool_slots = slots;
-    bo.threads = 1;
-    so.max_running = std::min(so.max_running, slots);
-    StateCodec codec{ModelFingerprint(*model), model->config()};
-    scheduler = std::make_unique<Scheduler>(*CreateBackend(model, bo), tokenizer.get(), so, &metrics);
-    svc.limits.max_tokens = 5000;
-    service = std::make_unique<RwkvService>(svc, &metrics);
-    grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(service.get());
-    server = b.BuildAndStart();
-    absl::StatusOr<StartStates> start = StartStates::Load(states, default_state, codec);
-    EXPECT_TRUE(start.ok()) << start.status();
-    service->Attach(scheduler.get(), tokenizer.get(), codec, "cpu", start.ok() ? std::move(*start) : StartStates());
-    scheduler->Start();
-    client = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(port));
-  }
-  ~Harness() {
-    scheduler->AbortAll(absl::UnavailableError("test over"));
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    scheduler.reset();
-  }
-  // Runs `fn` on the scheduler loop and returns its result.
-  template <typename F>
-  auto OnLoop(F fn) {
-    std::promise<decltype(fn())> p;
-    scheduler->Post([&] { p.set_value(fn()); });
-    return p.get_future().get();
-  }
-  int SlotsUsed() {
-    return OnLoop([&] { return scheduler->backend().pool().used(); });
-  }
-  double GeneratedTokens() {
-    for (const prometheus::MetricFamily& f : metrics.registry().Collect()) {
-      if (f.name == "rwkv_generated_tokens_total") return f.metric.at(0).counter.value;
-    }
-    return -1;
-  }
-  // Polls until `pred` holds on the loop (bounded).
-  template <typename F>
-  bool WaitFor(F pred) {
-    for (int i = 0; i < 500; ++i) {
-      if (OnLoop(pred)) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-
-  Metrics metrics;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<Scheduler> scheduler;
-  std::unique_ptr<RwkvService> service;
-  std::unique_ptr<grpc::Server> server;
-  std::unique_ptr<client::Client> client;
-  int port = 0;
-};
-
-v1::GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens, const std::string& session = "") {
-  v1::GenerateRequest r;
-  r.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
-  r.mutable_sampling()->set_temperature(0);
-  r.mutable_stop()->set_max_tokens(max_tokens);
-  r.mutable_stop()->set_ignore_eos(true);
-  r.mutable_output()->set_token_ids(true);
-  r.set_session_id(session);
-  return r;
-}
-
-struct Stream {
-  std::vector<v1::Chunk> chunks;
-  std::vector<int32_t> ids;
-  std::string text;
-  absl::StatusOr<v1::Final> final = absl::UnknownError("not run");
-};
-
-Stream Generate(client::Client& c, const v1::GenerateRequest& r, int cancel_after = -1,
-           std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
-  Stream s;
-  client::CallOptions o;
-  o.timeout = timeout;
-  s.final = c.Generate(
-      r,
-      [&](const v1::Chunk& ch) {
-        s.chunks.push_back(ch);
-        s.ids.insert(s.ids.end(), ch.token_ids().begin(), ch.token_ids().end());
-        s.text += ch.text();
-        return cancel_after < 0 || static_cast<int>(s.chunks.size()) < cancel_after;
-      },
-      o);
-  return s;
-}
 
 TEST(GrpcService, StreamsChunksThenOneFinalWithUsage) {
   Harness h;

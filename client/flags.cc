@@ -6,7 +6,8 @@
 
 namespace rwkv::client {
 
-absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args, const std::set<std::string>& boolean) {
+absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args, const std::set<std::string>& boolean,
+                                   const std::set<std::string>* known) {
   Flags f;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -15,9 +16,14 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args, const s
       continue;
     }
     std::string name = a.substr(2), value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name.resize(eq);
+    }
+    if (known != nullptr && !known->count(name)) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (eq != std::string::npos) {
+      // --name=value
     } else if (boolean.count(name)) {
       value = "true";
     } else {

@@ -14,8 +14,10 @@ namespace rwkv::client {
 
 class Flags {
  public:
-  // `boolean` names flags that take no value.
-  static absl::StatusOr<Flags> Parse(const std::vector<std::string>& args, const std::set<std::string>& boolean);
+  // `boolean` names flags that take no value. With `known`, a flag not in it is an error
+  // ("unknown flag --NAME") before its value is looked for.
+  static absl::StatusOr<Flags> Parse(const std::vector<std::string>& args, const std::set<std::string>& boolean,
+                                     const std::set<std::string>* known = nullptr);
 
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
   std::string Get(const std::string& name, const std::string& fallback = "") const;

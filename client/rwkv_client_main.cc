@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -494,16 +495,20 @@ int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   const std::string command = FindCommand(args);
   const FlagTable table = CommandFlags(command);
-  std::set<std::string> boolean;
+  std::set<std::string> boolean, known;
   for (const auto& [name, type] : table) {
+    known.insert(name);
     if (type == FlagType::kBool) boolean.insert(name);
   }
-  absl::StatusOr<Flags> flags = Flags::Parse(args, boolean);
+  absl::StatusOr<Flags> flags = Flags::Parse(args, boolean, &known);
   if (flags.ok() && flags->Bool("help")) {
     std::fputs(kUsage, stdout);
     return 0;
   }
   absl::Status usage = flags.ok() ? CheckFlags(*flags, table, command) : flags.status();
+  if (!flags.ok() && absl::StartsWith(flags.status().message(), "unknown flag") && !command.empty()) {
+    usage = absl::InvalidArgumentError(absl::StrCat(flags.status().message(), " for ", command));
+  }
   if (usage.ok() && flags->positional().empty()) usage = absl::InvalidArgumentError("no command given");
   if (!usage.ok()) {
     std::fprintf(stderr, "rwkv-client: %s\n%s", std::string(usage.message()).c_str(), kUsage);

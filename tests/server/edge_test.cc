@@ -230,7 +230,7 @@ TEST(LogValueTest, EscapesEveryControlCharacter) {
   EXPECT_EQ(LogValue("plain-1"), "plain-1");
   EXPECT_EQ(LogValue("a b"), "\"a b\"");
   EXPECT_EQ(LogValue("x\ny"), "\"x\\ny\"");
-  EXPECT_EQ(LogValue(std::string("a\x1b[2Jb\x7f\r\0", 10)), "\"a\\x1b[2Jb\\x7f\\r\\x00\"");
+  EXPECT_EQ(LogValue(std::string("a\x1b[2Jb\x7f\r\0", 9)), "\"a\\x1b[2Jb\\x7f\\r\\x00\"");
   EXPECT_EQ(LogValue("q\"\\"), "\"q\\\"\\\\\"");
   EXPECT_EQ(LogValue(""), "\"\"");
 }

@@ -125,7 +125,7 @@ TEST(GrpcService, SlowReaderPausesOnlyItsOwnSequence) {
 
 TEST(GrpcService, DrainRefusesNewRequestsAndFinishesRunningOnes) {
   Harness h;
-  auto running = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({4}, 300)); });
+  auto running = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({4}, 4000)); });
   ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().running == 1; }));
   h.service->SetDraining();
   h.scheduler->StopAccepting();
@@ -136,7 +136,7 @@ TEST(GrpcService, DrainRefusesNewRequestsAndFinishesRunningOnes) {
   EXPECT_EQ(h.client->CreateSession(cr).status().code(), absl::StatusCode::kUnavailable);
   Stream done = running.get();
   ASSERT_TRUE(done.final.ok());
-  EXPECT_EQ(done.ids.size(), 300u);
+  EXPECT_EQ(done.ids.size(), 4000u);
 }
 
 TEST(GrpcService, SessionsCreateTurnForkExportImport) {

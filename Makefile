@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test sanitize demo bench bench-serve bench-durable gpu-bundle fixtures clean
+.PHONY: all deps configure build test sanitize fuzz demo bench bench-serve bench-durable gpu-bundle fixtures clean
 
 all: build
 
@@ -34,6 +34,19 @@ sanitize: deps
 	    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"; fi
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	ctest --test-dir $(BUILD)-asan --output-on-failure -j $(JOBS)
+
+# The libFuzzer targets of tests/fuzz (clang, ASan+UBSan; CPU-only build in $(BUILD)-fuzz), each
+# run for FUZZ_SECONDS from the committed seed corpus; a crash fails. scripts/fuzz.sh runs them
+# longer (an hour each by default) and keeps what they find.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	  -DRWKV_WITH_CUDA=OFF -DRWKV_BUILD_BENCH=OFF -DRWKV_FUZZ=ON -DRWKV_FUZZ_SECONDS=$(FUZZ_SECONDS) -DRWKV_PYTHON=$(PYTHON) \
+	  -DCMAKE_CXX_FLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target fuzz_targets
+	@ctest --test-dir $(BUILD)-fuzz -L fuzz --output-on-failure -V -j $(JOBS) >$(BUILD)-fuzz/fuzz-ctest.log 2>&1; rc=$$?; \
+	  grep -E "fuzz: |tests passed|tests failed|ERROR: |SUMMARY: " $(BUILD)-fuzz/fuzz-ctest.log; exit $$rc
 
 $(DEMO_MODEL): tests/reference/make_fixtures.py
 	@mkdir -p $(dir $@)
@@ -66,4 +79,4 @@ fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-fuzz

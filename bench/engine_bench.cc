@@ -6,9 +6,12 @@
 //                [--batches 1,4,16,64] [--prompt 512]
 //                [--seconds 2] [--json FILE]
 //
-// Prints a table on stdout and writes the same numbers as JSON. Medians over repeated steps.
+// Prints a table on stdout and writes the same numbers as JSON (default: engine_bench.json next to
+// the binary, in the build folder). Medians over repeated steps.
 #include <cblas.h>
 #include <immintrin.h>
+
+#include <filesystem>
 
 #include <algorithm>
 #include <chrono>
@@ -90,6 +93,8 @@ struct Args {
 
 Args Parse(int argc, char** argv) {
   Args a;
+  // By default next to the binary (the build folder), never in the working directory.
+  a.json = (std::filesystem::path(argv[0]).parent_path() / "engine_bench.json").string();
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--layers")

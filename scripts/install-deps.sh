@@ -19,6 +19,9 @@ BUILD_PKGS=(
 # The deployment checks (tests/deploy): YAML lint, promtool and a real Prometheus, kubectl for
 # kustomize, a venv for the Dockerfile linter.
 TEST_PKGS=(yamllint prometheus python3-yaml python3-venv)
+# The fuzz targets (make fuzz): clang with libFuzzer and the sanitizer runtimes; the TLS test
+# certificates' generator (tests/fixtures/tls/make.sh).
+TEST_PKGS+=(clang libclang-rt-14-dev openssl)
 
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${1:-}" != "--build-only" ]; then

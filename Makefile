@@ -5,6 +5,7 @@ BUILD    ?= build
 PYTHON   ?= /usr/bin/python3
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
@@ -22,8 +23,10 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# Every test, then a short fuzz pass: each libFuzzer target for FUZZ_SECONDS (60; 0 skips it).
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	@if [ "$(FUZZ_SECONDS)" != "0" ]; then $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS); fi
 
 # Every test again under AddressSanitizer and UndefinedBehaviorSanitizer (the loaders parse
 # untrusted files). CPU-only build in $(BUILD)-asan.
@@ -38,7 +41,6 @@ sanitize: deps
 # The libFuzzer targets of tests/fuzz (clang, ASan+UBSan; CPU-only build in $(BUILD)-fuzz), each
 # run for FUZZ_SECONDS from the committed seed corpus; a crash fails. scripts/fuzz.sh runs them
 # longer (an hour each by default) and keeps what they find.
-FUZZ_SECONDS ?= 60
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
 	  -DRWKV_WITH_CUDA=OFF -DRWKV_BUILD_BENCH=OFF -DRWKV_FUZZ=ON -DRWKV_FUZZ_SECONDS=$(FUZZ_SECONDS) -DRWKV_PYTHON=$(PYTHON) \

@@ -27,6 +27,15 @@ bool PrintableKey(std::string_view key) {
   return true;
 }
 
+// A name from the file for a message: at most 32 bytes, non-printable bytes as '?'.
+std::string Shown(absl::string_view s) {
+  std::string out(s.substr(0, 32));
+  for (char& c : out) {
+    if (c < ' ' || c > '~') c = '?';
+  }
+  return s.size() > 32 ? out + "..." : out;
+}
+
 }  // namespace
 
 std::string Sha256(std::string_view data) {
@@ -82,7 +91,7 @@ absl::StatusOr<std::shared_ptr<const ApiKeys>> ApiKeys::Parse(std::string_view t
       std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(f[i], absl::MaxSplits('=', 1));
       int64_t v = 0;
       if (!absl::SimpleAtoi(kv.second, &v) || v < 0 || v > (int64_t{1} << 40)) {
-        return bad(absl::StrCat("'", kv.first, "' needs a non-negative integer"));
+        return bad(absl::StrCat("'", Shown(kv.first), "' needs a non-negative integer"));
       }
       if (kv.first == "sessions" && v <= INT32_MAX) {
         t.limits.max_sessions = static_cast<int>(v);
@@ -91,7 +100,7 @@ absl::StatusOr<std::shared_ptr<const ApiKeys>> ApiKeys::Parse(std::string_view t
       } else if (kv.first == "tokens_per_minute") {
         t.limits.tokens_per_minute = v;
       } else {
-        return bad(absl::StrCat("unknown limit '", kv.first.substr(0, 32), "' (sessions, streams, tokens_per_minute)"));
+        return bad(absl::StrCat("unknown limit '", Shown(kv.first), "' (sessions, streams, tokens_per_minute)"));
       }
     }
     auto [lim, added] = keys->limits_.emplace(t.name, t.limits);

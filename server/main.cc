@@ -56,6 +56,7 @@ class ServerObserver final : public SchedulerObserver {
     if (broken_.exchange(true)) return;
     Log("error", "backend failed; health NOT_SERVING", absl::StrCat("error=", LogValue(why.ToString())));
     m_->SetServing(false);
+    m_->SetLive(false);
     if (health_ != nullptr) {
       health_->SetServingStatus(false);
       health_->SetServingStatus(kServiceName, false);

@@ -106,7 +106,10 @@ void Metrics::RecordTenantTokens(const std::string& tenant, int64_t n) {
 }
 
 absl::StatusOr<int> Metrics::Serve(const std::string& host, int port, const TlsMaterial* tls) {
-  http_ = std::make_unique<MetricsHttpServer>(registry_);
+  MetricsHttpOptions o;
+  o.ready = [this] { return ready_.load(); };
+  o.live = [this] { return live_.load(); };
+  http_ = std::make_unique<MetricsHttpServer>(registry_, o);
   if (tls != nullptr) {
     if (absl::Status st = http_->SetTls(*tls); !st.ok()) return st;
   }

@@ -27,6 +27,9 @@ namespace rwkv::server {
 class Metrics final : public SchedulerObserver {
  public:
   Metrics();
+  ~Metrics() override {
+    if (http_) http_->Stop();  // Its threads read ready_ and live_.
+  }
   // Serves /metrics on host:port (port 0 picks one), over HTTPS with `tls`. Returns the bound port.
   absl::StatusOr<int> Serve(const std::string& host, int port, const TlsMaterial* tls = nullptr);
   // New connections use `tls` (SIGHUP).
@@ -40,7 +43,12 @@ class Metrics final : public SchedulerObserver {
   void RecordTenantLimit(const char* limit, const std::string& tenant);
   void RecordTenantTokens(const std::string& tenant, int64_t n);
   // rwkv_serving: 1 while grpc.health.v1 says SERVING (loaded, not draining, backend healthy).
-  void SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
+  void SetServing(bool serving) {
+    serving_.Set(serving ? 1 : 0);
+    ready_ = serving;
+  }
+  // False once the backend failed for good (the liveness health service turns NOT_SERVING).
+  void SetLive(bool live) { live_ = live; }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
   void OnToken(bool first, double seconds) override;
   void OnStep(int sequences, int tokens, double seconds) override;
@@ -85,6 +93,7 @@ class Metrics final : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>& tenant_limited_;
   prometheus::Family<prometheus::Counter>& tenant_tokens_;
   std::atomic<bool> tenant_label_{false};
+  std::atomic<bool> ready_{false}, live_{true};  // For /readyz and /livez.
 };
 
 }  // namespace rwkv::server

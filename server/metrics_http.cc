@@ -108,10 +108,18 @@ class MetricsHttpServer::Impl {
       res->version(req.version());
       res->set(http::field::server, "rwkv-server");
       res->keep_alive(req.keep_alive());
-      if (req.target() != "/metrics" && req.target() != "/") {
+      const bool probe = req.target() == "/readyz" || req.target() == "/livez";
+      if (probe && (req.method() == http::verb::get || req.method() == http::verb::head)) {
+        const std::function<bool()>& check =
+            req.target() == "/readyz" ? server_->options_.ready : server_->options_.live;
+        const bool ok = !check || check();
+        res->result(ok ? http::status::ok : http::status::service_unavailable);
+        res->set(http::field::content_type, "text/plain");
+        res->body() = ok ? "ok\n" : "not serving\n";
+      } else if (req.target() != "/metrics" && req.target() != "/") {
         res->result(http::status::not_found);
         res->set(http::field::content_type, "text/plain");
-        res->body() = "not found; metrics are at /metrics\n";
+        res->body() = "not found; see /metrics, /readyz, /livez\n";
       } else if (req.method() != http::verb::get && req.method() != http::verb::head) {
         res->result(http::status::method_not_allowed);
         res->set(http::field::allow, "GET, HEAD");

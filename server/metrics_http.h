@@ -1,5 +1,5 @@
 // The Prometheus scrape endpoint: GET /metrics answers the registry in the text exposition
-// format (prometheus-cpp's TextSerializer). HTTP/1.1 by Boost.Beast on Boost.Asio: connections
+// format (prometheus-cpp's TextSerializer); /readyz and /livez mirror the health services. HTTP/1.1 by Boost.Beast on Boost.Asio: connections
 // are served concurrently on a small thread pool, each with a deadline for its request (a slow
 // or silent client holds one connection, never the others), keep-alive, and optional TLS whose
 // certificate a reload swaps for new connections. Ours rather than prometheus-cpp's civetweb
@@ -12,6 +12,7 @@
 #define RWKV_SERVER_METRICS_HTTP_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,9 @@ struct MetricsHttpOptions {
   std::chrono::milliseconds request_timeout{10000};  // From accept (or the last response) to a whole request.
   int max_connections = 256;                          // Beyond it, new connections are closed at once.
   int threads = 2;
+  // GET /readyz and /livez answer 200 while these hold, else 503 (probes that cannot speak gRPC
+  // over TLS: Kubernetes' grpc probes are plaintext). Unset = always 200.
+  std::function<bool()> ready, live;
 };
 
 class MetricsHttpServer {

@@ -191,6 +191,10 @@ def main():
         times.sort()
         c.expect("rwkv_auth_failures_total" in body and 'reason="invalid"' in body,
                  "HTTPS scrape carries the auth failure counter")
+        with urllib.request.urlopen(f"https://127.0.0.1:{srv.metrics_port}/readyz", timeout=10, context=ctx1) as r:
+            c.expect(r.status == 200, "GET /readyz over HTTPS: 200 while serving (probes for a TLS server)")
+        with urllib.request.urlopen(f"https://127.0.0.1:{srv.metrics_port}/livez", timeout=10, context=ctx1) as r:
+            c.expect(r.status == 200, "GET /livez over HTTPS: 200")
         c.expect(times[-1] < 5, f"scrapes answer while 33 connections stall (median {times[2]:.3f} s, max {times[-1]:.3f} s)")
         try:
             scrape(srv.metrics_port)

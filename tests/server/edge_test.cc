@@ -186,12 +186,16 @@ TEST(ApiKeysFile, EntriesLimitsAndErrorsNamingTheLine) {
            {"good-key-0123456789 acme speed=3\n", "keys.txt:1: unknown limit 'speed'"},
            {"good-key-0123456789 acme streams=-1\n", "keys.txt:1: 'streams' needs a non-negative integer"},
            {"good-key-0123456789 acme\ngood-key-0123456789 bravo\n", "keys.txt:2: this key is already listed"},
+           // Found by fuzz_api_keys: a long limit name was echoed whole (now 32 bytes, printable).
+           {"good-key-0123456789 acme " + std::string(300, 's') + std::string(1, '\0') + "\n",
+            "keys.txt:1: 'ssssssssssssssssssssssssssssssss...' needs a non-negative integer"},
            {"good-key-0123456789 acme\nkey-two-0123456789 acme streams=1\n", "keys.txt:2: tenant acme has other limits"},
        }) {
     absl::StatusOr<std::shared_ptr<const ApiKeys>> r = ApiKeys::Parse(b.text, "keys.txt", {});
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.text;
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(b.message)) << b.text;
     EXPECT_THAT(std::string(r.status().message()), ::testing::Not(HasSubstr("0123456789"))) << "never the key";
+    EXPECT_LT(r.status().message().size(), 160u) << "never unbounded input";
   }
 }
 

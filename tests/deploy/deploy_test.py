@@ -163,6 +163,7 @@ def manifests(a):
                f"{overlay}: prometheus.io annotations for a plain Prometheus")
 
     stateful(objs["cpu"], a)
+    secure(objs["cpu"], a)
 
     r = run(["yamllint", "-c", os.path.join(DEPLOY, ".yamllint"), DEPLOY])
     expect(r.returncode == 0, "yamllint deploy/" + ("" if r.returncode == 0 else ":\n" + r.stdout))
@@ -182,6 +183,38 @@ def manifests(a):
                + (f" (missing: {missing})" if missing else f" ({len(need)} packages)"))
     cuda = runtime_packages(os.path.join(ROOT, "docker", "Dockerfile.cuda"))
     expect({"cuda-cudart-13-0", "libcublas-13-0"} <= cuda, "Dockerfile.cuda: the runtime stage installs cudart and cuBLAS")
+
+
+def secure(cpu_docs, a):
+    """The TLS + API keys variant: the cpu overlay's pods with both Secrets mounted, HTTPS probes."""
+    docs = render("cpu-secure")
+    dep = by_kind(docs, "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("rwkv-server-config")][0]["data"]
+    unknown = sorted(set(env) - server_flags(a.server))
+    expect(not unknown, "cpu-secure: every ConfigMap key is an rwkv-server flag" + (f" (not: {unknown})" if unknown else ""))
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    ok = True
+    for var in ("RWKV_TLS_CERT", "RWKV_TLS_KEY", "RWKV_API_KEYS"):
+        m = mounts.get(os.path.dirname(env.get(var, "")))
+        ok = ok and m is not None and m.get("readOnly") and m["name"] in secrets
+    expect(ok and sorted(secrets.values()) == ["rwkv-serve-api-keys", "rwkv-serve-tls"],
+           "cpu-secure: the TLS files and the keys file come read-only from the two Secrets")
+    probes = {k: c.get(k, {}) for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    expect(all("grpc" not in p and p.get("httpGet", {}).get("scheme") == "HTTPS" and p["httpGet"]["port"] == 9090
+               for p in probes.values()) and probes["livenessProbe"]["httpGet"]["path"] == "/livez" and
+           probes["readinessProbe"]["httpGet"]["path"] == "/readyz",
+           "cpu-secure: probes are HTTPS /readyz and /livez on the metrics port (kubelet gRPC probes are plaintext)")
+    sm = by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+    expect(sm.get("scheme") == "https" and sm["tlsConfig"]["ca"]["secret"]["name"] == "rwkv-serve-tls",
+           "cpu-secure: Prometheus scrapes over HTTPS, checking the server against the Secret's CA")
+    cpu_c = dict(by_kind(cpu_docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+    same = dict(c)
+    for k in ("envFrom", "volumeMounts", "startupProbe", "readinessProbe", "livenessProbe"):
+        same[k] = cpu_c.get(k)
+    expect(same == cpu_c, "cpu-secure: otherwise the cpu overlay's container")
 
 
 def stateful(cpu_docs, a):

@@ -22,9 +22,9 @@
 #include "bench/bench_util.h"
 #include "engine/model.h"
 #include "engine/state_pool.h"
-#include "server/session_store.h"
-#include "server/state_codec.h"
-#include "server/state_dir.h"
+#include "server/core/session_store.h"
+#include "server/core/state_codec.h"
+#include "server/core/state_dir.h"
 
 namespace rwkv::bench {
 namespace {

@@ -24,12 +24,12 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "server/config.h"
-#include "server/log.h"
+#include "server/core/log.h"
 #include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/service.h"
-#include "server/state_codec.h"
-#include "server/tls.h"
+#include "server/core/scheduler.h"
+#include "server/grpc/service.h"
+#include "server/core/state_codec.h"
+#include "server/grpc/tls_stage.h"
 
 namespace rwkv::server {
 namespace {

@@ -2,7 +2,7 @@
 
 
 #include "absl/strings/str_cat.h"
-#include "server/status_map.h"
+#include "server/grpc/status_map.h"
 
 namespace rwkv::server {
 namespace {

@@ -19,8 +19,8 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
-#include "server/metrics_http.h"
-#include "server/scheduler.h"
+#include "server/http/metrics_http.h"
+#include "server/core/scheduler.h"
 
 namespace rwkv::server {
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "server/validation.h"
+#include "server/grpc/validation.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::unique_ptr<rwkv::Tokenizer> tok =

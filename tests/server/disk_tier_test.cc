@@ -14,7 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/scheduler.h"
+#include "server/core/scheduler.h"
 #include "tests/server/fake_backend.h"
 #include "tests/server/test_sink.h"
 

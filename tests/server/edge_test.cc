@@ -7,13 +7,13 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "absl/strings/escaping.h"
-#include "server/auth.h"
+#include "server/core/auth.h"
 #include "server/config.h"
-#include "server/log.h"
-#include "server/session_store.h"
-#include "server/state_codec.h"
-#include "server/status_map.h"
-#include "server/validation.h"
+#include "server/core/log.h"
+#include "server/core/session_store.h"
+#include "server/core/state_codec.h"
+#include "server/grpc/status_map.h"
+#include "server/grpc/validation.h"
 
 namespace rwkv::server {
 namespace {

@@ -18,11 +18,11 @@
 #include "engine/backend.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
+#include "server/core/auth.h"
 #include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/service.h"
-#include "server/start_states.h"
+#include "server/core/scheduler.h"
+#include "server/grpc/service.h"
+#include "server/core/start_states.h"
 
 namespace rwkv::server {
 

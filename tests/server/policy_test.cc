@@ -1,5 +1,5 @@
 // PlanStep, table by table: each row is an occupancy and the plan it must produce.
-#include "server/policy.h"
+#include "server/core/policy.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -1,7 +1,7 @@
 // The scheduler, stepped iteration by iteration over a fake model: no gRPC, no threads, an
 // injected clock. Expected outputs come from FakeModel::Greedy, which runs the same hash model
 // without any scheduling, so batching, chunking, sessions and eviction must not change a token.
-#include "server/scheduler.h"
+#include "server/core/scheduler.h"
 
 #include <memory>
 

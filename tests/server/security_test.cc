@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "server/tls.h"
+#include "server/grpc/tls_stage.h"
 #include "tests/server/grpc_harness.h"
 
 namespace rwkv::server {

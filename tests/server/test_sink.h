@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "server/sequence.h"
+#include "server/core/sequence.h"
 
 namespace rwkv::server {
 

@@ -8,8 +8,8 @@
 //
 // Thread safety: Start, SetTls and Stop from one thread; the pool reads the registry, which is
 // itself thread-safe.
-#ifndef RWKV_SERVER_METRICS_HTTP_H_
-#define RWKV_SERVER_METRICS_HTTP_H_
+#ifndef RWKV_SERVER_HTTP_METRICS_HTTP_H_
+#define RWKV_SERVER_HTTP_METRICS_HTTP_H_
 
 #include <chrono>
 #include <functional>
@@ -19,7 +19,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
-#include "server/tls.h"
+#include "server/core/tls_files.h"
 
 namespace rwkv::server {
 
@@ -52,4 +52,4 @@ class MetricsHttpServer {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_METRICS_HTTP_H_
+#endif  // RWKV_SERVER_HTTP_METRICS_HTTP_H_

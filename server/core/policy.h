@@ -9,8 +9,8 @@
 //   3. Waiting sequences are admitted first come, first served (no overtaking) while a slot is
 //      available, the running limit allows and budget is left; each gets a first chunk.
 // A sequence with nothing to feed is never planned.
-#ifndef RWKV_SERVER_POLICY_H_
-#define RWKV_SERVER_POLICY_H_
+#ifndef RWKV_SERVER_CORE_POLICY_H_
+#define RWKV_SERVER_CORE_POLICY_H_
 
 #include <cstdint>
 #include <vector>
@@ -52,4 +52,4 @@ StepPlan PlanStep(const PolicyInput& in);
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_POLICY_H_
+#endif  // RWKV_SERVER_CORE_POLICY_H_

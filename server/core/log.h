@@ -1,7 +1,7 @@
 // Structured log lines on stderr: `ts=... level=info msg="..." key=value ...` (logfmt), one
 // write per line so that lines from different threads never interleave.
-#ifndef RWKV_SERVER_LOG_H_
-#define RWKV_SERVER_LOG_H_
+#ifndef RWKV_SERVER_CORE_LOG_H_
+#define RWKV_SERVER_CORE_LOG_H_
 
 #include <string>
 #include <string_view>
@@ -16,4 +16,4 @@ std::string LogValue(std::string_view v);
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_LOG_H_
+#endif  // RWKV_SERVER_CORE_LOG_H_

@@ -13,8 +13,8 @@
 // SHA-256, compared by lookup of the presented key's hash, and never reach logs or messages.
 //
 // Thread safety: ApiKeys is immutable after Parse; TenantUsage is thread-safe.
-#ifndef RWKV_SERVER_AUTH_H_
-#define RWKV_SERVER_AUTH_H_
+#ifndef RWKV_SERVER_CORE_AUTH_H_
+#define RWKV_SERVER_CORE_AUTH_H_
 
 #include <chrono>
 #include <cstdint>
@@ -103,4 +103,4 @@ class TenantUsage {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_AUTH_H_
+#endif  // RWKV_SERVER_CORE_AUTH_H_

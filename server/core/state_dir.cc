@@ -1,4 +1,4 @@
-#include "server/state_dir.h"
+#include "server/core/state_dir.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "server/state_codec.h"
+#include "server/core/state_codec.h"
 
 #include <zlib.h>
 

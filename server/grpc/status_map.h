@@ -1,8 +1,8 @@
 // The one place where internal errors become gRPC statuses. absl::StatusCode values are the gRPC
 // codes, so the map keeps the code and the message as they are; it exists so that every handler
 // goes through the same door (and a future change of policy happens here only).
-#ifndef RWKV_SERVER_STATUS_MAP_H_
-#define RWKV_SERVER_STATUS_MAP_H_
+#ifndef RWKV_SERVER_GRPC_STATUS_MAP_H_
+#define RWKV_SERVER_GRPC_STATUS_MAP_H_
 
 #include <grpcpp/support/status.h>
 
@@ -17,4 +17,4 @@ const char* CodeLabel(grpc::StatusCode code);
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_STATUS_MAP_H_
+#endif  // RWKV_SERVER_GRPC_STATUS_MAP_H_

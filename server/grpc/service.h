@@ -7,8 +7,8 @@
 // another tenant's session is NOT_FOUND and List shows the caller's alone.
 //
 // Thread safety: gRPC calls handlers on its threads; Attach and SetDraining from any thread.
-#ifndef RWKV_SERVER_SERVICE_H_
-#define RWKV_SERVER_SERVICE_H_
+#ifndef RWKV_SERVER_GRPC_SERVICE_H_
+#define RWKV_SERVER_GRPC_SERVICE_H_
 
 #include <atomic>
 #include <chrono>
@@ -17,13 +17,13 @@
 #include <string>
 
 #include "engine/tokenizer.h"
-#include "server/auth.h"
+#include "server/core/auth.h"
 #include "rwkv/v1/rwkv.grpc.pb.h"
 #include "server/metrics.h"
-#include "server/scheduler.h"
-#include "server/start_states.h"
-#include "server/state_codec.h"
-#include "server/validation.h"
+#include "server/core/scheduler.h"
+#include "server/core/start_states.h"
+#include "server/core/state_codec.h"
+#include "server/grpc/validation.h"
 
 namespace rwkv::server {
 
@@ -118,4 +118,4 @@ class RwkvService final : public v1::Rwkv::CallbackService {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_SERVICE_H_
+#endif  // RWKV_SERVER_GRPC_SERVICE_H_

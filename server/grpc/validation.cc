@@ -1,10 +1,10 @@
-#include "server/validation.h"
+#include "server/grpc/validation.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
 #include "engine/status.h"
-#include "server/session_store.h"
+#include "server/core/session_store.h"
 
 namespace rwkv::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/policy.h"
+#include "server/core/policy.h"
 
 #include <algorithm>
 

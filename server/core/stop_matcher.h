@@ -3,8 +3,8 @@
 // Text goes in as it is decoded; what comes out is safe to stream: it contains no stop string and
 // no tail that is the beginning of one. Once a stop string is found, the text before it is
 // released and the rest (the stop string and everything after it) is dropped.
-#ifndef RWKV_SERVER_STOP_MATCHER_H_
-#define RWKV_SERVER_STOP_MATCHER_H_
+#ifndef RWKV_SERVER_CORE_STOP_MATCHER_H_
+#define RWKV_SERVER_CORE_STOP_MATCHER_H_
 
 #include <string>
 #include <string_view>
@@ -32,4 +32,4 @@ class StopMatcher {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_STOP_MATCHER_H_
+#endif  // RWKV_SERVER_CORE_STOP_MATCHER_H_

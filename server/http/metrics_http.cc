@@ -1,4 +1,4 @@
-#include "server/metrics_http.h"
+#include "server/http/metrics_http.h"
 
 #include <atomic>
 #include <mutex>

@@ -9,8 +9,8 @@
 // Thread safety: Submit, Post, Wake, StopAccepting, waiting/running counts: any thread.
 // Everything marked "loop thread" only from the loop (inside a posted task, or from the thread
 // calling Iterate() when no loop was started).
-#ifndef RWKV_SERVER_SCHEDULER_H_
-#define RWKV_SERVER_SCHEDULER_H_
+#ifndef RWKV_SERVER_CORE_SCHEDULER_H_
+#define RWKV_SERVER_CORE_SCHEDULER_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -27,9 +27,9 @@
 #include "engine/backend.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
-#include "server/sequence.h"
-#include "server/session_store.h"
-#include "server/stop_matcher.h"
+#include "server/core/sequence.h"
+#include "server/core/session_store.h"
+#include "server/core/stop_matcher.h"
 
 namespace rwkv::server {
 
@@ -144,4 +144,4 @@ class Scheduler {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_SCHEDULER_H_
+#endif  // RWKV_SERVER_CORE_SCHEDULER_H_

@@ -11,8 +11,8 @@
 // range, the model (FAILED_PRECONDITION naming both models, before any size check), payload size,
 // checksum. A truncated state at any length is DATA_LOSS; data that is not a state at all is
 // INVALID_ARGUMENT. Format 1 (payload-only FNV-1a checksum in the header) is still read.
-#ifndef RWKV_SERVER_STATE_CODEC_H_
-#define RWKV_SERVER_STATE_CODEC_H_
+#ifndef RWKV_SERVER_CORE_STATE_CODEC_H_
+#define RWKV_SERVER_CORE_STATE_CODEC_H_
 
 #include <cstdint>
 #include <optional>
@@ -73,4 +73,4 @@ struct StateCodec {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_STATE_CODEC_H_
+#endif  // RWKV_SERVER_CORE_STATE_CODEC_H_

@@ -1,7 +1,7 @@
 // What the scheduler is asked to run and what it reports back. No gRPC here: the service adapts
 // these to protobuf messages, tests implement the sink directly.
-#ifndef RWKV_SERVER_SEQUENCE_H_
-#define RWKV_SERVER_SEQUENCE_H_
+#ifndef RWKV_SERVER_CORE_SEQUENCE_H_
+#define RWKV_SERVER_CORE_SEQUENCE_H_
 
 #include <chrono>
 #include <cstdint>
@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "engine/sampler.h"
-#include "server/state_codec.h"
+#include "server/core/state_codec.h"
 
 namespace rwkv::server {
 
@@ -96,4 +96,4 @@ class SequenceSink {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_SEQUENCE_H_
+#endif  // RWKV_SERVER_CORE_SEQUENCE_H_

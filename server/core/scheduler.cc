@@ -1,4 +1,4 @@
-#include "server/scheduler.h"
+#include "server/core/scheduler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/policy.h"
+#include "server/core/policy.h"
 
 namespace rwkv::server {
 namespace {

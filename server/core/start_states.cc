@@ -1,4 +1,4 @@
-#include "server/start_states.h"
+#include "server/core/start_states.h"
 
 #include <fstream>
 #include <sstream>

@@ -1,4 +1,4 @@
-#include "server/session_store.h"
+#include "server/core/session_store.h"
 
 #include <random>
 
@@ -6,8 +6,8 @@
 #include "absl/strings/str_format.h"
 #include "engine/absl_compat.h"
 #include "engine/status.h"
-#include "server/auth.h"
-#include "server/log.h"
+#include "server/core/auth.h"
+#include "server/core/log.h"
 
 namespace rwkv::server {
 namespace {

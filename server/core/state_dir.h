@@ -10,8 +10,8 @@
 //
 // Thread safety: StateDir's methods may be called from any thread (they share no state but the
 // path). StateWriter: Enqueue and TakeDone from any thread.
-#ifndef RWKV_SERVER_STATE_DIR_H_
-#define RWKV_SERVER_STATE_DIR_H_
+#ifndef RWKV_SERVER_CORE_STATE_DIR_H_
+#define RWKV_SERVER_CORE_STATE_DIR_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -108,4 +108,4 @@ class StateWriter {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_STATE_DIR_H_
+#endif  // RWKV_SERVER_CORE_STATE_DIR_H_

@@ -18,8 +18,8 @@
 //
 // Thread safety: none; the scheduler thread owns the store, like the pool it uses. (The writer
 // thread behind it touches only files; its results are taken in by Maintain.)
-#ifndef RWKV_SERVER_SESSION_STORE_H_
-#define RWKV_SERVER_SESSION_STORE_H_
+#ifndef RWKV_SERVER_CORE_SESSION_STORE_H_
+#define RWKV_SERVER_CORE_SESSION_STORE_H_
 
 #include <chrono>
 #include <cstdint>
@@ -37,9 +37,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/state_pool.h"
-#include "server/sequence.h"
-#include "server/state_codec.h"
-#include "server/state_dir.h"
+#include "server/core/sequence.h"
+#include "server/core/state_codec.h"
+#include "server/core/state_dir.h"
 
 namespace rwkv::server {
 
@@ -232,4 +232,4 @@ class SessionStore {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_SESSION_STORE_H_
+#endif  // RWKV_SERVER_CORE_SESSION_STORE_H_

@@ -1,14 +1,14 @@
 // Turns API requests into scheduler requests, checking every field against its limit. Errors are
 // INVALID_ARGUMENT naming the field and the limit.
-#ifndef RWKV_SERVER_VALIDATION_H_
-#define RWKV_SERVER_VALIDATION_H_
+#ifndef RWKV_SERVER_GRPC_VALIDATION_H_
+#define RWKV_SERVER_GRPC_VALIDATION_H_
 
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/tokenizer.h"
 #include "rwkv/v1/rwkv.pb.h"
-#include "server/sequence.h"
+#include "server/core/sequence.h"
 
 namespace rwkv::server {
 
@@ -32,4 +32,4 @@ absl::StatusOr<SequenceRequest> ToCreateRequest(const v1::CreateSessionRequest& 
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_VALIDATION_H_
+#endif  // RWKV_SERVER_GRPC_VALIDATION_H_

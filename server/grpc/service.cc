@@ -1,4 +1,4 @@
-#include "server/service.h"
+#include "server/grpc/service.h"
 
 #include <deque>
 #include <mutex>
@@ -9,8 +9,8 @@
 #include "absl/strings/str_replace.h"
 #include "engine/absl_compat.h"
 #include "engine/status.h"
-#include "server/log.h"
-#include "server/status_map.h"
+#include "server/core/log.h"
+#include "server/grpc/status_map.h"
 
 namespace rwkv::server {
 namespace {

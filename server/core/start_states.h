@@ -3,8 +3,8 @@
 // from --states and shared read-only by every sequence that names one.
 //
 // Thread safety: immutable after Load; any thread may read it.
-#ifndef RWKV_SERVER_START_STATES_H_
-#define RWKV_SERVER_START_STATES_H_
+#ifndef RWKV_SERVER_CORE_START_STATES_H_
+#define RWKV_SERVER_CORE_START_STATES_H_
 
 #include <map>
 #include <memory>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/state_codec.h"
+#include "server/core/state_codec.h"
 
 namespace rwkv::server {
 
@@ -42,4 +42,4 @@ class StartStates {
 
 }  // namespace rwkv::server
 
-#endif  // RWKV_SERVER_START_STATES_H_
+#endif  // RWKV_SERVER_CORE_START_STATES_H_

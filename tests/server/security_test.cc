@@ -189,6 +189,15 @@ TEST(Security, EveryRpcValidatesSessionIds) {
   EXPECT_THAT(std::string(st.message()), HasSubstr("request_id is 1000 bytes; the limit is 128"));
 }
 
+// An empty stateless prompt is refused for what it is (no session is involved).
+TEST(Security, EmptyStatelessPromptNamesNoSession) {
+  Harness h;
+  absl::Status st = Generate(*h.client, Greedy({}, 2)).final.status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("a request without a session needs at least one prompt token"));
+  EXPECT_THAT(std::string(st.message()), Not(HasSubstr("the session has")));
+}
+
 // A client that cancels CreateSession while its long prompt runs gets no session.
 TEST(Security, CancelledCreateSessionCreatesNothing) {
   SchedulerOptions so;

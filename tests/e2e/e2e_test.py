@@ -32,13 +32,17 @@ METRICS = [
 
 
 class Server:
-    def __init__(self, binary, model, vocab, extra=()):
+    """rwkv-server on loopback; `port` "0" picks one. With wait, returns once it is ready."""
+
+    def __init__(self, binary, model, vocab, extra=(), port="0", wait=True):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="rwkv-server-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [binary, "--model", model, "--vocab", vocab, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+            [binary, "--model", model, "--vocab", vocab, "--host", "127.0.0.1", "--port", port, "--metrics-port", "0",
              "--state-slots", "24", "--max-tokens", "100000", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.grpc_port = self.metrics_port = None
+        if not wait:
+            return
         deadline = time.time() + 60
         while time.time() < deadline:
             text = open(self.log.name).read()
@@ -51,6 +55,18 @@ class Server:
                 break
             time.sleep(0.05)
         raise RuntimeError("server did not start:\n" + open(self.log.name).read())
+
+    def text(self):
+        return open(self.log.name).read()
+
+    def wait_log(self, pattern, count, timeout=10):
+        """True once the log holds `count` matches of `pattern`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(re.findall(pattern, self.text())) >= count:
+                return True
+            time.sleep(0.05)
+        return False
 
     def metrics(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:

@@ -22,49 +22,12 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_test import Server  # noqa: E402
+
 KEY_A = "e2e-key-tenant-a-0123456789"
 KEY_B = "e2e-key-tenant-b-0123456789"
 KEY_C = "e2e-key-tenant-c-0123456789"
-
-
-class Server:
-    def __init__(self, binary, model, vocab, extra=(), port="0", wait=True):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="rwkv-server-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [binary, "--model", model, "--vocab", vocab, "--host", "127.0.0.1", "--port", port, "--metrics-port", "0",
-             "--state-slots", "8", *extra], stdout=self.log, stderr=subprocess.STDOUT)
-        self.grpc_port = self.metrics_port = None
-        if not wait:
-            return
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            text = self.text()
-            m = re.search(r'msg="grpc listening" address=[\d.]+:(\d+)', text)
-            p = re.search(r'msg="metrics listening" address=[\d.]+:(\d+)', text)
-            if m and p and "msg=ready" in text:
-                self.grpc_port, self.metrics_port = int(m.group(1)), int(p.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError("server did not start:\n" + self.text())
-
-    def text(self):
-        return open(self.log.name).read()
-
-    def wait_log(self, pattern, count, timeout=10):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if len(re.findall(pattern, self.text())) >= count:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout=60)
-        return self.proc.returncode
 
 
 class Checker:
@@ -140,7 +103,7 @@ def main():
         keys = os.path.join(work, "keys.txt")
         with open(keys, "w") as f:
             f.write(f"{KEY_A} acme\n{KEY_B} bravo streams=1\n")
-        srv = Server(a.server, a.model, a.vocab, ["--tls-cert", cert, "--tls-key", key, "--api-keys", keys, "--max-tokens", "100000"])
+        srv = Server(a.server, a.model, a.vocab, ["--tls-cert", cert, "--tls-key", key, "--api-keys", keys])
         servers.append(srv)
         ca1, ca2 = os.path.join(a.tls, "ca1.pem"), os.path.join(a.tls, "ca2.pem")
         tls1 = ["--tls-ca", ca1, "--tls-server-name", "localhost"]

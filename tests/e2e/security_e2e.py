@@ -10,7 +10,6 @@ Standard library only; servers run on loopback ports they pick themselves.
 """
 import argparse
 import os
-import re
 import shutil
 import signal
 import socket

@@ -59,7 +59,10 @@ class NeoxTokenizer final : public Tokenizer {
   }
   int32_t id_limit() const override { return static_cast<int32_t>(bytes_.size()); }
 
+  // INVALID_ARGUMENT naming the file for anything malformed, a JSON value of the wrong type
+  // included (nlohmann's accessors throw on those; Parse turns that into the status).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Parse(const Json& j, const std::string& path);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> ParseUnchecked(const Json& j, const std::string& path);
 
  private:
   NeoxTokenizer() : pattern_(kPattern) {}
@@ -84,6 +87,16 @@ class NeoxTokenizer final : public Tokenizer {
 };
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> NeoxTokenizer::Parse(const Json& j, const std::string& path) {
+  try {
+    return ParseUnchecked(j, path);
+  } catch (const Json::exception& e) {
+    // Found by fuzz_tokenizer_json: a section of the wrong type (a null pre_tokenizer) threw
+    // through value().
+    return absl::InvalidArgumentError(absl::StrCat(path, ": malformed tokenizer.json: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> NeoxTokenizer::ParseUnchecked(const Json& j, const std::string& path) {
   auto bad = [&](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", what)); };
   std::unique_ptr<NeoxTokenizer> t(new NeoxTokenizer());
   if (!t->pattern_.ok()) return absl::InternalError(absl::StrCat("pre-tokeniser pattern: ", t->pattern_.error()));

@@ -240,6 +240,11 @@ TEST(NeoxTokenizerErrors, UnsupportedPipelinesAndBrokenFilesAreNamed) {
   EXPECT_NE(err([](auto& j) { j["model"]["merges"][0] = "x"; }).find("merge 0 'x' is not two tokens"),
             std::string::npos);
   EXPECT_NE(err([](auto& j) { j["model"]["type"] = "WordPiece"; }).find("model.type must be BPE"), std::string::npos);
+  // Found by fuzz_tokenizer_json: sections of the wrong JSON type threw out of the parser.
+  EXPECT_NE(err([](auto& j) { j["pre_tokenizer"] = nullptr; }).find("malformed tokenizer.json"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["pre_tokenizer"] = {{"type", 5}}; }).find("malformed tokenizer.json"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["added_tokens"] = 7; }).find("an added token lacks id or content"), std::string::npos);
+  EXPECT_NE(err([](auto& j) { j["model"]["type"] = nullptr; }).find(path), std::string::npos);
   testing::WriteFile(path, "{not json");
   EXPECT_NE(std::string(LoadNeoxTokenizer(path).status().message()).find("not valid JSON"), std::string::npos);
   EXPECT_EQ(LoadNeoxTokenizer("/no/such/tokenizer.json").status().code(), absl::StatusCode::kNotFound);

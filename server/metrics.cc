@@ -107,7 +107,7 @@ void Metrics::RecordTenantTokens(const std::string& tenant, int64_t n) {
 
 absl::StatusOr<int> Metrics::Serve(const std::string& host, int port, const TlsMaterial* tls) {
   MetricsHttpOptions o;
-  o.ready = [this] { return ready_.load(); };
+  o.ready = [this] { return serving_.Value() == 1; };
   o.live = [this] { return live_.load(); };
   http_ = std::make_unique<MetricsHttpServer>(registry_, o);
   if (tls != nullptr) {

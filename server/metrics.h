@@ -28,7 +28,7 @@ class Metrics final : public SchedulerObserver {
  public:
   Metrics();
   ~Metrics() override {
-    if (http_) http_->Stop();  // Its threads read ready_ and live_.
+    if (http_) http_->Stop();  // Its threads read serving_ and live_.
   }
   // Serves /metrics on host:port (port 0 picks one), over HTTPS with `tls`. Returns the bound port.
   absl::StatusOr<int> Serve(const std::string& host, int port, const TlsMaterial* tls = nullptr);
@@ -43,10 +43,7 @@ class Metrics final : public SchedulerObserver {
   void RecordTenantLimit(const char* limit, const std::string& tenant);
   void RecordTenantTokens(const std::string& tenant, int64_t n);
   // rwkv_serving: 1 while grpc.health.v1 says SERVING (loaded, not draining, backend healthy).
-  void SetServing(bool serving) {
-    serving_.Set(serving ? 1 : 0);
-    ready_ = serving;
-  }
+  void SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
   // False once the backend failed for good (the liveness health service turns NOT_SERVING).
   void SetLive(bool live) { live_ = live; }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
@@ -93,7 +90,7 @@ class Metrics final : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>& tenant_limited_;
   prometheus::Family<prometheus::Counter>& tenant_tokens_;
   std::atomic<bool> tenant_label_{false};
-  std::atomic<bool> ready_{false}, live_{true};  // For /readyz and /livez.
+  std::atomic<bool> live_{true};  // For /livez (/readyz reads serving_).
 };
 
 }  // namespace rwkv::server

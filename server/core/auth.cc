@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -137,6 +138,22 @@ const TenantLimits* ApiKeys::LimitsOf(std::string_view tenant) const {
   return it == limits_.end() ? nullptr : &it->second;
 }
 
+namespace {
+constexpr char kTenantLimitPayload[] = "type.rwkv-serve/tenant-limit";
+}  // namespace
+
+absl::Status TenantLimitError(std::string_view limit, std::string_view message) {
+  absl::Status s = absl::ResourceExhaustedError(AV(message));
+  s.SetPayload(kTenantLimitPayload, absl::Cord(AV(limit)));
+  return s;
+}
+
+std::optional<std::string> TenantLimitOf(const absl::Status& s) {
+  absl::optional<absl::Cord> p = s.GetPayload(kTenantLimitPayload);
+  if (!p) return std::nullopt;
+  return std::string(*p);
+}
+
 std::string ScopedSessionId(std::string_view tenant, std::string_view id) {
   if (tenant.empty()) return std::string(id);
   return absl::StrCat(AV(tenant), ":", AV(id));
@@ -172,11 +189,11 @@ absl::Status TenantUsage::BeginStream(const Tenant& tenant, Clock::time_point no
   Usage& u = usage_[tenant.name];
   Trim(u, SecondOf(now));
   if (tenant.limits.max_streams > 0 && u.streams >= tenant.limits.max_streams) {
-    return absl::ResourceExhaustedError(absl::StrFormat("%s concurrent stream limit is %d (streams); retry when one ends",
-                                                        Who(tenant.name), tenant.limits.max_streams));
+    return TenantLimitError("streams", absl::StrFormat("%s concurrent stream limit is %d (streams); retry when one ends",
+                                                       Who(tenant.name), tenant.limits.max_streams));
   }
   if (tenant.limits.tokens_per_minute > 0 && u.window_tokens >= tenant.limits.tokens_per_minute) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
+    return TenantLimitError("tokens_per_minute", absl::StrFormat(
         "%s limit of %d generated tokens per minute (tokens_per_minute) is used up (%d in the last 60 s)",
         Who(tenant.name), tenant.limits.tokens_per_minute, u.window_tokens));
   }

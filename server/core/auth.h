@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -67,6 +68,11 @@ std::string Sha256(std::string_view data);
 
 // 1..64 bytes of [A-Za-z0-9._-]; INVALID_ARGUMENT naming `field` otherwise.
 absl::Status ValidateTenant(std::string_view tenant, const char* field);
+
+// RESOURCE_EXHAUSTED for a tenant limit, carrying which one ("sessions", "streams",
+// "tokens_per_minute") as a payload that TenantLimitOf reads back (for the metrics).
+absl::Status TenantLimitError(std::string_view limit, std::string_view message);
+std::optional<std::string> TenantLimitOf(const absl::Status& s);
 
 // Session ids inside the store: "TENANT:ID" for a tenant, the bare id without one.
 std::string ScopedSessionId(std::string_view tenant, std::string_view id);

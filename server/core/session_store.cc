@@ -154,7 +154,7 @@ absl::StatusOr<Session*> SessionStore::Add(std::string id, TimePoint now) {
     const std::string_view owner = SessionOwner(id);
     const int limit = owner_limit_(owner);
     if (limit > 0 && OwnerCount(owner) >= limit) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
+      return TenantLimitError("sessions", absl::StrFormat(
           "tenant %s has %d sessions; its limit is %d (sessions); delete or let idle sessions expire",
           AV(owner), OwnerCount(owner), limit));
     }

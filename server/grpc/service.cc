@@ -50,8 +50,13 @@ class RwkvService::StreamSink final : public SequenceSink {
     usage_ = std::move(usage);
   }
 
+  // Loop thread, once per token: counted here, handed to the tenant's window at most once a
+  // second (and at the end), so the token path takes no lock.
   void OnGenerated() override {
-    if (usage_ != nullptr) usage_->AddTokens(tenant_, 1, TenantUsage::Clock::now());
+    if (usage_ == nullptr) return;
+    ++unflushed_;
+    const auto now = TenantUsage::Clock::now();
+    if (now - flushed_at_ >= std::chrono::seconds(1)) FlushTokens(now);
   }
 
   void OnChunk(ChunkEvent c) override {
@@ -77,6 +82,7 @@ class RwkvService::StreamSink final : public SequenceSink {
   void OnFinish(FinalEvent f) override {
     f.status = Unscope(tenant_, f.status);
     if (usage_ != nullptr) {
+      FlushTokens(TenantUsage::Clock::now());
       usage_->EndStream(tenant_);
       metrics_->RecordTenantTokens(tenant_, f.generated_tokens);
     }
@@ -160,8 +166,16 @@ class RwkvService::StreamSink final : public SequenceSink {
   std::optional<grpc::Status> status_;
   std::atomic<bool> cancelled_{false};
   std::string request_id_, session_id_;
+  void FlushTokens(TenantUsage::Clock::time_point now) {
+    if (unflushed_ > 0) usage_->AddTokens(tenant_, unflushed_, now);
+    unflushed_ = 0;
+    flushed_at_ = now;
+  }
+
   std::string tenant_;
   std::shared_ptr<TenantUsage> usage_;
+  int64_t unflushed_ = 0;  // Tokens not yet in usage_ (loop thread).
+  TenantUsage::Clock::time_point flushed_at_{};
 };
 
 class RwkvService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -341,17 +355,13 @@ std::string RwkvService::NewSessionId(const Tenant& tenant) {
 
 absl::Status RwkvService::Unscope(const std::string& tenant, const absl::Status& s) {
   if (tenant.empty() || s.ok()) return s;
-  return absl::Status(s.code(), absl::StrReplaceAll(s.message(), {{absl::StrCat(tenant, ":"), ""}}));
+  absl::Status out(s.code(), absl::StrReplaceAll(s.message(), {{absl::StrCat(tenant, ":"), ""}}));
+  s.ForEachPayload([&](absl::string_view url, const absl::Cord& p) { out.SetPayload(url, p); });
+  return out;
 }
 
 void RwkvService::CountLimit(const Tenant& tenant, const absl::Status& s) const {
-  if (s.code() != absl::StatusCode::kResourceExhausted) return;
-  const absl::string_view m = s.message();
-  const char* limit = absl::StrContains(m, "(sessions)")            ? "sessions"
-                      : absl::StrContains(m, "(streams)")           ? "streams"
-                      : absl::StrContains(m, "(tokens_per_minute)") ? "tokens_per_minute"
-                                                                    : nullptr;
-  if (limit != nullptr) metrics_->RecordTenantLimit(limit, tenant.name);
+  if (std::optional<std::string> limit = TenantLimitOf(s)) metrics_->RecordTenantLimit(limit->c_str(), tenant.name);
 }
 
 grpc::ServerUnaryReactor* RwkvService::Finish(grpc::CallbackServerContext* ctx, const char* method,

@@ -12,13 +12,8 @@
 namespace rwkv::server {
 namespace {
 
-constexpr size_t kMaxIdBytes = 128;
 constexpr size_t kHeaderProbeBytes = 4096;  // A state header is a few hundred bytes.
 
-std::string RandomId() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return absl::StrFormat("s-%016x%016x", rng(), rng());
-}
 
 // A stored file must hold the session its name says (not a copy of another's).
 absl::Status CheckOwner(const StateHeader& h, std::string_view id) {
@@ -53,6 +48,11 @@ absl::Status SessionStore::ValidateId(std::string_view id, const char* field) {
     }
   }
   return absl::OkStatus();
+}
+
+std::string SessionStore::NewId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("s-%016x%016x", rng(), rng());
 }
 
 absl::Status SessionStore::ValidateKey(std::string_view key) {
@@ -141,7 +141,7 @@ void SessionStore::SetHost(Session& s, std::vector<float> host) {
 
 absl::StatusOr<Session*> SessionStore::Add(std::string id, TimePoint now) {
   if (id.empty()) {
-    do id = RandomId(); while (sessions_.count(id));
+    do id = NewId(); while (sessions_.count(id));
   } else {
     RWKV_RETURN_IF_ERROR(ValidateKey(id));
     if (sessions_.count(id)) return absl::AlreadyExistsError(absl::StrCat("session ", id, " already exists"));

@@ -157,8 +157,11 @@ class SessionStore {
   // In id order; reads the headers of stored sessions not read yet (dropping those that fail).
   std::vector<const Session*> List();
 
-  // A client's session id: 1..128 bytes of [A-Za-z0-9._-]. INVALID_ARGUMENT naming `field`.
+  static constexpr size_t kMaxIdBytes = 128;
+  // A client's session id: 1..kMaxIdBytes bytes of [A-Za-z0-9._-]. INVALID_ARGUMENT naming `field`.
   static absl::Status ValidateId(std::string_view id, const char* field);
+  // A fresh random session id (any thread).
+  static std::string NewId();
   // A store id: a session id, or "TENANT:ID" (server/auth.h) for a tenant's session.
   static absl::Status ValidateKey(std::string_view key);
   // Sessions whose store id has the owner (tenant) part `owner` ("" = bare ids).

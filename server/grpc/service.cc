@@ -347,10 +347,7 @@ absl::StatusOr<std::string> RwkvService::ScopeId(const Tenant& tenant, const std
 }
 
 std::string RwkvService::NewSessionId(const Tenant& tenant) {
-  static std::atomic<uint64_t> counter{0};
-  return ScopedSessionId(tenant.name, absl::StrFormat("s-%016x-%x",
-                                                      std::chrono::system_clock::now().time_since_epoch().count(),
-                                                      counter.fetch_add(1)));
+  return ScopedSessionId(tenant.name, SessionStore::NewId());
 }
 
 absl::Status RwkvService::Unscope(const std::string& tenant, const absl::Status& s) {
@@ -414,7 +411,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
   if (options_.access_log) {
     static std::atomic<uint64_t> counter{0};
     const bool own_id = !req->request_id().empty() && req->request_id().size() <= options_.limits.max_request_id_bytes;
-    const bool bounded_session = req->session_id().size() <= 128;
+    const bool bounded_session = req->session_id().size() <= SessionStore::kMaxIdBytes;
     sink->SetAccessLog(own_id ? req->request_id() : absl::StrFormat("r%d", counter.fetch_add(1) + 1),
                        bounded_session ? req->session_id() : "(invalid)");
   }

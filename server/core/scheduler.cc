@@ -56,6 +56,13 @@ struct Scheduler::Seq {
   bool committed = false;
   TimePoint submitted, admitted, last_token;
   double first_token_seconds = 0;
+  size_t cached = 0;             // Leading tokens of `feed` whose state came from the prefix cache.
+  std::vector<size_t> captures;  // Lengths of `feed` whose states go to the prefix cache, ascending.
+  size_t next_capture = 0;
+  std::vector<int32_t> sampled;  // Tokens sampled, kept for a reply's cache entry.
+  bool fork = false;             // Made by Fork: its prompt was computed by its parent.
+  // Tokens of `feed` that are the session's or the start's pending token, not the prompt's.
+  size_t pending_fed() const { return feed.size() - std::min(feed.size(), req.prompt.size()); }
   int remaining() const { return decode ? 1 : static_cast<int>(feed.size() - fed); }
 };
 
@@ -66,7 +73,8 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenize
       options_(options),
       observer_(observer),
       clock_(std::move(clock)),
-      sessions_(&backend_->pool(), options.sessions, observer) {}
+      sessions_(&backend_->pool(), options.sessions, observer),
+      cache_(options.prefix_cache) {}
 
 Scheduler::~Scheduler() {
   StopAccepting();
@@ -204,7 +212,8 @@ bool Scheduler::Iterate() {
   std::vector<std::pair<Seq*, int>> work;
   for (const Work& w : plan.work) {
     auto it = by_id.find(w.id);
-    if (it != by_id.end() && it->second->slot >= 0) work.emplace_back(it->second, w.tokens);
+    // A prefix-cache hit at admission leaves fewer tokens than were planned.
+    if (it != by_id.end() && it->second->slot >= 0) work.emplace_back(it->second, std::min(w.tokens, it->second->remaining()));
   }
   if (!work.empty()) RunStep(work, now);
   // Sequences that finished during admission or the step leave the running set.
@@ -272,9 +281,15 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
                             : "prompt is empty and the session has no pending token to continue from")),
                     now);
     }
+    if (!r.forks.empty() && !r.session_id.empty()) {
+      --queued_;
+      return Finish(*seq, Failed(absl::InvalidArgumentError("more than one continuation (n > 1) needs a stateless request")),
+                    now);
+    }
     seq->sampler.emplace(r.sampling, backend_->config().vocab);
-    // Log-probabilities need the logits on the host; everything else samples where they are.
-    seq->device_sampling = backend_->samples_on_device() && !r.want_logprobs;
+    // Log-probabilities need the logits on the host, and so do forks (every continuation samples
+    // its first token from the prompt's logits); everything else samples where they are.
+    seq->device_sampling = backend_->samples_on_device() && !r.want_logprobs && r.forks.empty();
   }
   waiting_.push_back(std::move(seq));
 }
@@ -313,24 +328,46 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
   absl::StatusOr<int> slot = seq.session ? sessions_.CheckOut(*seq.session) : sessions_.AcquireSlot();
   if (!slot.ok()) return Finish(seq, Failed(slot.status()), now);
   seq.slot = *slot;
-  if (seq.session == nullptr && seq.req.start != nullptr) {
-    if (absl::Status st = backend_->pool().Write(seq.slot, seq.req.start->state); !st.ok()) {
-      return Finish(seq, Failed(st), now);
+  if (seq.session == nullptr) {
+    const std::vector<float>* from = seq.req.start != nullptr ? &seq.req.start->state : nullptr;
+    if (cache_.enabled() && seq.req.kind == SequenceRequest::Kind::kGenerate && !seq.decode) {
+      // The last prompt token is always computed: its logits give the first sample.
+      const PrefixCache::Hit hit = cache_.Lookup(seq.req.cache_scope, seq.feed, seq.feed.size() - 1);
+      if (hit.length > 0) {
+        from = hit.state;
+        seq.fed = seq.cached = hit.length;
+      }
+      const size_t offset = seq.pending_fed();
+      for (int p : seq.req.cache_points) seq.captures.push_back(offset + static_cast<size_t>(p));
+      if (const int every = cache_.options().interval; every > 0) {
+        for (size_t p = every; p <= seq.feed.size(); p += every) seq.captures.push_back(p);
+      }
+      std::erase_if(seq.captures, [&](size_t p) { return p <= seq.fed || p > seq.feed.size(); });
+      std::sort(seq.captures.begin(), seq.captures.end());
+      seq.captures.erase(std::unique(seq.captures.begin(), seq.captures.end()), seq.captures.end());
+      if (observer_) observer_->OnPrefixLookup(static_cast<int>(seq.feed.size()), static_cast<int>(seq.cached));
+    }
+    if (from != nullptr) {
+      if (absl::Status st = backend_->pool().Write(seq.slot, *from); !st.ok()) return Finish(seq, Failed(st), now);
     }
   }
-  if (observer_) observer_->OnAdmit(Seconds(seq.submitted, now), static_cast<int>(seq.req.prompt.size()));
+  if (observer_) observer_->OnAdmit(Seconds(seq.submitted, now), seq.fork ? 0 : static_cast<int>(seq.req.prompt.size()));
   if (seq.feed.empty()) {  // A session created without tokens to compute.
     Commit(seq, seq.req.prompt.empty() ? seq.session->pending : std::optional<int32_t>(seq.req.prompt.back()), now);
     Finish(seq, FinalEvent{}, now);
   }
 }
 
-void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now) {
+void Scheduler::RunStep(std::vector<std::pair<Seq*, int>>& work, TimePoint now) {
   batch_.clear();
   device_.clear();
   int tokens = 0;
   bool any_device = false;
-  for (const auto& [s, n] : work) {
+  for (auto& [s, n] : work) {
+    // A prefill chunk ends where a state is to be cached.
+    if (!s->decode && s->next_capture < s->captures.size()) {
+      n = std::min<int>(n, static_cast<int>(s->captures[s->next_capture] - s->fed));
+    }
     BatchEntry e;
     e.slot = s->slot;
     e.tokens = s->decode ? std::span<const int32_t>(&s->next, 1) : std::span<const int32_t>(s->feed).subspan(s->fed, n);
@@ -369,6 +406,10 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
     auto [s, n] = work[e];
     if (!s->decode) {
       s->fed += n;
+      if (s->next_capture < s->captures.size() && s->fed == s->captures[s->next_capture]) {
+        Capture(*s, s->fed);
+        ++s->next_capture;
+      }
       if (s->fed < s->feed.size()) continue;
       if (s->req.kind == SequenceRequest::Kind::kCreateSession) {
         Commit(*s, s->req.prompt.back(), now);
@@ -381,6 +422,7 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
       OnToken(*s, sampled_[e], {}, now);
     } else {
       const std::span<const float> logits = logits_.Last(static_cast<int>(e));
+      if (!s->req.forks.empty()) Fork(*s, logits, now);
       OnToken(*s, s->sampler->Sample(logits), logits, now);
     }
   }
@@ -389,6 +431,7 @@ void Scheduler::RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint
 void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, TimePoint now) {
   const SequenceRequest& r = s.req;
   ++s.generated;
+  if (r.cache_reply) s.sampled.push_back(token);
   s.sink->OnGenerated();
   const bool first = s.generated == 1;
   if (first) s.first_token_seconds = Seconds(s.admitted, now);
@@ -421,8 +464,55 @@ void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, Ti
     s.next = token;
     return;
   }
+  // The slot now holds the state after the prompt and every sampled token but this last one:
+  // the reply as the client will resend it.
+  if (r.cache_reply && cache_.enabled() && s.session == nullptr && s.slot >= 0) {
+    Capture(s, s.feed.size(), std::span<const int32_t>(s.sampled).first(s.sampled.size() - 1));
+  }
   Commit(s, token, now);
   Finish(s, std::move(final), now);
+}
+
+void Scheduler::Capture(Seq& s, size_t length, std::span<const int32_t> extra) {
+  std::vector<int32_t> key(s.feed.begin(), s.feed.begin() + static_cast<std::ptrdiff_t>(length));
+  key.insert(key.end(), extra.begin(), extra.end());
+  if (key.empty() || cache_.Contains(s.req.cache_scope, key)) return;
+  std::vector<float> state(static_cast<size_t>(backend_->pool().slot_floats()));
+  if (!backend_->pool().Read(s.slot, state).ok()) return;  // Only a cache entry lost; the step's own error comes first.
+  cache_.Insert(s.req.cache_scope, key, std::move(state));
+}
+
+void Scheduler::Fork(Seq& parent, std::span<const float> logits, TimePoint now) {
+  std::vector<std::shared_ptr<SequenceSink>> forks = std::move(parent.req.forks);
+  parent.req.forks.clear();
+  auto start = std::make_shared<ExportedState>();
+  start->state.resize(static_cast<size_t>(backend_->pool().slot_floats()));
+  const absl::Status read = backend_->pool().Read(parent.slot, start->state);
+  for (size_t i = 0; i < forks.size(); ++i) {
+    SequenceRequest r = parent.req;
+    r.sampling.seed = parent.req.sampling.seed + i + 1;
+    r.start = start;
+    auto c = std::make_unique<Seq>(std::move(r), std::move(forks[i]), tokenizer_);
+    c->id = next_id_++;
+    c->fork = true;
+    c->feed = parent.feed;
+    c->fed = c->feed.size();
+    c->cached = parent.cached;
+    c->decode = true;
+    c->submitted = parent.submitted;
+    c->admitted = parent.admitted;
+    c->sampler.emplace(c->req.sampling, backend_->config().vocab);
+    c->device_sampling = backend_->samples_on_device() && !c->req.want_logprobs;
+    ++active_;
+    if (!read.ok()) {
+      Finish(*c, Failed(read), now);
+      continue;
+    }
+    OnToken(*c, c->sampler->Sample(logits), logits, now);
+    if (c->sink == nullptr) continue;  // Done at its first token.
+    ++queued_;
+    waiting_.push_front(std::move(c));  // Ahead of new prompts: its prompt is already paid for.
+  }
 }
 
 void Scheduler::Commit(Seq& s, std::optional<int32_t> pending, TimePoint now) {
@@ -452,6 +542,13 @@ void Scheduler::Finish(Seq& s, FinalEvent final, TimePoint now) {
     s.session = nullptr;
   }
   final.prompt_tokens = static_cast<int>(s.req.prompt.size());
+  final.cached_prompt_tokens = static_cast<int>(s.cached - std::min(s.cached, s.pending_fed()));
+  // Forks not made yet (the prompt failed or was cancelled) end with it.
+  for (std::shared_ptr<SequenceSink>& f : s.req.forks) {
+    f->OnFinish(Failed(final.status.ok() ? absl::InternalError("the prompt ended before its continuations began")
+                                         : final.status));
+  }
+  s.req.forks.clear();
   final.generated_tokens = s.generated;
   if (s.admitted != TimePoint{}) final.queue_seconds = Seconds(s.submitted, s.admitted);
   final.first_token_seconds = s.first_token_seconds;
@@ -479,6 +576,9 @@ Occupancy Scheduler::occupancy() {
   o.sessions_disk = sessions_.disk_sessions();
   o.sessions_host = sessions_.count() - sessions_.device_sessions() - sessions_.disk_sessions();
   o.disk_bytes = sessions_.disk_bytes();
+  o.prefix_cache_bytes = cache_.bytes();
+  o.prefix_cache_entries = cache_.entries();
+  o.prefix_cache_evictions = cache_.evictions();
   return o;
 }
 

@@ -27,6 +27,7 @@
 #include "engine/backend.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "server/core/prefix_cache.h"
 #include "server/core/sequence.h"
 #include "server/core/session_store.h"
 #include "server/core/stop_matcher.h"
@@ -38,6 +39,9 @@ struct Occupancy {
   int slots_used = 0, slots_total = 0;
   int sessions_device = 0, sessions_host = 0, sessions_disk = 0;
   int64_t disk_bytes = 0;  // Session files (with a state directory).
+  int64_t prefix_cache_bytes = 0;
+  int prefix_cache_entries = 0;
+  int64_t prefix_cache_evictions = 0;  // Since start.
 };
 
 // How the scheduler reports what it does (metrics live at the edge). Called on the loop thread.
@@ -45,6 +49,8 @@ class SchedulerObserver : public SessionObserver {
  public:
   virtual ~SchedulerObserver() = default;
   virtual void OnAdmit(double queue_seconds, int prompt_tokens) {}
+  // A stateless prompt looked up in the prefix cache: `cached` of its `tokens` came from it.
+  virtual void OnPrefixLookup(int tokens, int cached) {}
   // A token was sampled: `first` = the sequence's first (seconds since admission), else seconds
   // since its previous token.
   virtual void OnToken(bool first, double seconds) {}
@@ -60,6 +66,7 @@ struct SchedulerOptions {
   int max_running = 8;     // Sequences holding a slot at once; <= pool slots.
   int queue_length = 256;  // Waiting sequences; beyond it Submit says RESOURCE_EXHAUSTED.
   SessionLimits sessions;
+  PrefixCacheOptions prefix_cache;
 };
 
 class Scheduler {
@@ -95,6 +102,7 @@ class Scheduler {
 
   // Loop thread.
   SessionStore& sessions() { return sessions_; }
+  PrefixCache& prefix_cache() { return cache_; }
   Backend& backend() { return *backend_; }
   const SchedulerOptions& options() const { return options_; }
   Occupancy occupancy();
@@ -105,12 +113,17 @@ class Scheduler {
   void Accept(std::unique_ptr<Seq> seq);
   void Reap(TimePoint now);
   void Admit(Seq& seq, TimePoint now);
-  void RunStep(const std::vector<std::pair<Seq*, int>>& work, TimePoint now);
+  // Shortens prefill chunks in `work` that would cross a cache point.
+  void RunStep(std::vector<std::pair<Seq*, int>>& work, TimePoint now);
   // A sampled token: stream it, check stop conditions. `logits` (host path only) feed log-probs.
   void OnToken(Seq& seq, int32_t token, std::span<const float> logits, TimePoint now);
   void Finish(Seq& seq, FinalEvent final, TimePoint now);
   void Commit(Seq& seq, std::optional<int32_t> pending, TimePoint now);
   void Report();
+  // Stores the state of the sequence's slot after feed[0, length) (plus `extra` tokens).
+  void Capture(Seq& seq, size_t length, std::span<const int32_t> extra = {});
+  // n > 1: the forks of `parent`, whose prompt is through; `logits` are its last position's.
+  void Fork(Seq& parent, std::span<const float> logits, TimePoint now);
 
   std::unique_ptr<Backend> backend_;
   const Tokenizer* tokenizer_;
@@ -118,6 +131,7 @@ class Scheduler {
   SchedulerObserver* observer_;
   ClockFn clock_;
   SessionStore sessions_;
+  PrefixCache cache_;
 
   std::mutex mu_;
   std::condition_variable cv_;

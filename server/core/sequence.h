@@ -21,6 +21,8 @@ using TimePoint = Clock::time_point;
 
 enum class FinishReason { kNone, kStop, kLength };
 
+class SequenceSink;
+
 struct SequenceRequest {
   enum class Kind {
     kGenerate,       // Prefill, then sample until a stop condition.
@@ -41,6 +43,18 @@ struct SequenceRequest {
   // Stateless generation and new sessions: the state to start from (null = zeros). An exported
   // session's pending token is fed first; a new session also takes its token count.
   std::shared_ptr<const ExportedState> start;
+
+  // The prefix-state cache (stateless generation only; server/core/prefix_cache.h). Entries are
+  // kept apart per start state: `cache_scope` names it (the edge's resolved initial_state).
+  std::string cache_scope;
+  // Prompt offsets worth caching the state at (a chat's message boundaries), ascending.
+  std::vector<int> cache_points;
+  // Cache the state after the reply too (a chat turn: the next request resends it).
+  bool cache_reply = false;
+  // More continuations of the same prompt (OpenAI's n > 1): one prefill, then each of these
+  // sinks gets its own sequence from a copy of the prompt state, sampled with seed + i + 1.
+  // Stateless generation only.
+  std::vector<std::shared_ptr<SequenceSink>> forks;
 };
 
 struct TopLogprob {
@@ -65,6 +79,7 @@ struct FinalEvent {
   std::string matched_stop;
   int prompt_tokens = 0;
   int generated_tokens = 0;
+  int cached_prompt_tokens = 0;  // Prompt tokens whose state came from the prefix cache.
   double queue_seconds = 0;
   double first_token_seconds = 0;
   double total_seconds = 0;

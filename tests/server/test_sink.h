@@ -45,6 +45,7 @@ class TestSink final : public SequenceSink {
   // The token ids so far. Read after finished() (or between Iterate() calls): no lock is held on
   // the returned reference.
   const std::vector<int32_t>& ids() const { return ids_; }
+  const std::vector<ChunkEvent>& chunks() const { return chunks_; }
   std::string text() const {
     std::lock_guard<std::mutex> lock(mu_);
     return text_;

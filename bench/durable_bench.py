@@ -32,7 +32,7 @@ def start(a, model, state_dir, *extra):
     t0 = time.time()
     proc = subprocess.Popen(
         [os.path.join(a.build, "server/rwkv-server"), "--model", model,
-         "--vocab", os.path.join(ROOT, "engine/vocab/rwkv_vocab_v20230424.txt"), "--host", "127.0.0.1", "--port", "0",
+         "--vocab", os.path.join(ROOT, "engine/vocab/rwkv_vocab_v20230424.txt"), "--host", "127.0.0.1", "--port", "0", "--http-port", "-1",
          "--metrics-port", "0", "--state-slots", "32", "--access-log", "false", "--state-dir", state_dir,
          "--max-sessions", "20000", *extra], stdout=log, stderr=subprocess.STDOUT)
     for _ in range(3000):

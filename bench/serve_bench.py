@@ -49,7 +49,7 @@ def main():
     log = open(os.path.join(out, "server.log"), "w+")
     server = subprocess.Popen(
         [os.path.join(a.build, "server/rwkv-server"), "--model", model,
-         "--vocab", os.path.join(ROOT, "engine/vocab/rwkv_vocab_v20230424.txt"), "--host", "127.0.0.1", "--port", "0",
+         "--vocab", os.path.join(ROOT, "engine/vocab/rwkv_vocab_v20230424.txt"), "--host", "127.0.0.1", "--port", "0", "--http-port", "-1",
          "--metrics-port", "-1", "--state-slots", str(max(levels)), "--step-tokens", "512", "--access-log", "false",
          "--queue-length", "4096"],
         stdout=log, stderr=subprocess.STDOUT)

@@ -67,8 +67,8 @@ Setter Bool(bool ServerConfig::*field) {
   };
 }
 
-// "1073741824", "512MiB", "1GiB", "1G" (powers of 1024 either way).
-Setter Bytes(int64_t ServerConfig::*field) {
+// "1073741824", "512MiB", "1GiB", "1G" (powers of 1024 either way); `zero` allows 0 (= off).
+Setter Bytes(int64_t ServerConfig::*field, bool zero = false) {
   return [=](ServerConfig& c, const std::string& flag, const std::string& v) {
     std::string num = v;
     int64_t mult = 1;
@@ -83,7 +83,7 @@ Setter Bytes(int64_t ServerConfig::*field) {
     else if (unit == "T" || unit == "TIB" || unit == "TB") mult = 1LL << 40;
     else if (!unit.empty() && unit != "B") mult = 0;
     double x;
-    if (mult == 0 || !absl::SimpleAtod(AV(num), &x) || !(x > 0) || x * mult > 1e15) {
+    if (mult == 0 || !absl::SimpleAtod(AV(num), &x) || !(x > 0 || (zero && x == 0)) || x * mult > 1e15) {
       return absl::InvalidArgumentError(
           absl::StrFormat("--%s is '%s'; it must be a size such as 512MiB or 4GiB (at most 1e15 bytes)", flag, v));
     }
@@ -106,10 +106,24 @@ const std::vector<Flag>& Flags() {
       {"dtype", "CUDA weight type: f16, bf16 or f32 (default f16; the CPU backend runs f32)",
        String(&ServerConfig::dtype)},
       {"threads", "CPU math threads; 0 = all cores (default 0)", Int(&ServerConfig::threads, 0, 4096)},
-      {"host", "gRPC and metrics listen address (default 0.0.0.0)", String(&ServerConfig::host)},
+      {"host", "gRPC, HTTP and metrics listen address (default 0.0.0.0)", String(&ServerConfig::host)},
       {"port", "gRPC port; 0 = any free port (default 50051)", Int(&ServerConfig::port, 0, 65535)},
       {"metrics-port", "Prometheus /metrics port; 0 = any free port, -1 = off (default 9090)",
        Int(&ServerConfig::metrics_port, -1, 65535)},
+      {"http-port",
+       "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models; also /metrics, /health, "
+       "/ready); 0 = any free port, -1 = off (default 8080)",
+       Int(&ServerConfig::http_port, -1, 65535)},
+      {"model-name", "the model id of the HTTP API (default: the --model file's name without its extension)",
+       String(&ServerConfig::model_name)},
+      {"chat-template",
+       "JSON chat template for chat requests (docs/server.md; default: the RWKV World format, System:/User:/Assistant:)",
+       String(&ServerConfig::chat_template)},
+      {"prefix-cache-bytes",
+       "host RAM for states of prompt prefixes, reused by stateless requests that resend them; 0 = off (default 256MiB)",
+       Bytes(&ServerConfig::prefix_cache_bytes, true)},
+      {"prefix-cache-interval", "tokens between cached states of a long prompt; 0 = message boundaries only (default 256)",
+       Int(&ServerConfig::prefix_cache_interval, 0, 1 << 20)},
       {"state-slots", "state pool slots; 0 = as many as --state-memory holds (default 0)",
        Int(&ServerConfig::state_slots, 0, 1 << 20)},
       {"state-memory", "state pool bytes when --state-slots is 0 (default 1GiB)", Bytes(&ServerConfig::state_memory)},
@@ -148,7 +162,7 @@ const std::vector<Flag>& Flags() {
        String(&ServerConfig::states)},
       {"default-state", "the start state of requests that name none; one of --states (default: zeros)",
        String(&ServerConfig::default_state)},
-      {"tls-cert", "PEM certificate chain: TLS on the gRPC and metrics ports, re-read on SIGHUP (default: plaintext)",
+      {"tls-cert", "PEM certificate chain: TLS on the gRPC, HTTP and metrics ports, re-read on SIGHUP (default: plaintext)",
        String(&ServerConfig::tls_cert)},
       {"tls-key", "PEM private key of --tls-cert", String(&ServerConfig::tls_key)},
       {"tls-client-ca", "PEM CA bundle: gRPC clients must present a certificate it signed (mTLS; default: none)",

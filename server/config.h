@@ -24,6 +24,11 @@ struct ServerConfig {
   std::string host = "0.0.0.0";
   int port = 50051;            // 0 = any free port (logged).
   int metrics_port = 9090;     // 0 = any free port; -1 = no metrics endpoint.
+  int http_port = 8080;        // The OpenAI-compatible API; 0 = any free port; -1 = off.
+  std::string model_name;      // The API's model id; empty = the model file's name without extension.
+  std::string chat_template;   // JSON chat template file; empty = the RWKV World format.
+  int64_t prefix_cache_bytes = 256LL << 20;  // Prefix-state cache; 0 = off.
+  int prefix_cache_interval = 256;           // Tokens between cached states of a long prompt; 0 = none.
   int state_slots = 0;         // 0 = from state_memory.
   int64_t state_memory = 1LL << 30;  // Pool bytes when state_slots is 0.
   int max_running = 0;         // 0 = the pool's slot count.

@@ -1,5 +1,5 @@
-// rwkv-server: loads a model, serves rwkv.v1.Rwkv, grpc.health.v1 and reflection on the gRPC port
-// and Prometheus metrics on their own port. SIGTERM/SIGINT drain: readiness goes NOT_SERVING, new
+// rwkv-server: loads a model, serves rwkv.v1.Rwkv, grpc.health.v1 and reflection on the gRPC port,
+// the OpenAI-compatible API on the HTTP port and Prometheus metrics on their own port. SIGTERM/SIGINT drain: readiness goes NOT_SERVING, new
 // work gets UNAVAILABLE, running streams get --grace seconds to finish, then the process exits 0.
 // SIGHUP re-reads the TLS certificates and the API keys; a file that fails to load is logged and
 // the ones in use stay.
@@ -30,6 +30,8 @@
 #include "server/grpc/service.h"
 #include "server/core/state_codec.h"
 #include "server/grpc/tls_stage.h"
+#include "server/http/http_server.h"
+#include "server/http/openai_api.h"
 
 namespace rwkv::server {
 namespace {
@@ -44,6 +46,7 @@ class ServerObserver final : public SchedulerObserver {
   explicit ServerObserver(Metrics* m) : m_(m) {}
   void SetHealth(grpc::HealthCheckServiceInterface* h) { health_ = h; }
   void OnAdmit(double q, int p) override { m_->OnAdmit(q, p); }
+  void OnPrefixLookup(int tokens, int cached) override { m_->OnPrefixLookup(tokens, cached); }
   void OnToken(bool first, double s) override { m_->OnToken(first, s); }
   void OnStep(int seqs, int tokens, double s) override { m_->OnStep(seqs, tokens, s); }
   void OnFinish(const FinalEvent& f) override { m_->OnFinish(f); }
@@ -69,6 +72,13 @@ class ServerObserver final : public SchedulerObserver {
   grpc::HealthCheckServiceInterface* health_ = nullptr;
   std::atomic<bool> broken_{false};
 };
+
+// "/models/RWKV-x070-World-0.1B.pth" -> "RWKV-x070-World-0.1B".
+std::string ModelStem(const std::string& path) {
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  if (const size_t dot = name.find_last_of('.'); dot != std::string::npos && dot > 0) name.resize(dot);
+  return name.empty() ? "rwkv" : name;
+}
 
 struct Engine {
   std::unique_ptr<Tokenizer> tokenizer;
@@ -122,6 +132,8 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
         so.token_budget));
   }
   so.queue_length = cfg.queue_length;
+  so.prefix_cache.max_bytes = cfg.prefix_cache_bytes;
+  so.prefix_cache.interval = cfg.prefix_cache_interval;
   so.sessions.max_sessions = cfg.max_sessions;
   so.sessions.persist_interval = std::chrono::milliseconds(static_cast<int64_t>(cfg.persist_interval * 1000));
   so.sessions.disk_bytes = cfg.state_disk_bytes;
@@ -149,12 +161,13 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   Log("info", "model loaded",
       absl::StrFormat(
           "model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
-          "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g",
+          "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g "
+          "prefix_cache_bytes=%d",
           LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint, e.backend,
           std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget,
           so.queue_length, so.sessions.max_sessions,
           so.sessions.host_bytes > 0 ? so.sessions.host_bytes : static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),
-          cfg.session_ttl));
+          cfg.session_ttl, cfg.prefix_cache_bytes));
   if (!e.states.names().empty()) {
     Log("info", "start states loaded",
         absl::StrCat("states=", LogValue(absl::StrJoin(e.states.names(), ",")),
@@ -226,15 +239,54 @@ int Run(int argc, char** argv) {
         absl::StrFormat("address=%s:%d path=/metrics scheme=%s", cfg.host, *port, tls ? "https" : "http"));
   }
 
+  FrontendOptions fo;
+  fo.default_deadline = std::chrono::milliseconds(static_cast<int64_t>(cfg.default_deadline * 1000));
+  fo.limits.max_prompt_tokens = cfg.max_prompt_tokens;
+  fo.limits.max_tokens = cfg.max_tokens;
+  fo.tenant_limits = tenant_limits;
+  if (!cfg.chat_template.empty()) {
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::Load(cfg.chat_template);
+    if (!t.ok()) {
+      Log("error", "chat template failed", absl::StrCat("error=", LogValue(std::string(t.status().message()))));
+      return 1;
+    }
+    fo.chat = std::move(*t);
+  }
+  Frontend frontend(std::move(fo));
+  frontend.SetApiKeys(keys);
   ServiceOptions so;
-  so.default_deadline = std::chrono::milliseconds(static_cast<int64_t>(cfg.default_deadline * 1000));
   so.stream_buffer = cfg.stream_buffer;
   so.access_log = cfg.access_log;
-  so.limits.max_prompt_tokens = cfg.max_prompt_tokens;
-  so.limits.max_tokens = cfg.max_tokens;
-  so.tenant_limits = tenant_limits;
-  RwkvService service(so, &metrics);
-  service.SetApiKeys(keys);
+  RwkvService service(so, &frontend, &metrics);
+
+  // The OpenAI-compatible API. Declared before the engine: its connections outlive every sequence.
+  OpenAiOptions ao;
+  ao.model_name = cfg.model_name.empty() ? ModelStem(cfg.model) : cfg.model_name;
+  ao.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  ao.stream_buffer = static_cast<size_t>(cfg.stream_buffer);
+  ao.access_log = cfg.access_log;
+  OpenAiApi api(ao, &frontend, &metrics, metrics.Routes());
+  std::unique_ptr<HttpServer> http;
+  if (cfg.http_port >= 0) {
+    HttpServerOptions ho;
+    ho.name = "http";
+    // A prompt of max_prompt_tokens is at most 64 bytes a token, JSON escaping up to 6 per byte.
+    ho.max_body_bytes = std::min<size_t>(static_cast<size_t>(cfg.max_prompt_tokens) * 64 * 6 + (1 << 20), size_t{1} << 30);
+    http = std::make_unique<HttpServer>(ho, [&api](std::shared_ptr<HttpExchange> ex) { api.Handle(std::move(ex)); });
+    if (tls) {
+      if (absl::Status st = http->SetTls(*tls); !st.ok()) {
+        Log("error", "HTTP TLS failed", absl::StrCat("error=", LogValue(st.ToString())));
+        return 1;
+      }
+    }
+    absl::StatusOr<int> port = http->Start(cfg.host, cfg.http_port);
+    if (!port.ok()) {
+      Log("error", "HTTP API failed", absl::StrCat("error=", LogValue(port.status().ToString())));
+      return 1;
+    }
+    Log("info", "http listening",
+        absl::StrFormat("address=%s:%d model=%s scheme=%s", cfg.host, *port, LogValue(ao.model_name), tls ? "https" : "http"));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -279,7 +331,7 @@ int Run(int argc, char** argv) {
   }
   // A limit the validation needs from the model.
   Scheduler* scheduler = engine->scheduler.get();
-  service.Attach(scheduler, engine->tokenizer.get(), engine->codec, engine->backend, engine->states);
+  frontend.Attach(scheduler, engine->tokenizer.get(), engine->codec, engine->backend, engine->states);
   scheduler->Start();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
@@ -295,6 +347,7 @@ int Run(int argc, char** argv) {
       absl::Status st = m.status();
       if (st.ok()) st = tls_stage->Update(*m);
       if (st.ok()) st = metrics.ReloadTls(*m);
+      if (st.ok() && http) st = http->SetTls(*m);
       if (st.ok()) {
         Log("info", "TLS certificates reloaded", "");
       } else {
@@ -304,7 +357,7 @@ int Run(int argc, char** argv) {
     if (!cfg.api_keys.empty()) {
       absl::StatusOr<std::shared_ptr<const ApiKeys>> k = ApiKeys::Load(cfg.api_keys, tenant_limits);
       if (k.ok()) {
-        service.SetApiKeys(*k);
+        frontend.SetApiKeys(*k);
         Log("info", "API keys reloaded", absl::StrFormat("keys=%d tenants=%d", (*k)->size(), (*k)->tenants()));
       } else {
         Log("error", "API keys reload failed; the keys in use stay",
@@ -317,7 +370,7 @@ int Run(int argc, char** argv) {
   health->SetServingStatus("", false);
   health->SetServingStatus(kServiceName, false);
   metrics.SetServing(false);
-  service.SetDraining();
+  frontend.SetDraining();
   scheduler->StopAccepting();
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(cfg.grace * 1000));
   while (scheduler->active() > 0 && std::chrono::steady_clock::now() < give_up) {

@@ -89,7 +89,25 @@ Metrics::Metrics()
       tenant_tokens_(BuildCounter()
                          .Name("rwkv_tenant_generated_tokens_total")
                          .Help("Tokens generated per tenant (only with --metrics-tenant-label)")
-                         .Register(*registry_)) {}
+                         .Register(*registry_)),
+      prefix_lookups_(Counter(*registry_, "rwkv_prefix_cache_lookups_total",
+                              "Stateless prompts looked up in the prefix-state cache")),
+      prefix_hits_(Counter(*registry_, "rwkv_prefix_cache_hits_total",
+                           "Lookups that found a cached prefix (its state replaced computing it)")),
+      prefix_tokens_(Counter(*registry_, "rwkv_prefix_cache_tokens_saved_total",
+                             "Prompt tokens not computed because their state came from the prefix cache")),
+      prefix_bytes_(Gauge(*registry_, "rwkv_prefix_cache_bytes", "Bytes the prefix-state cache holds (states and keys)")),
+      prefix_entries_(Gauge(*registry_, "rwkv_prefix_cache_entries", "States in the prefix-state cache")),
+      prefix_evictions_(Counter(*registry_, "rwkv_prefix_cache_evictions_total",
+                                "Prefix-cache states dropped to keep --prefix-cache-bytes")) {}
+
+void Metrics::OnPrefixLookup(int tokens, int cached) {
+  prefix_lookups_.Increment();
+  if (cached > 0) {
+    prefix_hits_.Increment();
+    prefix_tokens_.Increment(cached);
+  }
+}
 
 void Metrics::RecordAuthFailure(const char* reason) { auth_failures_.Add({{"reason", reason}}).Increment(); }
 
@@ -106,14 +124,15 @@ void Metrics::RecordTenantTokens(const std::string& tenant, int64_t n) {
 }
 
 absl::StatusOr<int> Metrics::Serve(const std::string& host, int port, const TlsMaterial* tls) {
-  MetricsHttpOptions o;
-  o.ready = [this] { return serving_.Value() == 1; };
-  o.live = [this] { return live_.load(); };
-  http_ = std::make_unique<MetricsHttpServer>(registry_, o);
+  http_ = std::make_unique<MetricsHttpServer>(Routes());
   if (tls != nullptr) {
     if (absl::Status st = http_->SetTls(*tls); !st.ok()) return st;
   }
   return http_->Start(host, port);
+}
+
+MetricsRoutes Metrics::Routes() {
+  return MetricsRoutes{registry_, [this] { return serving_.Value() == 1; }, [this] { return live_.load(); }};
 }
 
 absl::Status Metrics::ReloadTls(const TlsMaterial& tls) {
@@ -150,6 +169,11 @@ void Metrics::OnOccupancy(const Occupancy& o) {
   sessions_host_.Set(o.sessions_host);
   sessions_disk_.Set(o.sessions_disk);
   disk_bytes_.Set(static_cast<double>(o.disk_bytes));
+  prefix_bytes_.Set(static_cast<double>(o.prefix_cache_bytes));
+  prefix_entries_.Set(o.prefix_cache_entries);
+  // The scheduler counts evictions since start; the counter takes the difference.
+  const int64_t seen = prefix_evictions_seen_.exchange(o.prefix_cache_evictions);
+  if (o.prefix_cache_evictions > seen) prefix_evictions_.Increment(static_cast<double>(o.prefix_cache_evictions - seen));
 }
 
 void Metrics::OnDiskWrite(double seconds, bool ok) {

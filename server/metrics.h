@@ -20,11 +20,12 @@
 
 #include "absl/status/statusor.h"
 #include "server/http/metrics_http.h"
+#include "server/core/frontend.h"
 #include "server/core/scheduler.h"
 
 namespace rwkv::server {
 
-class Metrics final : public SchedulerObserver {
+class Metrics final : public SchedulerObserver, public EdgeObserver {
  public:
   Metrics();
   ~Metrics() override {
@@ -32,10 +33,19 @@ class Metrics final : public SchedulerObserver {
   }
   // Serves /metrics on host:port (port 0 picks one), over HTTPS with `tls`. Returns the bound port.
   absl::StatusOr<int> Serve(const std::string& host, int port, const TlsMaterial* tls = nullptr);
+  // /metrics and the probes, for another HTTP port (the OpenAI-compatible API's).
+  MetricsRoutes Routes();
   // New connections use `tls` (SIGHUP).
   absl::Status ReloadTls(const TlsMaterial& tls);
 
   void RecordRpc(const char* method, grpc::StatusCode code);
+  // The HTTP edge's requests, by the same codes (EdgeObserver).
+  void OnRequestDone(const char* method, absl::StatusCode code) override {
+    RecordRpc(method, static_cast<grpc::StatusCode>(code));
+  }
+  void OnAuthFailure(const char* reason) override { RecordAuthFailure(reason); }
+  void OnTenantLimit(const char* limit, const std::string& tenant) override { RecordTenantLimit(limit, tenant); }
+  void OnTenantTokens(const std::string& tenant, int64_t n) override { RecordTenantTokens(tenant, n); }
   // Authentication and tenant limits. Tenant names become a label only with
   // SetTenantLabel(true) (--metrics-tenant-label): otherwise the label sets stay fixed and small.
   void SetTenantLabel(bool on) { tenant_label_ = on; }
@@ -47,6 +57,7 @@ class Metrics final : public SchedulerObserver {
   // False once the backend failed for good (the liveness health service turns NOT_SERVING).
   void SetLive(bool live) { live_ = live; }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
+  void OnPrefixLookup(int tokens, int cached) override;
   void OnToken(bool first, double seconds) override;
   void OnStep(int sequences, int tokens, double seconds) override;
   void OnFinish(const FinalEvent& final) override;
@@ -89,6 +100,13 @@ class Metrics final : public SchedulerObserver {
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Counter>& tenant_limited_;
   prometheus::Family<prometheus::Counter>& tenant_tokens_;
+  prometheus::Counter& prefix_lookups_;
+  prometheus::Counter& prefix_hits_;
+  prometheus::Counter& prefix_tokens_;
+  prometheus::Gauge& prefix_bytes_;
+  prometheus::Gauge& prefix_entries_;
+  prometheus::Counter& prefix_evictions_;
+  std::atomic<int64_t> prefix_evictions_seen_{0};
   std::atomic<bool> tenant_label_{false};
   std::atomic<bool> live_{true};  // For /livez (/readyz reads serving_).
 };

@@ -61,6 +61,7 @@ struct Scheduler::Seq {
   size_t next_capture = 0;
   std::vector<int32_t> sampled;  // Tokens sampled, kept for a reply's cache entry.
   bool fork = false;             // Made by Fork: its prompt was computed by its parent.
+  bool text_began = false;       // Text other than leading whitespace was streamed.
   // Tokens of `feed` that are the session's or the start's pending token, not the prompt's.
   size_t pending_fed() const { return feed.size() - std::min(feed.size(), req.prompt.size()); }
   int remaining() const { return decode ? 1 : static_cast<int>(feed.size() - fed); }
@@ -458,6 +459,11 @@ void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, Ti
       final.reason = stop_token ? FinishReason::kStop : FinishReason::kLength;
       if (stop_token) final.matched_stop = absl::StrCat(token);
     }
+  }
+  if (r.trim_reply_start && !s.text_began) {
+    const size_t first = chunk.text.find_first_not_of(" \t\r\n");
+    chunk.text.erase(0, first == std::string::npos ? chunk.text.size() : first);
+    s.text_began = !chunk.text.empty();
   }
   if (!chunk.text.empty() || !chunk.token_ids.empty() || !chunk.logprobs.empty()) s.sink->OnChunk(std::move(chunk));
   if (final.reason == FinishReason::kNone) {

@@ -51,6 +51,9 @@ struct SequenceRequest {
   std::vector<int> cache_points;
   // Cache the state after the reply too (a chat turn: the next request resends it).
   bool cache_reply = false;
+  // Drop the reply's leading whitespace from the stream (a chat template's reply begins with the
+  // space after "Assistant:"). The tokens and the committed state are unchanged.
+  bool trim_reply_start = false;
   // More continuations of the same prompt (OpenAI's n > 1): one prefill, then each of these
   // sinks gets its own sequence from a copy of the prompt state, sampled with seed + i + 1.
   // Stateless generation only.

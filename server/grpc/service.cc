@@ -43,21 +43,12 @@ class RwkvService::StreamSink final : public SequenceSink {
     request_id_ = std::move(request_id);
     session_id_ = std::move(session_id);
   }
-  // The caller's tenant: its messages are unscoped; with `usage`, the stream was admitted
-  // against the tenant's limits (BeginStream) and its tokens count.
-  void SetTenant(std::string tenant, std::shared_ptr<TenantUsage> usage) {
-    tenant_ = std::move(tenant);
-    usage_ = std::move(usage);
-  }
+  // The caller's tenant: its messages are unscoped.
+  void SetTenant(std::string tenant) { tenant_ = std::move(tenant); }
+  // Loop thread; Frontend::SubmitGenerate begins it when the stream is admitted.
+  StreamMeter* meter() { return &meter_; }
 
-  // Loop thread, once per token: counted here, handed to the tenant's window at most once a
-  // second (and at the end), so the token path takes no lock.
-  void OnGenerated() override {
-    if (usage_ == nullptr) return;
-    ++unflushed_;
-    const auto now = TenantUsage::Clock::now();
-    if (now - flushed_at_ >= std::chrono::seconds(1)) FlushTokens(now);
-  }
+  void OnGenerated() override { meter_.OnToken(); }
 
   void OnChunk(ChunkEvent c) override {
     v1::GenerateResponse msg;
@@ -80,10 +71,9 @@ class RwkvService::StreamSink final : public SequenceSink {
   }
 
   void OnFinish(FinalEvent f) override {
-    f.status = Unscope(tenant_, f.status);
-    if (usage_ != nullptr) {
-      FlushTokens(TenantUsage::Clock::now());
-      usage_->EndStream(tenant_);
+    f.status = Frontend::Unscope(tenant_, f.status);
+    if (meter_.active()) {
+      meter_.End();
       metrics_->RecordTenantTokens(tenant_, f.generated_tokens);
     }
     if (!request_id_.empty()) {
@@ -109,6 +99,7 @@ class RwkvService::StreamSink final : public SequenceSink {
       u->set_queue_seconds(f.queue_seconds);
       u->set_first_token_seconds(f.first_token_seconds);
       u->set_total_seconds(f.total_seconds);
+      u->set_cached_prompt_tokens(f.cached_prompt_tokens);
       queue_.push_back(std::move(msg));
     }
     status_ = ToGrpcStatus(f.status);
@@ -166,16 +157,8 @@ class RwkvService::StreamSink final : public SequenceSink {
   std::optional<grpc::Status> status_;
   std::atomic<bool> cancelled_{false};
   std::string request_id_, session_id_;
-  void FlushTokens(TenantUsage::Clock::time_point now) {
-    if (unflushed_ > 0) usage_->AddTokens(tenant_, unflushed_, now);
-    unflushed_ = 0;
-    flushed_at_ = now;
-  }
-
   std::string tenant_;
-  std::shared_ptr<TenantUsage> usage_;
-  int64_t unflushed_ = 0;  // Tokens not yet in usage_ (loop thread).
-  TenantUsage::Clock::time_point flushed_at_{};
+  StreamMeter meter_;  // Loop thread.
 };
 
 class RwkvService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -241,30 +224,30 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
       if (first_) session_id_ = req_.session_id();
       first_ = false;
       data_ += req_.data();
-      if (data_.size() > service_->codec_.MaxBytes()) {
+      if (data_.size() > service_->frontend_->codec().MaxBytes()) {
         // The header first: a state of a bigger model says so, naming both models.
-        absl::StatusOr<StateHeader> h = service_->codec_.DecodeHeader(data_);
+        absl::StatusOr<StateHeader> h = service_->frontend_->codec().DecodeHeader(data_);
         if (!h.ok()) return Done(h.status());
         return Done(absl::InvalidArgumentError(absl::StrFormat(
-            "data is over %d bytes, larger than any state of this model", service_->codec_.MaxBytes())));
+            "data is over %d bytes, larger than any state of this model", service_->frontend_->codec().MaxBytes())));
       }
       return StartRead(&req_);
     }
-    absl::StatusOr<ExportedState> state = service_->codec_.Decode(data_);
+    absl::StatusOr<ExportedState> state = service_->frontend_->codec().Decode(data_);
     if (!state.ok()) return Done(state.status());
-    std::string id = NewSessionId(tenant_);
+    std::string id = Frontend::NewSessionId(tenant_);
     if (!session_id_.empty()) {
-      absl::StatusOr<std::string> scoped = ScopeId(tenant_, session_id_, "session_id");
+      absl::StatusOr<std::string> scoped = Frontend::ScopeId(tenant_, session_id_, "session_id");
       if (!scoped.ok()) return Done(scoped.status());
       id = std::move(*scoped);
     }
-    Scheduler* sched = service_->scheduler_;
+    Scheduler* sched = &service_->frontend_->scheduler();
     sched->Post([this, sched, id = std::move(id), state = std::move(*state)]() mutable {
       absl::StatusOr<Session*> s = sched->sessions().Install(std::move(id), std::move(state.state), state.pending,
                                                              state.token_count, Clock::now());
       if (s.ok()) service_->FillSession(**s, tenant_.name, resp_);
       service_->CountLimit(tenant_, s.status());
-      Done(Unscope(tenant_.name, s.status()));
+      Done(Frontend::Unscope(tenant_.name, s.status()));
     });
   }
   void OnDone() override { delete this; }
@@ -283,78 +266,15 @@ class RwkvService::ImportReactor final : public grpc::ServerReadReactor<v1::Impo
   bool first_ = true;
 };
 
-void RwkvService::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCodec codec, std::string backend_name,
-                         StartStates states) {
-  scheduler_ = scheduler;
-  tokenizer_ = tokenizer;
-  codec_ = std::move(codec);
-  states_ = std::move(states);
-  options_.limits.vocab = codec_.config.vocab;
-  backend_name_ = std::move(backend_name);
-  slots_ = scheduler->backend().pool().capacity();  // Fixed at construction; read before the loop serves.
-  scheduler->sessions().SetOwnerLimit([this](std::string_view tenant) { return SessionLimitOf(tenant); });
-  ready_.store(true, std::memory_order_release);
-}
-
-absl::Status RwkvService::Ready(bool mutating) const {
-  if (!ready_.load(std::memory_order_acquire)) return absl::UnavailableError("the model is still loading; retry shortly");
-  if (mutating && draining_) return absl::UnavailableError("server is draining; retry on another replica");
-  return absl::OkStatus();
-}
-
-void RwkvService::SetApiKeys(std::shared_ptr<const ApiKeys> keys) {
-  std::lock_guard<std::mutex> lock(keys_mu_);
-  keys_ = std::move(keys);
-}
-
 absl::StatusOr<Tenant> RwkvService::Authenticate(grpc::CallbackServerContext* ctx) const {
-  std::shared_ptr<const ApiKeys> keys;
-  {
-    std::lock_guard<std::mutex> lock(keys_mu_);
-    keys = keys_;
-  }
-  if (keys == nullptr) return Tenant{"", options_.tenant_limits};
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
-  if (it == md.end()) {
-    metrics_->RecordAuthFailure("missing");
-    return absl::UnauthenticatedError("this server needs an API key: send metadata 'authorization: Bearer KEY'");
-  }
-  const absl::string_view value(it->second.data(), it->second.size());
-  constexpr absl::string_view kScheme = "bearer ";
-  if (value.size() <= kScheme.size() || !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
-    metrics_->RecordAuthFailure("invalid");
-    return absl::UnauthenticatedError("the authorization metadata must be 'Bearer KEY'");
-  }
-  const Tenant* t = keys->Find(SV(absl::StripAsciiWhitespace(value.substr(kScheme.size()))));
-  if (t == nullptr) {
-    metrics_->RecordAuthFailure("invalid");
-    return absl::UnauthenticatedError("the API key is not valid");  // Never echoes the key.
-  }
-  return *t;
-}
-
-int RwkvService::SessionLimitOf(std::string_view tenant) const {
-  std::lock_guard<std::mutex> lock(keys_mu_);
-  if (keys_ == nullptr) return options_.tenant_limits.max_sessions;
-  const TenantLimits* l = keys_->LimitsOf(tenant);
-  return l == nullptr ? 0 : l->max_sessions;  // A tenant whose keys were removed keeps its sessions.
-}
-
-absl::StatusOr<std::string> RwkvService::ScopeId(const Tenant& tenant, const std::string& id, const char* field) {
-  RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(id, field));
-  return ScopedSessionId(tenant.name, id);
-}
-
-std::string RwkvService::NewSessionId(const Tenant& tenant) {
-  return ScopedSessionId(tenant.name, SessionStore::NewId());
-}
-
-absl::Status RwkvService::Unscope(const std::string& tenant, const absl::Status& s) {
-  if (tenant.empty() || s.ok()) return s;
-  absl::Status out(s.code(), absl::StrReplaceAll(s.message(), {{absl::StrCat(tenant, ":"), ""}}));
-  s.ForEachPayload([&](absl::string_view url, const absl::Cord& p) { out.SetPayload(url, p); });
-  return out;
+  std::optional<std::string_view> value;
+  if (it != md.end()) value = std::string_view(it->second.data(), it->second.size());
+  const char* failure = "";
+  absl::StatusOr<Tenant> t = frontend_->Authenticate(value, &failure);
+  if (!t.ok()) metrics_->RecordAuthFailure(failure);
+  return t;
 }
 
 void RwkvService::CountLimit(const Tenant& tenant, const absl::Status& s) const {
@@ -373,12 +293,12 @@ grpc::ServerUnaryReactor* RwkvService::OnLoop(grpc::CallbackServerContext* ctx, 
                                               std::function<absl::Status(const Tenant&)> fn) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, method, tenant.status());
-  if (absl::Status st = Ready(mutating); !st.ok()) return Finish(ctx, method, st);
+  if (absl::Status st = frontend_->Ready(mutating); !st.ok()) return Finish(ctx, method, st);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  scheduler_->Post([this, reactor, method, fn = std::move(fn), tenant = std::move(*tenant)] {
+  frontend_->scheduler().Post([this, reactor, method, fn = std::move(fn), tenant = std::move(*tenant)] {
     const absl::Status raw = fn(tenant);
     CountLimit(tenant, raw);
-    const absl::Status st = Unscope(tenant.name, raw);
+    const absl::Status st = Frontend::Unscope(tenant.name, raw);
     metrics_->RecordRpc(method, static_cast<grpc::StatusCode>(st.code()));
     reactor->Finish(ToGrpcStatus(st));
   });
@@ -389,8 +309,7 @@ std::optional<TimePoint> RwkvService::Deadline(grpc::CallbackServerContext* ctx)
   const auto wall = ctx->deadline();
   const auto now_wall = std::chrono::system_clock::now();
   if (wall < now_wall + std::chrono::hours(24 * 365)) return Clock::now() + (wall - now_wall);
-  if (options_.default_deadline.count() > 0) return Clock::now() + options_.default_deadline;
-  return std::nullopt;
+  return frontend_->DefaultDeadline();
 }
 
 void RwkvService::FillSession(const Session& s, const std::string& tenant, v1::Session* out) const {
@@ -400,47 +319,32 @@ void RwkvService::FillSession(const Session& s, const std::string& tenant, v1::S
   out->set_busy(s.busy);
   out->set_created_unix_seconds(UnixSeconds(s.created_wall));
   out->set_last_used_unix_seconds(UnixSeconds(s.last_used_wall));
-  const auto ttl = scheduler_->options().sessions.idle_ttl;
+  const auto ttl = frontend_->scheduler().options().sessions.idle_ttl;
   out->set_expires_unix_seconds(ttl.count() > 0 ? UnixSeconds(s.last_used_wall + ttl) : 0);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::CallbackServerContext* ctx,
                                                                        const v1::GenerateRequest* req) {
-  auto* reactor = new GenerateReactor(scheduler_, metrics_, options_.stream_buffer);
+  auto* reactor = new GenerateReactor(frontend_->ready() ? &frontend_->scheduler() : nullptr, metrics_, options_.stream_buffer);
   std::shared_ptr<StreamSink> sink = reactor->sink();
   if (options_.access_log) {
     static std::atomic<uint64_t> counter{0};
-    const bool own_id = !req->request_id().empty() && req->request_id().size() <= options_.limits.max_request_id_bytes;
+    const bool own_id = !req->request_id().empty() && req->request_id().size() <= frontend_->limits().max_request_id_bytes;
     const bool bounded_session = req->session_id().size() <= SessionStore::kMaxIdBytes;
     sink->SetAccessLog(own_id ? req->request_id() : absl::StrFormat("r%d", counter.fetch_add(1) + 1),
                        bounded_session ? req->session_id() : "(invalid)");
   }
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   absl::Status st = tenant.status();
-  if (st.ok()) st = Ready(true);
-  absl::StatusOr<SequenceRequest> seq = absl::UnavailableError("");
+  if (st.ok()) st = frontend_->Ready(true);
   if (st.ok()) {
-    sink->SetTenant(tenant->name, nullptr);
-    seq = ToSequenceRequest(*req, *tokenizer_, options_.limits);
+    sink->SetTenant(tenant->name);
+    absl::StatusOr<SequenceRequest> seq =
+        ToSequenceRequest(*req, frontend_->tokenizer(), frontend_->limits(), frontend_->chat());
     st = seq.status();
-  }
-  if (st.ok() && !req->initial_state().empty() && !req->session_id().empty()) {
-    st = absl::InvalidArgumentError(absl::StrCat("initial_state is for stateless requests and new sessions; session ",
-                                                 req->session_id(), " continues from its own state"));
-  }
-  if (st.ok() && req->session_id().empty()) {
-    absl::StatusOr<std::shared_ptr<const ExportedState>> start = states_.Resolve(req->initial_state(), "initial_state");
-    st = start.status();
-    if (st.ok()) seq->start = std::move(*start);
-  }
-  if (st.ok()) {
-    if (!seq->session_id.empty()) seq->session_id = ScopedSessionId(tenant->name, seq->session_id);
-    seq->deadline = Deadline(ctx);
-    st = usage_->BeginStream(*tenant, TenantUsage::Clock::now());
     if (st.ok()) {
-      sink->SetTenant(tenant->name, usage_);  // From here, OnFinish ends the stream's admission.
-      st = scheduler_->Submit(std::move(*seq), sink);
-    } else {
+      seq->deadline = Deadline(ctx);
+      st = frontend_->SubmitGenerate(*tenant, req->initial_state(), std::move(*seq), sink, sink->meter());
       CountLimit(*tenant, st);
     }
   }
@@ -452,15 +356,15 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
                                                      const v1::CreateSessionRequest* req, v1::Session* resp) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, "CreateSession", tenant.status());
-  if (absl::Status st = Ready(true); !st.ok()) return Finish(ctx, "CreateSession", st);
-  absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, *tokenizer_, options_.limits);
+  if (absl::Status st = frontend_->Ready(true); !st.ok()) return Finish(ctx, "CreateSession", st);
+  absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, frontend_->tokenizer(), frontend_->limits());
   if (!seq.ok()) return Finish(ctx, "CreateSession", seq.status());
-  absl::StatusOr<std::shared_ptr<const ExportedState>> start = states_.Resolve(req->initial_state(), "initial_state");
+  absl::StatusOr<std::shared_ptr<const ExportedState>> start = frontend_->states().Resolve(req->initial_state(), "initial_state");
   if (!start.ok()) return Finish(ctx, "CreateSession", start.status());
   seq->start = std::move(*start);
   seq->deadline = Deadline(ctx);
   // An empty id is made here, in the tenant's scope, so that the sink knows which session to describe.
-  seq->session_id = seq->session_id.empty() ? NewSessionId(*tenant) : ScopedSessionId(tenant->name, seq->session_id);
+  seq->session_id = seq->session_id.empty() ? Frontend::NewSessionId(*tenant) : ScopedSessionId(tenant->name, seq->session_id);
 
   // The new session's prompt runs through the scheduler like any sequence; its Finish answers.
   // A client that cancels (or whose deadline passes) while the prompt runs gets no session: the
@@ -474,12 +378,12 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
     void OnFinish(FinalEvent f) override {
       if (f.status.ok()) {
         // Loop thread: the session exists and is no longer busy.
-        if (const Session* s = svc_->scheduler_->sessions().Find(id_)) svc_->FillSession(*s, tenant_.name, resp_);
+        if (const Session* s = svc_->frontend_->scheduler().sessions().Find(id_)) svc_->FillSession(*s, tenant_.name, resp_);
       }
       svc_->CountLimit(tenant_, f.status);
       svc_->metrics_->RecordRpc("CreateSession", static_cast<grpc::StatusCode>(f.status.code()));
       done_ = true;  // ctx_ may go with the Finish below.
-      reactor_->Finish(ToGrpcStatus(Unscope(tenant_.name, f.status)));
+      reactor_->Finish(ToGrpcStatus(Frontend::Unscope(tenant_.name, f.status)));
     }
     bool Cancelled() const override { return !done_.load() && ctx_->IsCancelled(); }
     bool Backlogged() const override { return false; }
@@ -495,7 +399,7 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
   };
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   auto sink = std::make_shared<CreateSink>(this, ctx, reactor, resp, seq->session_id, *tenant);
-  if (absl::Status st = scheduler_->Submit(std::move(*seq), sink); !st.ok()) {
+  if (absl::Status st = frontend_->scheduler().Submit(std::move(*seq), sink); !st.ok()) {
     metrics_->RecordRpc("CreateSession", static_cast<grpc::StatusCode>(st.code()));
     reactor->Finish(ToGrpcStatus(st));
   }
@@ -505,8 +409,8 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* RwkvService::GetSession(grpc::CallbackServerContext* ctx, const v1::GetSessionRequest* req,
                                                   v1::Session* resp) {
   return OnLoop(ctx, "GetSession", false, [this, req, resp](const Tenant& t) -> absl::Status {
-    RWKV_ASSIGN_OR_RETURN(std::string id, ScopeId(t, req->session_id(), "session_id"));
-    RWKV_ASSIGN_OR_RETURN(Session * s, scheduler_->sessions().Get(id));
+    RWKV_ASSIGN_OR_RETURN(std::string id, Frontend::ScopeId(t, req->session_id(), "session_id"));
+    RWKV_ASSIGN_OR_RETURN(Session * s, frontend_->scheduler().sessions().Get(id));
     FillSession(*s, t.name, resp);
     return absl::OkStatus();
   });
@@ -516,7 +420,7 @@ grpc::ServerUnaryReactor* RwkvService::ListSessions(grpc::CallbackServerContext*
                                                     const v1::ListSessionsRequest* req,
                                                     v1::ListSessionsResponse* resp) {
   return OnLoop(ctx, "ListSessions", false, [this, resp](const Tenant& t) {
-    for (const Session* s : scheduler_->sessions().List()) {
+    for (const Session* s : frontend_->scheduler().sessions().List()) {
       if (SessionOwner(s->id) == t.name) FillSession(*s, t.name, resp->add_sessions());
     }
     return absl::OkStatus();
@@ -527,20 +431,20 @@ grpc::ServerUnaryReactor* RwkvService::DeleteSession(grpc::CallbackServerContext
                                                      const v1::DeleteSessionRequest* req,
                                                      v1::DeleteSessionResponse* resp) {
   return OnLoop(ctx, "DeleteSession", false, [this, req](const Tenant& t) -> absl::Status {
-    RWKV_ASSIGN_OR_RETURN(std::string id, ScopeId(t, req->session_id(), "session_id"));
-    return scheduler_->sessions().Delete(id);
+    RWKV_ASSIGN_OR_RETURN(std::string id, Frontend::ScopeId(t, req->session_id(), "session_id"));
+    return frontend_->scheduler().sessions().Delete(id);
   });
 }
 
 grpc::ServerUnaryReactor* RwkvService::ForkSession(grpc::CallbackServerContext* ctx, const v1::ForkSessionRequest* req,
                                                    v1::Session* resp) {
   return OnLoop(ctx, "ForkSession", true, [this, req, resp](const Tenant& t) -> absl::Status {
-    RWKV_ASSIGN_OR_RETURN(std::string src, ScopeId(t, req->session_id(), "session_id"));
-    std::string dst = NewSessionId(t);
+    RWKV_ASSIGN_OR_RETURN(std::string src, Frontend::ScopeId(t, req->session_id(), "session_id"));
+    std::string dst = Frontend::NewSessionId(t);
     if (!req->new_session_id().empty()) {
-      RWKV_ASSIGN_OR_RETURN(dst, ScopeId(t, req->new_session_id(), "new_session_id"));
+      RWKV_ASSIGN_OR_RETURN(dst, Frontend::ScopeId(t, req->new_session_id(), "new_session_id"));
     }
-    RWKV_ASSIGN_OR_RETURN(Session * s, scheduler_->sessions().Fork(src, std::move(dst), Clock::now()));
+    RWKV_ASSIGN_OR_RETURN(Session * s, frontend_->scheduler().sessions().Fork(src, std::move(dst), Clock::now()));
     FillSession(*s, t.name, resp);
     return absl::OkStatus();
   });
@@ -551,22 +455,22 @@ grpc::ServerWriteReactor<v1::StateChunk>* RwkvService::ExportSession(grpc::Callb
   auto* reactor = new ExportReactor(metrics_, options_.export_chunk_bytes);
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   absl::Status st = tenant.status();
-  if (st.ok()) st = Ready(false);
-  absl::StatusOr<std::string> id = st.ok() ? ScopeId(*tenant, req->session_id(), "session_id") : st;
+  if (st.ok()) st = frontend_->Ready(false);
+  absl::StatusOr<std::string> id = st.ok() ? Frontend::ScopeId(*tenant, req->session_id(), "session_id") : st;
   if (!id.ok()) {
     reactor->Start(id.status());
     return reactor;
   }
-  scheduler_->Post([this, reactor, id = std::move(*id), tenant = std::move(*tenant)] {
-    absl::StatusOr<Session*> s = scheduler_->sessions().Get(id);
-    if (!s.ok()) return reactor->Start(Unscope(tenant.name, s.status()));
+  frontend_->scheduler().Post([this, reactor, id = std::move(*id), tenant = std::move(*tenant)] {
+    absl::StatusOr<Session*> s = frontend_->scheduler().sessions().Get(id);
+    if (!s.ok()) return reactor->Start(Frontend::Unscope(tenant.name, s.status()));
     std::vector<float> state;
-    if (absl::Status st = scheduler_->sessions().ReadState(**s, &state); !st.ok()) {
-      return reactor->Start(Unscope(tenant.name, st));
+    if (absl::Status st = frontend_->scheduler().sessions().ReadState(**s, &state); !st.ok()) {
+      return reactor->Start(Frontend::Unscope(tenant.name, st));
     }
     StateHeader header = SessionStore::Header(**s);
     header.session_id = std::string(UnscopedSessionId(tenant.name, header.session_id));  // As the client knows it.
-    reactor->Start(codec_.Encode(state, header));
+    reactor->Start(frontend_->codec().Encode(state, header));
   });
   return reactor;
 }
@@ -575,7 +479,7 @@ grpc::ServerReadReactor<v1::ImportSessionRequest>* RwkvService::ImportSession(gr
                                                                               v1::Session* resp) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   absl::Status st = tenant.status();
-  if (st.ok()) st = Ready(true);
+  if (st.ok()) st = frontend_->Ready(true);
   if (!st.ok()) {
     // Read nothing: answer at once.
     class Refuse final : public grpc::ServerReadReactor<v1::ImportSessionRequest> {
@@ -593,8 +497,8 @@ grpc::ServerUnaryReactor* RwkvService::Tokenize(grpc::CallbackServerContext* ctx
                                                 v1::TokenizeResponse* resp) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, "Tokenize", tenant.status());
-  if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "Tokenize", st);
-  const std::vector<int32_t> ids = tokenizer_->Encode(req->text());
+  if (absl::Status st = frontend_->Ready(false); !st.ok()) return Finish(ctx, "Tokenize", st);
+  const std::vector<int32_t> ids = frontend_->tokenizer().Encode(req->text());
   resp->mutable_token_ids()->Add(ids.begin(), ids.end());
   return Finish(ctx, "Tokenize", absl::OkStatus());
 }
@@ -603,18 +507,18 @@ grpc::ServerUnaryReactor* RwkvService::Detokenize(grpc::CallbackServerContext* c
                                                   v1::DetokenizeResponse* resp) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, "Detokenize", tenant.status());
-  if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "Detokenize", st);
+  if (absl::Status st = frontend_->Ready(false); !st.ok()) return Finish(ctx, "Detokenize", st);
   // Every id the model can produce is valid; those the tokenizer has no bytes for are text-less
   // (as in a stream: IncrementalDecoder).
   std::string bytes;
   for (int i = 0; i < req->token_ids_size(); ++i) {
     const int32_t id = req->token_ids(i);
-    if (id < 0 || id >= options_.limits.vocab) {
+    if (id < 0 || id >= frontend_->limits().vocab) {
       return Finish(ctx, "Detokenize",
                     absl::InvalidArgumentError(absl::StrFormat("token_ids[%d] is %d, outside the vocabulary [0, %d)", i,
-                                                               id, options_.limits.vocab)));
+                                                               id, frontend_->limits().vocab)));
     }
-    if (const std::string* b = tokenizer_->TokenBytes(id)) bytes += *b;
+    if (const std::string* b = frontend_->tokenizer().TokenBytes(id)) bytes += *b;
   }
   std::string valid;
   const size_t used = AppendValidUtf8(bytes, &valid);
@@ -627,8 +531,8 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
                                                     const v1::GetModelInfoRequest* req, v1::ModelInfo* resp) {
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, "GetModelInfo", tenant.status());
-  if (absl::Status st = Ready(false); !st.ok()) return Finish(ctx, "GetModelInfo", st);
-  const ModelConfig& c = codec_.config;
+  if (absl::Status st = frontend_->Ready(false); !st.ok()) return Finish(ctx, "GetModelInfo", st);
+  const ModelConfig& c = frontend_->codec().config;
   resp->set_architecture(ArchitectureName(c.arch));
   resp->set_description(c.Describe());
   resp->set_n_layer(c.n_layer);
@@ -639,22 +543,22 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
   resp->set_vocab_size(c.vocab);
   resp->set_parameters(c.parameter_count);
   resp->set_state_bytes(c.StateBytes());
-  resp->set_backend(backend_name_);
-  resp->set_model_fingerprint(codec_.fingerprint);
+  resp->set_backend(frontend_->backend_name());
+  resp->set_model_fingerprint(frontend_->codec().fingerprint);
   v1::Limits* l = resp->mutable_limits();
-  const SchedulerOptions& so = scheduler_->options();
-  l->set_max_prompt_tokens(options_.limits.max_prompt_tokens);
-  l->set_max_tokens(options_.limits.max_tokens);
-  l->set_state_slots(slots_);
+  const SchedulerOptions& so = frontend_->scheduler().options();
+  l->set_max_prompt_tokens(frontend_->limits().max_prompt_tokens);
+  l->set_max_tokens(frontend_->limits().max_tokens);
+  l->set_state_slots(frontend_->slots());
   l->set_step_token_budget(so.token_budget);
   l->set_max_running(so.max_running);
   l->set_queue_length(so.queue_length);
   l->set_max_sessions(so.sessions.max_sessions);
   l->set_host_state_bytes(static_cast<int64_t>(so.sessions.max_sessions) * c.StateBytes());
   l->set_session_idle_ttl_seconds(static_cast<double>(so.sessions.idle_ttl.count()));
-  for (const std::string& n : states_.names()) resp->add_initial_states(n);
-  resp->set_default_initial_state(states_.default_name());
-  resp->set_tokenizer(std::string(tokenizer_->kind()));
+  for (const std::string& n : frontend_->states().names()) resp->add_initial_states(n);
+  resp->set_default_initial_state(frontend_->states().default_name());
+  resp->set_tokenizer(std::string(frontend_->tokenizer().kind()));
   return Finish(ctx, "GetModelInfo", absl::OkStatus());
 }
 

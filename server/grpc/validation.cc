@@ -11,40 +11,23 @@ namespace {
 
 absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const char* field,
                       const RequestLimits& limits) {
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= limits.vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s[%d] is %d, outside the vocabulary [0, %d)", field, i, ids[i], limits.vocab));
-    }
-  }
-  return absl::OkStatus();
+  return CheckTokenIds(std::span<const int32_t>(ids.data(), ids.size()), field, limits.vocab);
 }
 
 template <typename Req>
 absl::StatusOr<std::vector<int32_t>> Prompt(const Req& req, const Tokenizer& tokenizer, const RequestLimits& limits) {
-  std::vector<int32_t> prompt;
   if (req.has_token_ids()) {
     RWKV_RETURN_IF_ERROR(CheckIds(req.token_ids().ids(), "token_ids.ids", limits));
-    prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
-  } else {
-    // Bytes bound the token count from above, so a huge text is refused before tokenizing it.
-    if (req.text().size() > static_cast<size_t>(limits.max_prompt_tokens) * 64) {
-      return absl::InvalidArgumentError(absl::StrFormat("text is %d bytes; the limit is %d tokens", req.text().size(),
-                                                        limits.max_prompt_tokens));
-    }
-    prompt = tokenizer.Encode(req.text());
+    RWKV_RETURN_IF_ERROR(CheckPromptLength(req.token_ids().ids_size(), limits));
+    return std::vector<int32_t>(req.token_ids().ids().begin(), req.token_ids().ids().end());
   }
-  if (prompt.size() > static_cast<size_t>(limits.max_prompt_tokens)) {
-    return absl::InvalidArgumentError(absl::StrFormat("prompt is %d tokens; max_prompt_tokens is %d", prompt.size(),
-                                                      limits.max_prompt_tokens));
-  }
-  return prompt;
+  return EncodePrompt(req.text(), "text", tokenizer, limits);
 }
 
 }  // namespace
 
 absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req, const Tokenizer& tokenizer,
-                                                  const RequestLimits& limits) {
+                                                  const RequestLimits& limits, const ChatTemplate& chat) {
   SequenceRequest out;
   out.kind = SequenceRequest::Kind::kGenerate;
   if (req.request_id().size() > limits.max_request_id_bytes) {
@@ -56,7 +39,9 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
     RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(req.session_id(), "session_id"));
     out.session_id = req.session_id();
   }
-  RWKV_ASSIGN_OR_RETURN(out.prompt, Prompt(req, tokenizer, limits));
+  if (!req.has_messages()) {
+    RWKV_ASSIGN_OR_RETURN(out.prompt, Prompt(req, tokenizer, limits));
+  }
 
   const v1::SamplingParams& p = req.sampling();
   SamplingParams& s = out.sampling;
@@ -79,27 +64,10 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
 
 
   const v1::StopConditions& stop = req.stop();
-  out.max_tokens = stop.has_max_tokens() ? stop.max_tokens() : std::min(256, limits.max_tokens);
-  if (out.max_tokens < 1 || out.max_tokens > limits.max_tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("stop.max_tokens is %d; it must be in [1, %d]", out.max_tokens, limits.max_tokens));
-  }
-  if (stop.stop_strings_size() > limits.max_stop_strings) {
-    return absl::InvalidArgumentError(absl::StrFormat("stop.stop_strings has %d entries; the limit is %d",
-                                                      stop.stop_strings_size(), limits.max_stop_strings));
-  }
-  for (int i = 0; i < stop.stop_strings_size(); ++i) {
-    const std::string& ss = stop.stop_strings(i);
-    if (ss.empty() || ss.size() > static_cast<size_t>(limits.max_stop_string_bytes)) {
-      return absl::InvalidArgumentError(absl::StrFormat("stop.stop_strings[%d] is %d bytes; it must be 1..%d", i,
-                                                        ss.size(), limits.max_stop_string_bytes));
-    }
-    std::string valid;
-    if (AppendValidUtf8(ss, &valid) != ss.size() || valid != ss) {
-      return absl::InvalidArgumentError(absl::StrFormat("stop.stop_strings[%d] is not valid UTF-8", i));
-    }
-    out.stop_strings.push_back(ss);
-  }
+  out.max_tokens = stop.has_max_tokens() ? stop.max_tokens() : DefaultMaxTokens(limits);
+  RWKV_RETURN_IF_ERROR(CheckMaxTokens(out.max_tokens, "stop.max_tokens", limits));
+  out.stop_strings.assign(stop.stop_strings().begin(), stop.stop_strings().end());
+  RWKV_RETURN_IF_ERROR(CheckStopStrings(out.stop_strings, "stop.stop_strings", limits));
   RWKV_RETURN_IF_ERROR(CheckIds(stop.stop_token_ids(), "stop.stop_token_ids", limits));
   out.stop_tokens.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
   if (!stop.ignore_eos()) out.stop_tokens.push_back(Tokenizer::kEndOfText);
@@ -107,14 +75,17 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
   const v1::OutputOptions& o = req.output();
   out.want_token_ids = o.token_ids();
   out.want_logprobs = o.logprobs();
-  if (o.top_logprobs() < 0 || o.top_logprobs() > limits.max_top_logprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("output.top_logprobs is %d; it must be in [0, %d]", o.top_logprobs(), limits.max_top_logprobs));
-  }
+  RWKV_RETURN_IF_ERROR(CheckTopLogprobs(o.top_logprobs(), "output.top_logprobs", limits));
   if (o.top_logprobs() > 0 && !o.logprobs()) {
     return absl::InvalidArgumentError("output.top_logprobs needs output.logprobs set");
   }
   out.top_logprobs = o.top_logprobs();
+
+  if (req.has_messages()) {
+    std::vector<ChatMessage> messages;
+    for (const v1::ChatMessage& m : req.messages().messages()) messages.push_back({m.role(), m.content()});
+    RWKV_RETURN_IF_ERROR(ApplyChat(messages, "messages.messages", chat, tokenizer, limits, &out));
+  }
   return out;
 }
 

@@ -38,9 +38,9 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="rwkv-server-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [binary, "--model", model, "--vocab", vocab, "--host", "127.0.0.1", "--port", port, "--metrics-port", "0",
-             "--state-slots", "24", "--max-tokens", "100000", *extra],
+             "--http-port", "0", "--state-slots", "24", "--max-tokens", "100000", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
-        self.grpc_port = self.metrics_port = None
+        self.grpc_port = self.metrics_port = self.http_port = None
         if not wait:
             return
         deadline = time.time() + 60
@@ -48,8 +48,10 @@ class Server:
             text = open(self.log.name).read()
             m = re.search(r'msg="grpc listening" address=[\d.]+:(\d+)', text)
             p = re.search(r'msg="metrics listening" address=[\d.]+:(\d+)', text)
-            if m and p and "msg=ready" in text:
+            h = re.search(r'msg="http listening" address=[\d.]+:(\d+)', text)
+            if m and p and (h or "--http-port" in extra) and "msg=ready" in text:
                 self.grpc_port, self.metrics_port = int(m.group(1)), int(p.group(1))
+                self.http_port = int(h.group(1)) if h else None
                 return
             if self.proc.poll() is not None:
                 break

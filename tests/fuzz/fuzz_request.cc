@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (data[0] & 1) {
     rwkv::v1::GenerateRequest req;
     if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;
-    r = rwkv::server::ToSequenceRequest(req, *tok, limits);
+    r = rwkv::server::ToSequenceRequest(req, *tok, limits, rwkv::server::ChatTemplate::World());
   } else {
     rwkv::v1::CreateSessionRequest req;
     if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;

@@ -28,7 +28,7 @@ class ValidationTest : public ::testing::Test {
     limits_.max_prompt_tokens = 100;
     limits_.max_tokens = 50;
   }
-  absl::Status Check(const v1::GenerateRequest& r) { return ToSequenceRequest(r, *tok_, limits_).status(); }
+  absl::Status Check(const v1::GenerateRequest& r) { return ToSequenceRequest(r, *tok_, limits_, ChatTemplate::World()).status(); }
   std::unique_ptr<Tokenizer> tok_;
   RequestLimits limits_;
 };
@@ -36,7 +36,7 @@ class ValidationTest : public ::testing::Test {
 TEST_F(ValidationTest, DefaultsAreTheDocumentedOnesAndStopAtEndOfText) {
   v1::GenerateRequest r;
   r.set_text("Hello");
-  absl::StatusOr<SequenceRequest> s = ToSequenceRequest(r, *tok_, limits_);
+  absl::StatusOr<SequenceRequest> s = ToSequenceRequest(r, *tok_, limits_, ChatTemplate::World());
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->prompt, tok_->Encode("Hello"));
   // docs/server.md lists these; DefaultSampling() is the one place they are set (rwkv-cli too).

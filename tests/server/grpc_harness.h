@@ -38,16 +38,18 @@ struct Harness {
     so.max_running = std::min(so.max_running, slots);
     StateCodec codec{ModelFingerprint(*model), model->config()};
     scheduler = std::make_unique<Scheduler>(*CreateBackend(model, bo), tokenizer.get(), so, &metrics);
-    svc.limits.max_tokens = 5000;
-    service = std::make_unique<RwkvService>(svc, &metrics);
+    FrontendOptions fo;
+    fo.limits.max_tokens = 5000;
+    frontend = std::make_unique<Frontend>(fo);
+    service = std::make_unique<RwkvService>(svc, frontend.get(), &metrics);
     grpc::ServerBuilder b;
-    service->SetApiKeys(std::move(keys));
+    frontend->SetApiKeys(std::move(keys));
     b.AddListeningPort("127.0.0.1:0", creds != nullptr ? creds : grpc::InsecureServerCredentials(), &port);
     b.RegisterService(service.get());
     server = b.BuildAndStart();
     absl::StatusOr<StartStates> start = StartStates::Load(states, default_state, codec);
     EXPECT_TRUE(start.ok()) << start.status();
-    service->Attach(scheduler.get(), tokenizer.get(), codec, "cpu", start.ok() ? std::move(*start) : StartStates());
+    frontend->Attach(scheduler.get(), tokenizer.get(), codec, "cpu", start.ok() ? std::move(*start) : StartStates());
     scheduler->Start();
     client = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(port));
   }
@@ -98,6 +100,7 @@ struct Harness {
   Metrics metrics;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<Frontend> frontend;
   std::unique_ptr<RwkvService> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<client::Client> client;

@@ -127,7 +127,7 @@ TEST(GrpcService, DrainRefusesNewRequestsAndFinishesRunningOnes) {
   Harness h;
   auto running = std::async(std::launch::async, [&] { return Generate(*h.client, Greedy({4}, 4000)); });
   ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->occupancy().running == 1; }));
-  h.service->SetDraining();
+  h.frontend->SetDraining();
   h.scheduler->StopAccepting();
   Stream refused = Generate(*h.client, Greedy({4}, 3));
   EXPECT_EQ(refused.final.status().code(), absl::StatusCode::kUnavailable);
@@ -201,7 +201,8 @@ TEST(GrpcService, ModelInfoTokenizeAndErrors) {
 
 TEST(GrpcService, NotReadyBeforeAttach) {
   Metrics metrics;
-  RwkvService service({}, &metrics);
+  Frontend frontend({});
+  RwkvService service({}, &frontend, &metrics);
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

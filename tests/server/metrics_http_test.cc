@@ -57,10 +57,10 @@ bool ClosedWithin(int fd, int wait_ms) {
 }
 
 struct Endpoint {
-  explicit Endpoint(MetricsHttpOptions o = {}) {
+  explicit Endpoint(MetricsHttpOptions o = {}, std::function<bool()> ready = {}) {
     registry = std::make_shared<prometheus::Registry>();
     prometheus::BuildCounter().Name("rwkv_test_total").Help("a test counter").Register(*registry).Add({}).Increment(3);
-    server = std::make_unique<MetricsHttpServer>(registry, o);
+    server = std::make_unique<MetricsHttpServer>(MetricsRoutes{registry, std::move(ready), {}}, o);
     absl::StatusOr<int> p = server->Start("127.0.0.1", 0);
     EXPECT_TRUE(p.ok()) << p.status();
     port = p.ok() ? *p : 0;
@@ -72,9 +72,7 @@ struct Endpoint {
 
 TEST(MetricsHttp, ScrapesProbesAndErrors) {
   std::atomic<bool> ready{false};
-  MetricsHttpOptions o;
-  o.ready = [&] { return ready.load(); };
-  Endpoint e(o);
+  Endpoint e({}, [&] { return ready.load(); });
   auto get = [&](const std::string& request) {
     const int fd = Connect(e.port);
     EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
@@ -90,6 +88,8 @@ TEST(MetricsHttp, ScrapesProbesAndErrors) {
   ready = true;
   EXPECT_THAT(get("GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), StartsWith("HTTP/1.1 200"));
   EXPECT_THAT(get("GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(get("GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(get("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), StartsWith("HTTP/1.1 200"));
   EXPECT_THAT(get("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), StartsWith("HTTP/1.1 404"));
   EXPECT_THAT(get("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
               StartsWith("HTTP/1.1 405"));
@@ -147,7 +147,7 @@ TEST(MetricsHttp, ConnectionsBeyondTheLimitAreClosedAtOnce) {
 
 TEST(MetricsHttp, APortInUseIsAnError) {
   Endpoint e;
-  MetricsHttpServer second(std::make_shared<prometheus::Registry>());
+  MetricsHttpServer second(MetricsRoutes{std::make_shared<prometheus::Registry>(), {}, {}});
   absl::StatusOr<int> p = second.Start("127.0.0.1", e.port);
   EXPECT_EQ(p.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("cannot listen"));

@@ -159,7 +159,7 @@ TEST(Security, KeysReloadTakesEffectForNewCalls) {
   EXPECT_TRUE(As(h, kKeyB).GetModelInfo().ok());
   absl::StatusOr<std::shared_ptr<const ApiKeys>> only_a = ApiKeys::Parse(std::string(kKeyA) + " acme\n", "keys", {});
   ASSERT_TRUE(only_a.ok());
-  h.service->SetApiKeys(*only_a);
+  h.frontend->SetApiKeys(*only_a);
   EXPECT_EQ(As(h, kKeyB).GetModelInfo().status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_TRUE(As(h, kKeyA).GetModelInfo().ok());
 }

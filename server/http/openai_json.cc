@@ -467,7 +467,7 @@ json CompletionLogprobs(const std::vector<TokenLogprob>& lps, const Tokenizer& t
     tokens.push_back(t);
     logprobs.push_back(lp.logprob);
     json top = json::object();
-    for (const TopLogprob& alt : lp.top) top[json(TokenText(tokenizer, alt.token)).dump(-1, ' ', false, json::error_handler_t::replace)] = alt.logprob;
+    for (const TopLogprob& alt : lp.top) top[TokenText(tokenizer, alt.token)] = alt.logprob;
     tops.push_back(top);
     offsets.push_back(offset);
     offset += t.size();

@@ -180,8 +180,23 @@ class HttpServer::Impl {
       parser_->header_limit(static_cast<uint32_t>(server_->options_.max_header_bytes));
       parser_->body_limit(server_->options_.max_body_bytes);
       Lowest().expires_after(server_->options_.request_timeout);
-      http::async_read(stream_, buffer_, *parser_,
-                       [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+      http::async_read_header(stream_, buffer_, *parser_,
+                              [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+    }
+
+    // The header is in: a client that sent "Expect: 100-continue" (curl does for bodies over 1 KiB)
+    // waits for the interim response before it sends the body.
+    void OnHeader(beast::error_code ec) {
+      if (ec || parser_->is_done()) return OnRead(ec);
+      auto body = [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); };
+      if (!beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+        return http::async_read(stream_, buffer_, *parser_, body);
+      }
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+      http::async_write(stream_, *cont, [self = this->shared_from_this(), cont, body](beast::error_code ec, size_t) {
+        if (ec) return self->Close();
+        http::async_read(self->stream_, self->buffer_, *self->parser_, body);
+      });
     }
 
     void OnRead(beast::error_code ec) {
@@ -301,6 +316,7 @@ class HttpServer::Impl {
 
     void Close() {
       MarkClosed();
+      idle_.cancel();
       beast::error_code ec;
       Lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
       Lowest().socket().close(ec);

@@ -28,6 +28,7 @@ from e2e_test import Checker, Server  # noqa: E402
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
+CONTINUES = []  # Paths answered "100 Continue".
 
 
 def curl(port, path, body=None, headers=(), method=None):
@@ -40,6 +41,9 @@ def curl(port, path, body=None, headers=(), method=None):
     for h in headers:
         args += ["-H", h]
     out = subprocess.run(args, capture_output=True, timeout=150).stdout.decode("utf-8", "replace")
+    while out.startswith("HTTP/1.1 100 Continue\r\n"):
+        out = out.partition("\r\n\r\n")[2]
+        CONTINUES.append(path)
     head, _, rest = out.partition("\r\n\r\n")
     status = int(head.split(" ")[1]) if head.startswith("HTTP/") else 0
     return status, head, rest
@@ -142,6 +146,13 @@ def curl_part(a, c, srv):
                  "a cache hit gives the same text and log-probabilities, bit for bit")
     finally:
         nocache.stop()
+
+    # A client that sends "Expect: 100-continue" (curl does for large bodies) sends the body only
+    # after "100 Continue": without one it would wait (curl: a second).
+    CONTINUES.clear()
+    st, _, r = post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 400}],
+                                                   "max_tokens": 2}, ["Expect: 100-continue"])
+    c.expect(st == 200 and CONTINUES == ["/v1/chat/completions"], "Expect: 100-continue is answered")
 
     # Errors: OpenAI's shape and the matching status.
     st, _, e = post(port, "/v1/chat/completions", {"messages": msgs, "temperature": -1})

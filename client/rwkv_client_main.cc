@@ -296,12 +296,13 @@ absl::Status Chat(Client& c, const Flags& f) {
     g_interrupted = false;
     v1::GenerateRequest g;
     g.set_session_id(session);
-    // ChatRWKV's prompt format; the answer ends at a blank line.
-    g.set_text(absl::StrCat("User: ", line, "\n\nAssistant:"));
+    // The server's chat template (RWKV World by default) renders the turn and ends the answer.
+    v1::ChatMessage* m = g.mutable_messages()->add_messages();
+    m->set_role("user");
+    m->set_content(line);
     if (absl::Status st = Sampling(f, g.mutable_sampling()); !st.ok()) return st;
     g.mutable_stop()->set_max_tokens(static_cast<int32_t>(*max_tokens));
-    g.mutable_stop()->add_stop_strings("\n\n");
-    std::printf("Assistant:");
+    std::printf("Assistant: ");
     std::fflush(stdout);
     absl::StatusOr<v1::Final> final = c.Generate(
         g,

@@ -9,7 +9,8 @@
   resends its history reports cached prompt tokens, and its log-probabilities equal, bit for
   bit, those of a server without the prefix cache; errors in OpenAI's shape with their status
   (400 with param, 404, 405, 429 with Retry-After, 401 with API keys, another tenant's session
-  404); a client that disconnects mid-stream cancels its sequence; /metrics, /health, /ready.
+  404, all over HTTPS); a client that disconnects mid-stream cancels its sequence; /metrics,
+  /health, /ready; Expect: 100-continue.
 --part sdk (the OpenAI Python SDK from .tools/venv): models, chat and completions, streamed and
   not, n > 1, logprobs, and its exception types for errors. Exit 77 (skipped) without the SDK.
 """
@@ -31,9 +32,16 @@ KEY_B = "key-b-0123456789abcdef"
 CONTINUES = []  # Paths answered "100 Continue".
 
 
+TLS_CA = None  # With a CA file, requests go over HTTPS to "localhost" (the test certificate's name).
+
+
 def curl(port, path, body=None, headers=(), method=None):
     """(status, headers text, body text) of one request through curl."""
-    args = ["curl", "-s", "-S", "-i", "--max-time", "120", f"http://127.0.0.1:{port}{path}"]
+    args = ["curl", "-s", "-S", "-i", "--max-time", "120"]
+    if TLS_CA:
+        args += ["--cacert", TLS_CA, "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}{path}"]
+    else:
+        args.append(f"http://127.0.0.1:{port}{path}")
     if body is not None:
         args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
     if method:
@@ -173,6 +181,11 @@ def curl_part(a, c, srv):
              "/metrics on the HTTP port counts the API's requests and the prefix cache")
     c.expect(curl(port, "/health")[0] == 200 and curl(port, "/ready")[0] == 200, "/health and /ready")
 
+    # Many streams at once, all on the server's two HTTP threads: 24 run (the state slots), the
+    # rest wait in the admission queue (256 by default; beyond it a stream would get 429).
+    done = many_streams(port, 200, 8)
+    c.expect(done == 200, f"200 concurrent SSE streams all complete ({done})")
+
     # A client that leaves mid-stream cancels its sequence.
     before = cancelled_count(srv)
     got = disconnect_mid_stream(port, {"prompt": "go", "max_tokens": 90000, "ignore_eos": True, "stream": True})
@@ -185,6 +198,27 @@ def curl_part(a, c, srv):
     c.expect(float(running) == 0, f"nothing keeps running after the disconnect ({running})")
 
 
+def many_streams(port, n, max_tokens):
+    """n concurrent SSE streams from one asyncio loop; returns how many ended with [DONE]."""
+    import asyncio
+
+    async def one(i):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        payload = json.dumps({"prompt": [1 + i % 200], "max_tokens": max_tokens, "ignore_eos": True,
+                              "stream": True}).encode()
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
+        await writer.drain()
+        body = await asyncio.wait_for(reader.read(), timeout=240)
+        writer.close()
+        return b"data: [DONE]" in body and b"\"finish_reason\":\"length\"" in body
+
+    async def run():
+        return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+
+    return sum(1 for r in asyncio.run(run()) if r is True)
+
+
 def grpc_text_of(c, ids, n):
     return c.generate("--tokens", ",".join(map(str, ids)), "--max-tokens", str(n))["text"]
 
@@ -195,13 +229,19 @@ def cancelled_count(srv):
 
 
 def keys_part(a, c):
+    """API keys and tenants on the HTTP API, over TLS with the test certificates."""
+    global TLS_CA
+    tls = os.path.join(os.path.dirname(a.model), "tls")
     with tempfile.TemporaryDirectory() as d:
         keys = os.path.join(d, "keys.txt")
         with open(keys, "w") as f:
             f.write(f"{KEY_A} acme tokens_per_minute=20\n{KEY_B} globex\n")
-        srv = Server(a.server, a.model, a.vocab, ["--api-keys", keys])
+        srv = Server(a.server, a.model, a.vocab, ["--api-keys", keys, "--tls-cert", os.path.join(tls, "server1.pem"),
+                                                  "--tls-key", os.path.join(tls, "server1.key")])
         try:
             port = srv.http_port
+            c.expect(curl(port, "/health")[0] == 0, "plain HTTP to the TLS port gets no answer")
+            TLS_CA = os.path.join(tls, "ca1.pem")
             body = {"prompt": "hi", "max_tokens": 4, "ignore_eos": True}
             st, _, e = post(port, "/v1/completions", body)
             c.expect(st == 401 and e["error"]["type"] == "authentication_error", "no key: 401")
@@ -211,7 +251,8 @@ def keys_part(a, c):
             c.expect(st == 200, "right key: 200")
             c.expect(curl(port, "/health")[0] == 200, "/health needs no key")
             # A session of tenant B is not there for tenant A.
-            Checker(a.client, srv).run("--api-key", KEY_B, "session", "create", "--id", "mine", "--prompt", "x")
+            Checker(a.client, srv).run("--tls-ca", TLS_CA, "--tls-server-name", "localhost", "--api-key", KEY_B,
+                                       "session", "create", "--id", "mine", "--prompt", "x")
             st, _, e = post(port, "/v1/completions", {**body, "session_id": "mine"}, [f"Authorization: Bearer {KEY_A}"])
             c.expect(st == 404, "another tenant's session: 404")
             st, _, _ = post(port, "/v1/completions", {**body, "session_id": "mine"}, [f"Authorization: Bearer {KEY_B}"])
@@ -222,6 +263,7 @@ def keys_part(a, c):
             c.expect(st == 429 and "retry-after: 1" in head.lower() and e["error"]["type"] == "rate_limit_error",
                      f"tenant token limit: 429 with Retry-After ({st})")
         finally:
+            TLS_CA = None
             srv.stop()
 
 

@@ -81,6 +81,20 @@ def main():
     put("fuzz_request", "generate_text", b"\1" + field(1, 2, b"hello") + field(3, 2, b"chat"))  # text, session_id
     put("fuzz_request", "create_text", b"\0" + field(2, 2, b"hello"))
 
+    # OpenAI bodies: byte 0 = 0 chat, 1 completions, 2 a --chat-template file; then the JSON.
+    put("fuzz_openai_request", "chat", b"\0" + json.dumps({
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": [{"type": "text", "text": "Hi\n\n\nthere"}]}],
+        "max_tokens": 8, "temperature": 0.5, "top_p": 0.9, "stop": ["END"], "n": 2, "stream": True,
+        "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 2,
+        "logit_bias": {"5": -10}, "seed": 3}).encode())
+    put("fuzz_openai_request", "completion_ids", b"\1" + json.dumps({
+        "prompt": [[1, 2, 3]], "max_tokens": 4, "logprobs": 1, "top_k": 5, "min_p": 0.1,
+        "session_id": "abc", "stop_token_ids": [7], "ignore_eos": True}).encode())
+    put("fuzz_openai_request", "template", b"\2" + json.dumps({
+        "roles": {"user": {"prefix": "<u>", "suffix": "</u>"}, "assistant": {"prefix": "<a>", "suffix": "</a>"}},
+        "generation_prompt": "<a>", "stop": ["</a>"], "collapse_blank_lines": False, "trim_reply": False}).encode())
+
     put("fuzz_api_keys", "keys.txt", b"# keys\nplain-key-0123456789 acme streams=2\n"
         b"sha256:" + b"ab" * 32 + b" bravo sessions=5 tokens_per_minute=100\n")
 

@@ -54,6 +54,9 @@ class OpenAiApi::Call {
         role_sent_(req.n, false) {}
 
   HttpExchange& exchange() { return *ex_; }
+  // Any thread: the client left, or the answer is out already (a choice failed): the choices
+  // still running stop at the next step.
+  bool Abandoned() const { return abandoned_.load() || ex_->closed(); }
   StreamMeter* meter() { return &meter_; }
   const Tenant& tenant() const { return tenant_; }
   size_t buffer() const { return api_->options_.stream_buffer; }
@@ -115,6 +118,7 @@ class OpenAiApi::Call {
   void Fail(const absl::Status& s) {
     status_ = s;
     answered_ = true;
+    abandoned_ = true;
     if (!started_) return RespondError(*ex_, s);
     ex_->Send(Sse(openai::ErrorJson(s)));
     ex_->Send(Sse("[DONE]"));
@@ -176,6 +180,7 @@ class OpenAiApi::Call {
   bool logged_ = false;
   absl::Status status_;
   StreamMeter meter_;
+  std::atomic<bool> abandoned_{false};
 };
 
 class OpenAiApi::ChoiceSink final : public SequenceSink {
@@ -184,7 +189,7 @@ class OpenAiApi::ChoiceSink final : public SequenceSink {
   void OnChunk(ChunkEvent chunk) override { call_->OnChunk(index_, std::move(chunk)); }
   void OnFinish(FinalEvent final) override { call_->OnFinish(index_, std::move(final)); }
   void OnGenerated() override { call_->OnGenerated(); }
-  bool Cancelled() const override { return call_->exchange().closed(); }
+  bool Cancelled() const override { return call_->Abandoned(); }
   bool Backlogged() const override { return call_->exchange().queued() >= call_->buffer(); }
 
  private:

@@ -234,7 +234,6 @@ absl::StatusOr<Request> ParseRequest(std::string_view body, Endpoint endpoint, c
 
   std::optional<bool> b;
   std::optional<int64_t> i;
-  std::optional<double> d;
   std::optional<std::string> s;
 
   RWKV_RETURN_IF_ERROR(Integer(j, "n", &i));

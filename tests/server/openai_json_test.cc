@@ -177,7 +177,9 @@ TEST_F(OpenAiJsonTest, RefusalsNameTheParam) {
     for (const auto& [k, v] : extra.items()) body[k] = v;
     const auto [param, message] = Error(Chat(body));
     EXPECT_EQ(param, want.first) << body.dump();
-    if (!want.second.empty()) EXPECT_EQ(message, want.second) << body.dump();
+    if (!want.second.empty()) {
+      EXPECT_EQ(message, want.second) << body.dump();
+    }
   }
   EXPECT_EQ(Error(Completion({{"prompt", "x"}, {"echo", true}})).first, "echo");
   EXPECT_EQ(Error(Completion({{"prompt", "x"}, {"suffix", "y"}})).first, "suffix");

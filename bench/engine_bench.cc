@@ -4,7 +4,7 @@
 //
 //   engine_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--layers 12 --embd 768 --vocab 65536]
 //                [--batches 1,4,16,64] [--prompt 512]
-//                [--seconds 2] [--json FILE]
+//                [--seconds 2] [--json FILE] [--dtype f32|bf16|f16 (weight matrices)]
 //
 // Prints a table on stdout and writes the same numbers as JSON (default: engine_bench.json next to
 // the binary, in the build folder). Medians over repeated steps.
@@ -85,6 +85,7 @@ std::pair<double, double> MeasureReadBandwidth() {
 
 struct Args {
   std::string arch = "rwkv7";
+  MatrixType dtype = MatrixType::kF32;
   int layers = 12, embd = 768, vocab = 65536, prompt = 512;
   std::vector<int> batches = {1, 4, 16, 64};
   double seconds = 2.0;
@@ -111,6 +112,14 @@ Args Parse(int argc, char** argv) {
       a.json = v;
     else if (k == "--arch")
       a.arch = v;
+    else if (k == "--dtype") {
+      absl::StatusOr<std::optional<MatrixType>> t = ParseMatrixType(v, "--dtype");
+      if (!t.ok() || !*t) {
+        std::fprintf(stderr, "engine_bench: --dtype must be f32, bf16 or f16\n");
+        std::exit(2);
+      }
+      a.dtype = **t;
+    }
     else if (k == "--batches") {
       a.batches.clear();
       size_t p = 0;
@@ -137,8 +146,8 @@ int Main(int argc, char** argv) {
   }
   const ModelConfig& c = *config;
 
-  std::printf("building random %s ...\n", c.Describe().c_str());
-  std::shared_ptr<const Model> model = Model::Random(c, 1);
+  std::printf("building random %s, %s matrices ...\n", c.Describe().c_str(), MatrixTypeName(args.dtype));
+  std::shared_ptr<const Model> model = Model::Random(c, 1, args.dtype);
   const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
   BackendOptions o;
   o.pool_slots = max_batch;
@@ -157,10 +166,12 @@ int Main(int argc, char** argv) {
   // A decode step reads every weight except the embedding table (one row per token).
   const double step_bytes = static_cast<double>(model->weight_bytes()) - static_cast<double>(c.vocab) * c.n_embd * 4;
   const double floor_s = step_bytes / bandwidth;
-  const double flops_per_token = 2.0 * step_bytes / 4;
+  const double step_params = static_cast<double>(model->config().parameter_count) - static_cast<double>(c.vocab) * c.n_embd;
+  const double flops_per_token = 2.0 * step_params;
 
   nlohmann::json out;
   out["model"] = c.Describe();
+  out["dtype"] = MatrixTypeName(args.dtype);
   out["parameters"] = model->config().parameter_count;
   out["weight_bytes_per_step"] = step_bytes;
   out["read_bandwidth_gbs_best"] = bandwidth / 1e9;
@@ -213,8 +224,7 @@ int Main(int argc, char** argv) {
   }
   const double med = Median(times);
   const double prefill_tps = args.prompt / med;
-  const double layer_flops =
-      2.0 * (step_bytes / 4 - static_cast<double>(c.vocab) * c.n_embd);  // No head per prompt token.
+  const double layer_flops = 2.0 * (step_params - static_cast<double>(c.vocab) * c.n_embd);  // No head per prompt token.
   std::printf("%-16s %8d %12.2f %12.1f %12.1f %10s\n", "prefill", args.prompt, med * 1e3, prefill_tps,
               prefill_tps * layer_flops / 1e9, "-");
   out["prefill"] = {{"tokens", args.prompt}, {"median_ms", med * 1e3}, {"tokens_per_s", prefill_tps}};

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/status.h"
 #ifdef RWKV_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
@@ -48,6 +49,14 @@ absl::Status Backend::ValidateBatch(std::span<const BatchEntry> batch) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<ModelOptions> ModelOptionsFor(const BackendOptions& options) {
+  ModelOptions m;
+  RWKV_ASSIGN_OR_RETURN(std::optional<MatrixType> type, ParseMatrixType(options.dtype, "dtype"));
+  if (options.kind == "cpu") m.matrices = type;
+  if (options.kind == "cuda") m.matrices = MatrixType::kF32;
+  return m;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Model> model,
                                                        const BackendOptions& options) {
   if (options.pool_slots < 1 || options.pool_slots > kMaxPoolSlots) {
@@ -76,7 +85,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Mod
       return absl::InvalidArgumentError(
           absl::StrCat("device is ", options.device, "; this machine has CUDA devices 0..", devices - 1));
     }
-    return cuda::CudaBackend::Create(std::move(model), options);
+    BackendOptions o = options;
+    if (o.dtype == "auto") o.dtype = "f16";
+    return cuda::CudaBackend::Create(std::move(model), o);
 #else
     return absl::UnimplementedError(
         "backend cuda: this build has no CUDA support (configure with -DRWKV_WITH_CUDA=ON)");

@@ -107,9 +107,16 @@ struct BackendOptions {
   int max_step_tokens = 512;  // Scratch size: tokens per internal step, [1, kMaxStepTokens].
   int threads = 0;            // CPU math threads; 0 = library default.
   int device = 0;             // CUDA device ordinal.
-  std::string dtype = "f16";  // CUDA weight type: f32, f16 or bf16 (the CPU backend runs f32).
+  // Weight matrices: auto, f32, bf16 or f16. CUDA: the device's weight type (auto = f16). CPU:
+  // what the model was loaded with (ModelOptionsFor; auto = as the checkpoint stores them).
+  std::string dtype = "auto";
   bool cuda_graphs = true;    // CUDA: replay decode steps as graphs.
 };
+
+// How to load the model for a backend: CPU, its matrices in options.dtype (auto: as stored);
+// CUDA, float32 (the CUDA backend converts to its own type on upload). INVALID_ARGUMENT for a
+// dtype that is none of auto, f32, bf16, f16.
+absl::StatusOr<ModelOptions> ModelOptionsFor(const BackendOptions& options);
 
 // The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,
 // INVALID_ARGUMENT for an unknown kind or bad sizes.

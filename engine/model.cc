@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/absl_compat.h"
 #include "engine/cpu/gemm.h"
 #include "engine/name_map.h"
 #include "engine/status.h"
@@ -21,7 +22,7 @@ struct Slot {
   const float** vec = nullptr;     // A vector: stored as is.
   PackedMatrix* matrix = nullptr;  // A matrix: stored packed, [out, in].
   bool transpose = false;          // LoRA [in, out] in the file.
-  size_t offset = 0;               // In the arena, in floats.
+  MatrixType type = MatrixType::kF32;  // A matrix's element type (LoRA stays float32).
   int slice = -1;                  // >= 0: this index of the file tensor's first dimension.
   std::vector<int64_t> file_shape = {};  // With `slice`: the whole tensor's shape in the file.
   int64_t numel() const {
@@ -92,11 +93,6 @@ class PlanBuilder {
     plan_.push_back({"ln_out.weight", {C}, ln_out_w});
     plan_.push_back({"ln_out.bias", {C}, ln_out_b});
     plan_.push_back({"head.weight", {V, C}, nullptr, head});
-    size_t offset = 0;
-    for (Slot& s : plan_) {
-      s.offset = offset;
-      offset += static_cast<size_t>(s.stored_floats());
-    }
     return std::move(plan_);
   }
 
@@ -279,20 +275,49 @@ std::vector<model_internal::Slot> Model::Plan(bool time_first, const float** ln0
 
 template <typename Fill>
 void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
-  arena_.resize(plan.back().offset + plan.back().stored_floats());
-  std::vector<float> rows;  // Row-major staging for matrices, reused.
+  const auto half = [](const Slot& s) { return s.matrix != nullptr && s.type != MatrixType::kF32; };
+  size_t floats = 0, halves = 0;
+  for (const Slot& s : plan) (half(s) ? halves : floats) += static_cast<size_t>(s.stored_floats());
+  arena_.resize(floats);
+  half_arena_.resize(halves);
+  floats = halves = 0;
+  std::vector<float> rows;  // Row-major staging for matrices, reused: one tensor at a time.
   for (const Slot& s : plan) {
-    float* dst = arena_.data() + s.offset;
-    if (s.matrix) {
-      rows.resize(s.numel());
-      fill(s, rows.data());
-      cpu::Pack(rows.data(), s.rows(), s.cols(), dst);
-      *s.matrix = PackedMatrix{dst, s.rows(), s.cols()};
-    } else {
+    if (!s.matrix) {
+      float* dst = arena_.data() + floats;
       fill(s, dst);
       *s.vec = dst;
+      floats += static_cast<size_t>(s.stored_floats());
+      continue;
     }
+    rows.resize(s.numel());
+    fill(s, rows.data());
+    PackedMatrix m;
+    m.n = s.rows();
+    m.k = s.cols();
+    m.type = half(s) ? s.type : MatrixType::kF32;
+    if (half(s)) {
+      uint16_t* dst = half_arena_.data() + halves;
+      cpu::PackHalf(rows.data(), m.n, m.k, s.type, dst);
+      m.half = dst;
+      halves += static_cast<size_t>(s.stored_floats());
+    } else {
+      float* dst = arena_.data() + floats;
+      cpu::Pack(rows.data(), m.n, m.k, dst);
+      m.data = dst;
+      floats += static_cast<size_t>(s.stored_floats());
+    }
+    *s.matrix = m;
   }
+}
+
+absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value, std::string_view flag) {
+  if (value == "auto") return std::optional<MatrixType>();
+  if (value == "f32") return std::optional<MatrixType>(MatrixType::kF32);
+  if (value == "bf16") return std::optional<MatrixType>(MatrixType::kBF16);
+  if (value == "f16") return std::optional<MatrixType>(MatrixType::kF16);
+  return absl::InvalidArgumentError(absl::StrCat(AV(flag), " is '", AV(value.substr(0, 32)),
+                                                 "'; it must be auto, f32, bf16 or f16"));
 }
 
 void Model::FoldLn0(const float* w, const float* b) {
@@ -310,7 +335,7 @@ void Model::FoldLn0(const float* w, const float* b) {
   }
 }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ModelOptions& options) {
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, TensorFile::Open(path));
   std::vector<TensorInfo> tensors = file->tensors();
   RWKV_RETURN_IF_ERROR(MapToOfficialNames(path, &tensors));
@@ -347,6 +372,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     }
     used.insert(s.name);
   }
+  // Matrix element types: as asked, or as stored (a 16-bit tensor keeps its type, exactly).
+  for (Slot& s : plan) {
+    if (s.matrix == nullptr || s.transpose) continue;  // LoRA factors stay float32.
+    const DType stored = file->Find(s.name)->dtype;
+    s.type = options.matrices ? *options.matrices
+             : stored == DType::kBF16 ? MatrixType::kBF16
+             : stored == DType::kF16  ? MatrixType::kF16
+                                      : MatrixType::kF32;
+  }
   for (const TensorInfo& t : file->tensors()) {
     if (used.count(t.name)) continue;
     // Layer 0's value-residual LoRA ships in official files but is never used (spec 6.2).
@@ -380,12 +414,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   return m;
 }
 
-std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed) {
+std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed, MatrixType matrices) {
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
   m->source_ = absl::StrCat("random(seed=", seed, ")");
   const float *ln0_w = nullptr, *ln0_b = nullptr;
   std::vector<Slot> plan = m->Plan(/*time_first=*/false, &ln0_w, &ln0_b);
+  for (Slot& s : plan) {
+    if (s.matrix != nullptr && !s.transpose) s.type = matrices;
+  }
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   m->config_.parameter_count = 0;

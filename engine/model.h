@@ -1,4 +1,5 @@
-// A loaded RWKV-7 model: its config and its weights in float32, in one host allocation.
+// A loaded RWKV model: its config and its weights, float32 but for the matrices, which may be
+// 16-bit (ModelOptions), in two host allocations.
 //
 // Owned by whoever loads it (a backend keeps a shared_ptr to read-only weights). Immutable after
 // Load; any thread may read it.
@@ -6,6 +7,8 @@
 #define RWKV_ENGINE_MODEL_H_
 
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -84,17 +87,30 @@ enum KrvVector { kKrvDecay, kKrvBonus, kKrvMixK, kKrvMixV, kKrvMixR, kKrvMixG, k
 class Model;
 std::vector<float> KrvLayerVectors(const Model& model, int layer);
 
+struct ModelOptions {
+  // Element type of the weight matrices (nn.Linear weights and the head; not the embedding, the
+  // vectors or the LoRA factors, which stay float32). nullopt = as stored: a bf16 or f16
+  // checkpoint keeps its matrices 16-bit, exactly; a float32 one stays float32.
+  std::optional<MatrixType> matrices;
+};
+
+// "auto" (nullopt), "f32", "bf16", "f16"; INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value, std::string_view flag);
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
-  // converts every tensor to float32. Runs every generation (RWKV-4, 5.x, 6, 7). Fails, naming the file and the tensor, on a missing tensor,
-  // a wrong shape or dtype, an unexpected tensor, or an architecture this build does not run.
-  // Never returns a partly loaded model.
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
+  // converts every tensor to float32, the matrices to `options.matrices`. Runs every generation
+  // (RWKV-4, 5.x, 6, 7). Fails, naming the file and the tensor, on a missing tensor, a wrong shape
+  // or dtype, an unexpected tensor, or an architecture this build does not run. Never returns a
+  // partly loaded model. Converts tensor by tensor from the mapped file: besides the result it
+  // holds one tensor in float32 at a time.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, const ModelOptions& options = {});
 
   // A model with random weights of the given shape (benchmarks); any generation (RWKV-5 with
-  // time_faaaa bonuses).
-  static std::unique_ptr<Model> Random(const ModelConfig& config, uint64_t seed);
+  // time_faaaa bonuses), matrices rounded to `matrices`.
+  static std::unique_ptr<Model> Random(const ModelConfig& config, uint64_t seed,
+                                       MatrixType matrices = MatrixType::kF32);
 
   const ModelConfig& config() const { return config_; }
   const std::string& source() const { return source_; }
@@ -106,7 +122,9 @@ class Model {
   const Rwkv6Layer& layer6(int i) const { return layers6_[i]; }  // REQUIRES: arch kRwkv6.
   const Rwkv5Layer& layer5(int i) const { return layers5_[i]; }  // REQUIRES: an RWKV-5 arch.
   const Rwkv4Layer& layer4(int i) const { return layers4_[i]; }  // REQUIRES: arch kRwkv4.
-  size_t weight_bytes() const { return arena_.size() * sizeof(float); }
+  size_t weight_bytes() const { return arena_.size() * sizeof(float) + half_arena_.size() * sizeof(uint16_t); }
+  // The element type of the big matrices (the head's).
+  MatrixType matrix_type() const { return head_.type; }
 
  private:
   Model() = default;
@@ -121,6 +139,7 @@ class Model {
   ModelConfig config_;
   std::string source_;
   std::vector<float> arena_;
+  std::vector<uint16_t> half_arena_;  // 16-bit matrices.
   const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
   PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;

@@ -19,7 +19,7 @@ struct ServerConfig {
   std::string tokenizer = "auto";  // auto, world, neox.
   std::string backend = "cpu";
   int device = 0;
-  std::string dtype = "f16";   // CUDA weight type.
+  std::string dtype = "auto";  // Weight matrices: auto (CUDA f16, CPU as stored), f32, bf16, f16.
   int threads = 0;
   std::string host = "0.0.0.0";
   int port = 50051;            // 0 = any free port (logged).

@@ -90,7 +90,14 @@ struct Engine {
 
 absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* observer) {
   Engine e;
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(cfg.model);
+  BackendOptions bo;
+  bo.kind = cfg.backend;
+  bo.device = cfg.device;
+  bo.dtype = cfg.dtype;
+  bo.threads = cfg.threads;
+  absl::StatusOr<ModelOptions> mo = ModelOptionsFor(bo);
+  if (!mo.ok()) return mo.status();
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(cfg.model, *mo);
   if (!model.ok()) return model.status();
   std::shared_ptr<const Model> m = std::move(*model);
   const ModelConfig& mc = m->config();
@@ -107,11 +114,6 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   if (!states.ok()) return states.status();
   e.states = std::move(*states);
 
-  BackendOptions bo;
-  bo.kind = cfg.backend;
-  bo.device = cfg.device;
-  bo.dtype = cfg.dtype;
-  bo.threads = cfg.threads;
   bo.max_step_tokens = cfg.step_tokens;
   bo.pool_slots = cfg.state_slots > 0 ? cfg.state_slots : StatePool::SlotsForBudget(cfg.state_memory, mc.StateBytes());
   if (bo.pool_slots < 1) {
@@ -160,10 +162,11 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   }
   Log("info", "model loaded",
       absl::StrFormat(
-          "model=%s arch=%s config=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
+          "model=%s arch=%s config=%s matrices=%s fingerprint=%s backend=%s tokenizer=%s state_bytes=%d slots=%d max_running=%d "
           "step_tokens=%d queue_length=%d max_sessions=%d host_state_bytes_max=%d session_ttl_s=%g "
           "prefix_cache_bytes=%d",
-          LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), e.codec.fingerprint, e.backend,
+          LogValue(cfg.model), ArchitectureName(mc.arch), LogValue(mc.Describe()), MatrixTypeName(m->matrix_type()),
+          e.codec.fingerprint, e.backend,
           std::string(e.tokenizer->kind()), mc.StateBytes(), bo.pool_slots, so.max_running, so.token_budget,
           so.queue_length, so.sessions.max_sessions,
           so.sessions.host_bytes > 0 ? so.sessions.host_bytes : static_cast<int64_t>(so.sessions.max_sessions) * mc.StateBytes(),

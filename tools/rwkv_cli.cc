@@ -41,7 +41,8 @@ commands:
              [--temperature 1.0] [--top-p 0.85] [--top-k 0] [--min-p 0]
              [--presence-penalty 0] [--frequency-penalty 0] [--penalty-decay 1]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
-common:      [--backend cpu|cuda] [--threads N] [--device 0] [--dtype f16|bf16|f32 (cuda weights)]
+common:      [--backend cpu|cuda] [--threads N] [--device 0]
+             [--dtype auto|f32|bf16|f16 (weight matrices; auto: cuda f16, cpu as the file stores them)]
              [--state FILE (a state-tuning file as the start state; logits, generate)]
              [--tokenizer auto|world|neox]  --vocab is a World vocabulary or a GPT-NeoX tokenizer.json;
              auto picks NeoX for the Pile vocabularies (50277, 50304) or, without a model, a .json file
@@ -102,13 +103,25 @@ absl::StatusOr<std::vector<int32_t>> TokenList(const std::string& flag, const st
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared_ptr<const Model> model,
-                                                     int max_step_tokens) {
+absl::StatusOr<BackendOptions> BackendFlags(const Flags& f) {
   BackendOptions o;
   if (auto it = f.find("backend"); it != f.end()) o.kind = it->second;
   RWKV_ASSIGN_OR_RETURN(o.threads, Number<int>(f, "threads", 0));
   RWKV_ASSIGN_OR_RETURN(o.device, Number<int>(f, "device", 0));
   if (auto it = f.find("dtype"); it != f.end()) o.dtype = it->second;
+  return o;
+}
+
+// The model as the backend of the flags wants it loaded (--dtype).
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const Flags& f, const std::string& path) {
+  RWKV_ASSIGN_OR_RETURN(BackendOptions o, BackendFlags(f));
+  RWKV_ASSIGN_OR_RETURN(ModelOptions mo, ModelOptionsFor(o));
+  return Model::Load(path, mo);
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared_ptr<const Model> model,
+                                                     int max_step_tokens) {
+  RWKV_ASSIGN_OR_RETURN(BackendOptions o, BackendFlags(f));
   o.pool_slots = 1;
   o.max_step_tokens = max_step_tokens;
   return CreateBackend(std::move(model), o);
@@ -116,7 +129,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Flags& f, std::shared
 
 absl::Status Inspect(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, LoadModel(f, path));
   const ModelConfig& c = m->config();
   std::printf("file:            %s\n", path.c_str());
   std::printf("architecture:    %s\n", ArchitectureName(c.arch));
@@ -129,7 +142,8 @@ absl::Status Inspect(const Flags& f) {
               c.lora_gate);
   std::printf("parameters:      %lld\n", static_cast<long long>(c.parameter_count));
   std::printf("state bytes:     %lld per session (fp32)\n", static_cast<long long>(c.StateBytes()));
-  std::printf("weights in RAM:  %.1f MiB (fp32)\n", m->weight_bytes() / 1048576.0);
+  std::printf("weights in RAM:  %.1f MiB (matrices %s, the rest fp32)\n", m->weight_bytes() / 1048576.0,
+              MatrixTypeName(m->matrix_type()));
   return absl::OkStatus();
 }
 
@@ -152,7 +166,7 @@ absl::Status LogitsCmd(const Flags& f) {
   if (chunk < 1 || chunk > kMaxStepTokens) {
     return absl::InvalidArgumentError(absl::StrCat("--chunk is ", chunk, "; it must be in [1, ", kMaxStepTokens, "]"));
   }
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, LoadModel(f, path));
   std::shared_ptr<const Model> model = std::move(m);
   // Scratch for the largest call made; larger --chunk values change nothing.
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
@@ -244,7 +258,7 @@ absl::Status GenerateCmd(const Flags& f) {
   }
   const bool ignore_eos = f.count("ignore-eos") > 0;
 
-  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, LoadModel(f, path));
   std::shared_ptr<const Model> model = std::move(m);
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(vocab, TokenizerKind(f), model->config().vocab));
   RWKV_RETURN_IF_ERROR(ValidateSamplingParams(sp, model->config().vocab));

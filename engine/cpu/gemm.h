@@ -16,10 +16,14 @@ namespace rwkv::cpu {
 
 // Packs a row-major [n, k] matrix into `dst` (PackedMatrix::Floats(n, k) floats).
 void Pack(const float* src, int n, int k, float* dst);
+// The same layout in 16-bit elements (`type` kBF16 or kF16), rounded to nearest even.
+void PackHalf(const float* src, int n, int k, MatrixType type, uint16_t* dst);
 
 // Applied to each output as it is stored (fused into the product's parallel pass).
 enum class Activation { kNone, kTanh, kSigmoid, kReluSquare };
 
+// Any MatrixType: 16-bit weights are widened to float32 as they are loaded, so the products and
+// sums are float32 over the stored values (and bitwise those of a float32 matrix holding them).
 // REQUIRES: X is [rows, W.k] contiguous; act == kNone when accumulate. Y rows are `ldy` floats
 // apart. `threads` <= 0 means the OpenMP default.
 void Linear(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,

@@ -235,6 +235,10 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
       const PackedMatrix& p = *t.packed;
       rows.resize(static_cast<size_t>(p.n) * p.k);
       for (int r = 0; r < p.n; ++r) {
+        if (p.type != MatrixType::kF32) {  // A model loaded with 16-bit matrices: widened exactly.
+          for (int j = 0; j < p.k; ++j) rows[static_cast<size_t>(r) * p.k + j] = p.At(r, j);
+          continue;
+        }
         const float* panel = p.data + int64_t{r / kPanel} * p.k * kPanel + r % kPanel;
         for (int j = 0; j < p.k; ++j) rows[static_cast<size_t>(r) * p.k + j] = panel[int64_t{j} * kPanel];
       }

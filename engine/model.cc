@@ -281,30 +281,38 @@ void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
   arena_.resize(floats);
   half_arena_.resize(halves);
   floats = halves = 0;
-  std::vector<float> rows;  // Row-major staging for matrices, reused: one tensor at a time.
+  // Matrices are filled and packed one panel (16 rows) at a time: besides the result, loading
+  // holds 16 rows of one tensor.
+  std::vector<float> rows;
   for (const Slot& s : plan) {
     if (!s.matrix) {
       float* dst = arena_.data() + floats;
-      fill(s, dst);
+      fill(s, 0, -1, dst);
       *s.vec = dst;
       floats += static_cast<size_t>(s.stored_floats());
       continue;
     }
-    rows.resize(s.numel());
-    fill(s, rows.data());
     PackedMatrix m;
     m.n = s.rows();
     m.k = s.cols();
     m.type = half(s) ? s.type : MatrixType::kF32;
+    rows.resize(static_cast<size_t>(kPanel) * m.k);
+    const int64_t panel = int64_t{kPanel} * m.k;
+    for (int r0 = 0; r0 < m.n; r0 += kPanel) {
+      const int count = std::min(kPanel, m.n - r0);
+      fill(s, r0, count, rows.data());
+      const int64_t at = int64_t{r0 / kPanel} * panel;
+      if (half(s)) {
+        cpu::PackHalf(rows.data(), count, m.k, s.type, half_arena_.data() + halves + at);
+      } else {
+        cpu::Pack(rows.data(), count, m.k, arena_.data() + floats + at);
+      }
+    }
     if (half(s)) {
-      uint16_t* dst = half_arena_.data() + halves;
-      cpu::PackHalf(rows.data(), m.n, m.k, s.type, dst);
-      m.half = dst;
+      m.half = half_arena_.data() + halves;
       halves += static_cast<size_t>(s.stored_floats());
     } else {
-      float* dst = arena_.data() + floats;
-      cpu::Pack(rows.data(), m.n, m.k, dst);
-      m.data = dst;
+      m.data = arena_.data() + floats;
       floats += static_cast<size_t>(s.stored_floats());
     }
     *s.matrix = m;
@@ -392,23 +400,29 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
     return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an ",
                                                    ArchitectureName(config.arch), " checkpoint", why));
   }
-  m->Store(plan, [&](const Slot& s, float* out) {
+  m->Store(plan, [&](const Slot& s, int row0, int count, float* out) {
     TensorInfo t = *file->Find(s.name);
+    const int64_t elem = static_cast<int64_t>(DTypeSize(t.dtype));
     if (s.slice >= 0) {  // One matrix of a stacked [k, rows, cols] tensor: a view, no copy.
-      t.data += s.slice * t.strides[0] * static_cast<int64_t>(DTypeSize(t.dtype));
+      t.data += s.slice * t.strides[0] * elem;
       t.shape.erase(t.shape.begin());
       t.strides.erase(t.strides.begin());
     }
-    if (s.transpose) {
-      // A transposed view of the (squeezed) 2-D tensor: copying it writes [out, in].
+    if (s.matrix != nullptr) {
+      // The (squeezed) 2-D view, [out, in]: a LoRA factor's transposed.
       while (t.shape.size() > 2) {
         t.shape.erase(t.shape.begin());
         t.strides.erase(t.strides.begin());
       }
-      std::swap(t.shape[0], t.shape[1]);
-      std::swap(t.strides[0], t.strides[1]);
+      if (s.transpose) {
+        std::swap(t.shape[0], t.shape[1]);
+        std::swap(t.strides[0], t.strides[1]);
+      }
+      t.data += row0 * t.strides[0] * elem;  // Rows [row0, row0 + count).
+      t.shape[0] = count;
     }
     CopyToFloat(t, out);
+    ReleaseTensorPages(t);
   });
   m->FoldLn0(ln0_w, ln0_b);
   return m;
@@ -426,13 +440,14 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed, M
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   m->config_.parameter_count = 0;
-  m->Store(plan, [&](const Slot& s, float* out) {
+  m->Store(plan, [&](const Slot& s, int row0, int count, float* out) {
+    const int64_t n = count < 0 ? s.numel() : int64_t{count} * s.cols();  // In order: the stream is the tensor's.
     const bool is_ln_weight = absl::EndsWith(s.name, "ln0.weight") || absl::EndsWith(s.name, "ln1.weight") ||
                               absl::EndsWith(s.name, "ln2.weight") || absl::EndsWith(s.name, "ln_x.weight") ||
                               absl::EndsWith(s.name, "ln_out.weight");
     const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(s.cols())) : 0.5f;
-    for (int64_t i = 0; i < s.numel(); ++i) out[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
-    m->config_.parameter_count += s.numel();
+    for (int64_t i = 0; i < n; ++i) out[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
+    m->config_.parameter_count += n;
   });
   m->FoldLn0(ln0_w, ln0_b);
   return m;

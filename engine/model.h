@@ -128,8 +128,9 @@ class Model {
 
  private:
   Model() = default;
-  // Lays out `plan` in the arena; fill(slot, out) writes a slot's values row-major ([out, in]
-  // for matrices), which are then packed.
+  // Lays out `plan` in the arenas. fill(slot, row0, count, out) writes values row-major: a
+  // vector's all (count -1), a matrix's rows [row0, row0 + count) of [out, in], called panel by
+  // panel in order, each then packed.
   template <typename Fill>
   void Store(const std::vector<model_internal::Slot>& plan, Fill fill);
   void FoldLn0(const float* ln0_w, const float* ln0_b);

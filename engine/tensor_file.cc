@@ -1,6 +1,8 @@
 #include "engine/tensor_file.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -147,6 +149,19 @@ absl::StatusOr<std::unique_ptr<TensorFile>> TensorFile::Open(const std::string& 
   std::vector<std::unique_ptr<MappedFile>> files;
   files.push_back(std::move(file));
   return std::unique_ptr<TensorFile>(new TensorFile(path, std::move(files), format, std::move(tensors)));
+}
+
+void ReleaseTensorPages(const TensorInfo& t) {
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  int64_t last = 0;  // The farthest element, in elements from `data` (strides are non-negative).
+  for (size_t d = 0; d < t.shape.size(); ++d) last += (t.shape[d] - 1) * t.strides[d];
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + (last + 1) * DTypeSize(t.dtype);
+  // The mapping is read-only and file-backed: the pages leave this process's memory and come back
+  // from the page cache (or the file) if anything reads them again.
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 void CopyToFloat(const TensorInfo& t, float* out) {

@@ -63,6 +63,11 @@ class TensorFile {
 absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(const MappedFile& file);
 absl::StatusOr<std::vector<TensorInfo>> ParsePth(const MappedFile& file);
 
+// Drops the pages that hold `t` from this process's resident memory (the mapping stays valid:
+// a later read faults them back in). A loader calls it once a tensor is converted, so that the
+// mapped file never sits in memory beside the converted weights.
+void ReleaseTensorPages(const TensorInfo& t);
+
 // Writes the tensor's elements, converted to float, in row-major order into `out`.
 // REQUIRES: IsFloat(t.dtype) and `out` has t.numel() elements.
 void CopyToFloat(const TensorInfo& t, float* out);

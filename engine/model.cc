@@ -414,6 +414,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
         t.shape.erase(t.shape.begin());
         t.strides.erase(t.strides.begin());
       }
+      while (t.shape.size() < 2) {  // A [1, k] matrix stored as [k].
+        t.shape.insert(t.shape.begin(), 1);
+        t.strides.insert(t.strides.begin(), 0);
+      }
       if (s.transpose) {
         std::swap(t.shape[0], t.shape[1]);
         std::swap(t.strides[0], t.strides[1]);

@@ -145,9 +145,12 @@ def manifests(a):
                    "cpu: no GPU, the CPU image and the CPU backend")
         svcs = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
         main, headless = svcs.get("rwkv-serve"), svcs.get("rwkv-serve-headless")
-        expect(main and {p["name"] for p in main["spec"]["ports"]} == {"grpc", "metrics"} and
+        ports = {p["name"] for p in c.get("ports", [])}
+        expect(main and {p["name"] for p in main["spec"]["ports"]} == {"grpc", "http", "metrics"} and
+               {"grpc", "http", "metrics"} <= ports and env.get("RWKV_HTTP_PORT") == "8080" and
                headless and headless["spec"].get("clusterIP") == "None",
-               f"{overlay}: a service for gRPC and metrics, and a headless one")
+               f"{overlay}: a service for gRPC, the HTTP API and metrics (container ports and RWKV_HTTP_PORT "
+               "to match), and a headless one")
         sm = by_kind(docs, "ServiceMonitor")[0]
         expect(sm["spec"]["endpoints"][0]["port"] == "metrics" and
                sm["spec"]["selector"]["matchLabels"].items() <= main["metadata"]["labels"].items(),

@@ -1,5 +1,6 @@
 #include "engine/cpu/gemm.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -214,8 +215,13 @@ void LinearImpl(const float* X, int rows, const PackedMatrix& W, const typename 
   }
 }
 
-const bool kHaveAvx2 =
-    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+// F16C by cpuid: not every compiler's __builtin_cpu_supports knows it (clang 14 does not).
+bool HaveF16c() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HaveF16c();
 
 template <bool kAvx2>
 void Dispatch(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,

@@ -72,9 +72,7 @@ class OpenAiApi::Call {
       return;
     }
     Begin();
-    const bool role = endpoint_ == openai::Endpoint::kChat && !role_sent_[index];
-    role_sent_[index] = true;
-    ex_->Send(Sse(openai::ChunkJson(endpoint_, env_, index, role, c.text, logprobs_ ? &c.logprobs : nullptr,
+    ex_->Send(Sse(openai::ChunkJson(endpoint_, env_, index, TakeRole(index), c.text, logprobs_ ? &c.logprobs : nullptr,
                                     FinishReason::kNone, api_->frontend_->tokenizer())));
   }
 
@@ -96,9 +94,7 @@ class OpenAiApi::Call {
     choices_[index].reason = f.reason;
     if (stream_) {
       Begin();
-      const bool role = endpoint_ == openai::Endpoint::kChat && !role_sent_[index];
-      role_sent_[index] = true;
-      ex_->Send(Sse(openai::ChunkJson(endpoint_, env_, index, role, "", nullptr, f.reason, api_->frontend_->tokenizer())));
+      ex_->Send(Sse(openai::ChunkJson(endpoint_, env_, index, TakeRole(index), "", nullptr, f.reason, api_->frontend_->tokenizer())));
     }
     if (finished_ < n_) return;
     usage_.completion_tokens = completion_tokens_;
@@ -132,6 +128,13 @@ class OpenAiApi::Call {
   }
 
  private:
+  // Whether choice `index`'s next chunk is its first in a chat (it carries the role).
+  bool TakeRole(int index) {
+    const bool role = endpoint_ == openai::Endpoint::kChat && !role_sent_[index];
+    role_sent_[index] = true;
+    return role;
+  }
+
   void Begin() {
     if (started_) return;
     started_ = true;

@@ -4,7 +4,7 @@
 //
 //   engine_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--layers 12 --embd 768 --vocab 65536]
 //                [--batches 1,4,16,64] [--prompt 512]
-//                [--seconds 2] [--json FILE] [--dtype f32|bf16|f16 (weight matrices)]
+//                [--seconds 2] [--json FILE] [--dtype f32|bf16|f16|int8|int4 (weight matrices)]
 //
 // Prints a table on stdout and writes the same numbers as JSON (default: engine_bench.json next to
 // the binary, in the build folder). Medians over repeated steps.
@@ -115,7 +115,7 @@ Args Parse(int argc, char** argv) {
     else if (k == "--dtype") {
       absl::StatusOr<std::optional<MatrixType>> t = ParseMatrixType(v, "--dtype");
       if (!t.ok() || !*t) {
-        std::fprintf(stderr, "engine_bench: --dtype must be f32, bf16 or f16\n");
+        std::fprintf(stderr, "engine_bench: --dtype must be f32, bf16, f16, int8 or int4\n");
         std::exit(2);
       }
       a.dtype = **t;

@@ -53,7 +53,13 @@ absl::StatusOr<ModelOptions> ModelOptionsFor(const BackendOptions& options) {
   ModelOptions m;
   RWKV_ASSIGN_OR_RETURN(std::optional<MatrixType> type, ParseMatrixType(options.dtype, "dtype"));
   if (options.kind == "cpu") m.matrices = type;
-  if (options.kind == "cuda") m.matrices = MatrixType::kF32;
+  if (options.kind == "cuda") {
+    if (type && IsQuantized(*type)) {
+      return absl::InvalidArgumentError(absl::StrCat("dtype ", MatrixTypeName(*type),
+                                                     " runs on the cpu backend only; cuda takes f32, f16 or bf16"));
+    }
+    m.matrices = MatrixType::kF32;
+  }
   return m;
 }
 

@@ -107,7 +107,7 @@ struct BackendOptions {
   int max_step_tokens = 512;  // Scratch size: tokens per internal step, [1, kMaxStepTokens].
   int threads = 0;            // CPU math threads; 0 = library default.
   int device = 0;             // CUDA device ordinal.
-  // Weight matrices: auto, f32, bf16 or f16. CUDA: the device's weight type (auto = f16). CPU:
+  // Weight matrices: auto, f32, bf16, f16, int8 or int4 (CPU only). CUDA: the device's weight type (auto = f16). CPU:
   // what the model was loaded with (ModelOptionsFor; auto = as the checkpoint stores them).
   std::string dtype = "auto";
   bool cuda_graphs = true;    // CUDA: replay decode steps as graphs.
@@ -115,7 +115,7 @@ struct BackendOptions {
 
 // How to load the model for a backend: CPU, its matrices in options.dtype (auto: as stored);
 // CUDA, float32 (the CUDA backend converts to its own type on upload). INVALID_ARGUMENT for a
-// dtype that is none of auto, f32, bf16, f16.
+// dtype that is none of auto, f32, bf16, f16, int8, int4, or int8/int4 on CUDA.
 absl::StatusOr<ModelOptions> ModelOptionsFor(const BackendOptions& options);
 
 // The one place that knows which backends exist. UNIMPLEMENTED for a kind this build lacks,

@@ -41,6 +41,13 @@ namespace {
 
 using model_internal::Slot;
 
+// A matrix's type when the model's are `t`. int4 keeps the head at int8: the head is a large
+// share of a small model's bytes, but its error lands on the logits directly (bench/NOTES.md has
+// the measured difference).
+MatrixType SlotMatrixType(MatrixType t, const Slot& s) {
+  return t == MatrixType::kInt4 && s.name == "head.weight" ? MatrixType::kInt8 : t;
+}
+
 std::vector<int64_t> Squeezed(const std::vector<int64_t>& s) {
   size_t i = 0;
   while (i + 1 < s.size() && s[i] == 1) ++i;
@@ -274,13 +281,24 @@ std::vector<model_internal::Slot> Model::Plan(bool time_first, const float** ln0
 }
 
 template <typename Fill>
-void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
-  const auto half = [](const Slot& s) { return s.matrix != nullptr && s.type != MatrixType::kF32; };
-  size_t floats = 0, halves = 0;
-  for (const Slot& s : plan) (half(s) ? halves : floats) += static_cast<size_t>(s.stored_floats());
+absl::Status Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
+  // Arena sizes: float32 (vectors, float32 matrices), 16-bit (bf16/f16 matrices, quantized
+  // matrices' scales), bytes (quantized codes).
+  size_t floats = 0, halves = 0, codes = 0;
+  for (const Slot& s : plan) {
+    if (!s.matrix || s.type == MatrixType::kF32) {
+      floats += static_cast<size_t>(s.stored_floats());
+    } else if (IsQuantized(s.type)) {
+      codes += static_cast<size_t>(PackedMatrix::CodeBytes(s.rows(), s.cols(), s.type));
+      halves += static_cast<size_t>(PackedMatrix::Scales(s.rows(), s.cols()));
+    } else {
+      halves += static_cast<size_t>(s.stored_floats());
+    }
+  }
   arena_.resize(floats);
   half_arena_.resize(halves);
-  floats = halves = 0;
+  code_arena_.resize(codes);
+  floats = halves = codes = 0;
   // Matrices are filled and packed one panel (16 rows) at a time: besides the result, loading
   // holds 16 rows of one tensor.
   std::vector<float> rows;
@@ -295,28 +313,49 @@ void Model::Store(const std::vector<model_internal::Slot>& plan, Fill fill) {
     PackedMatrix m;
     m.n = s.rows();
     m.k = s.cols();
-    m.type = half(s) ? s.type : MatrixType::kF32;
+    m.type = s.type;
     rows.resize(static_cast<size_t>(kPanel) * m.k);
     const int64_t panel = int64_t{kPanel} * m.k;
+    const int64_t panel_codes = m.type == MatrixType::kInt4 ? panel / 2 : panel;
+    const int64_t panel_scales = int64_t{kPanel} * PackedMatrix::Groups(m.k);
     for (int r0 = 0; r0 < m.n; r0 += kPanel) {
       const int count = std::min(kPanel, m.n - r0);
       fill(s, r0, count, rows.data());
-      const int64_t at = int64_t{r0 / kPanel} * panel;
-      if (half(s)) {
-        cpu::PackHalf(rows.data(), count, m.k, s.type, half_arena_.data() + halves + at);
-      } else {
-        cpu::Pack(rows.data(), count, m.k, arena_.data() + floats + at);
+      const int64_t p = r0 / kPanel;
+      switch (m.type) {
+        case MatrixType::kF32:
+          cpu::Pack(rows.data(), count, m.k, arena_.data() + floats + p * panel);
+          break;
+        case MatrixType::kBF16:
+        case MatrixType::kF16:
+          cpu::PackHalf(rows.data(), count, m.k, m.type, half_arena_.data() + halves + p * panel);
+          break;
+        case MatrixType::kInt8:
+        case MatrixType::kInt4:
+          if (!cpu::PackQuantized(rows.data(), count, m.k, m.type, code_arena_.data() + codes + p * panel_codes,
+                                  half_arena_.data() + halves + p * panel_scales)) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "tensor ", s.name, ": a weight in rows [", r0, ", ", r0 + count, ") is not finite or beyond ",
+                MatrixTypeName(m.type), "'s range (float16 scales: |w| up to about 8e6); load it as f32 or bf16"));
+          }
+          break;
       }
     }
-    if (half(s)) {
-      m.half = half_arena_.data() + halves;
-      halves += static_cast<size_t>(s.stored_floats());
-    } else {
+    if (m.type == MatrixType::kF32) {
       m.data = arena_.data() + floats;
       floats += static_cast<size_t>(s.stored_floats());
+    } else if (IsQuantized(m.type)) {
+      m.codes = code_arena_.data() + codes;
+      m.scales = half_arena_.data() + halves;
+      codes += static_cast<size_t>(PackedMatrix::CodeBytes(m.n, m.k, m.type));
+      halves += static_cast<size_t>(PackedMatrix::Scales(m.n, m.k));
+    } else {
+      m.half = half_arena_.data() + halves;
+      halves += static_cast<size_t>(s.stored_floats());
     }
     *s.matrix = m;
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value, std::string_view flag) {
@@ -324,8 +363,10 @@ absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value
   if (value == "f32") return std::optional<MatrixType>(MatrixType::kF32);
   if (value == "bf16") return std::optional<MatrixType>(MatrixType::kBF16);
   if (value == "f16") return std::optional<MatrixType>(MatrixType::kF16);
+  if (value == "int8") return std::optional<MatrixType>(MatrixType::kInt8);
+  if (value == "int4") return std::optional<MatrixType>(MatrixType::kInt4);
   return absl::InvalidArgumentError(absl::StrCat(AV(flag), " is '", AV(value.substr(0, 32)),
-                                                 "'; it must be auto, f32, bf16 or f16"));
+                                                 "'; it must be auto, f32, bf16, f16, int8 or int4"));
 }
 
 void Model::FoldLn0(const float* w, const float* b) {
@@ -384,10 +425,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
   for (Slot& s : plan) {
     if (s.matrix == nullptr || s.transpose) continue;  // LoRA factors stay float32.
     const DType stored = file->Find(s.name)->dtype;
-    s.type = options.matrices ? *options.matrices
-             : stored == DType::kBF16 ? MatrixType::kBF16
-             : stored == DType::kF16  ? MatrixType::kF16
-                                      : MatrixType::kF32;
+    const MatrixType t = options.matrices ? *options.matrices
+                         : stored == DType::kBF16 ? MatrixType::kBF16
+                         : stored == DType::kF16  ? MatrixType::kF16
+                                                  : MatrixType::kF32;
+    s.type = SlotMatrixType(t, s);
+    if (s.name == "head.weight") m->matrices_ = t;
   }
   for (const TensorInfo& t : file->tensors()) {
     if (used.count(t.name)) continue;
@@ -400,7 +443,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
     return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected tensor ", t.name, " ", t.ShapeString(), " in an ",
                                                    ArchitectureName(config.arch), " checkpoint", why));
   }
-  m->Store(plan, [&](const Slot& s, int row0, int count, float* out) {
+  const absl::Status stored = m->Store(plan, [&](const Slot& s, int row0, int count, float* out) {
     TensorInfo t = *file->Find(s.name);
     const int64_t elem = static_cast<int64_t>(DTypeSize(t.dtype));
     if (s.slice >= 0) {  // One matrix of a stacked [k, rows, cols] tensor: a view, no copy.
@@ -428,6 +471,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, cons
     CopyToFloat(t, out);
     ReleaseTensorPages(t);
   });
+  if (!stored.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", stored.message()));
   m->FoldLn0(ln0_w, ln0_b);
   return m;
 }
@@ -438,8 +482,9 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed, M
   m->source_ = absl::StrCat("random(seed=", seed, ")");
   const float *ln0_w = nullptr, *ln0_b = nullptr;
   std::vector<Slot> plan = m->Plan(/*time_first=*/false, &ln0_w, &ln0_b);
+  m->matrices_ = matrices;
   for (Slot& s : plan) {
-    if (s.matrix != nullptr && !s.transpose) s.type = matrices;
+    if (s.matrix != nullptr && !s.transpose) s.type = SlotMatrixType(matrices, s);
   }
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -452,7 +497,7 @@ std::unique_ptr<Model> Model::Random(const ModelConfig& config, uint64_t seed, M
     const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(s.cols())) : 0.5f;
     for (int64_t i = 0; i < n; ++i) out[i] = is_ln_weight ? 1.0f + 0.1f * u(rng) : scale * u(rng);
     m->config_.parameter_count += n;
-  });
+  }).IgnoreError();  // Uniform weights in [-1, 1] always quantize.
   m->FoldLn0(ln0_w, ln0_b);
   return m;
 }

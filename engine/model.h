@@ -90,11 +90,12 @@ std::vector<float> KrvLayerVectors(const Model& model, int layer);
 struct ModelOptions {
   // Element type of the weight matrices (nn.Linear weights and the head; not the embedding, the
   // vectors or the LoRA factors, which stay float32). nullopt = as stored: a bf16 or f16
-  // checkpoint keeps its matrices 16-bit, exactly; a float32 one stays float32.
+  // checkpoint keeps its matrices 16-bit, exactly; a float32 one stays float32. kInt8 / kInt4
+  // quantize group-wise as they load (engine/packed_matrix.h); int4 keeps the head int8.
   std::optional<MatrixType> matrices;
 };
 
-// "auto" (nullopt), "f32", "bf16", "f16"; INVALID_ARGUMENT naming `flag` otherwise.
+// "auto" (nullopt), "f32", "bf16", "f16", "int8", "int4"; INVALID_ARGUMENT naming `flag` otherwise.
 absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value, std::string_view flag);
 
 class Model {
@@ -122,9 +123,11 @@ class Model {
   const Rwkv6Layer& layer6(int i) const { return layers6_[i]; }  // REQUIRES: arch kRwkv6.
   const Rwkv5Layer& layer5(int i) const { return layers5_[i]; }  // REQUIRES: an RWKV-5 arch.
   const Rwkv4Layer& layer4(int i) const { return layers4_[i]; }  // REQUIRES: arch kRwkv4.
-  size_t weight_bytes() const { return arena_.size() * sizeof(float) + half_arena_.size() * sizeof(uint16_t); }
-  // The element type of the big matrices (the head's).
-  MatrixType matrix_type() const { return head_.type; }
+  size_t weight_bytes() const {
+    return arena_.size() * sizeof(float) + half_arena_.size() * sizeof(uint16_t) + code_arena_.size();
+  }
+  // The element type of the layers' matrices (int4 keeps the head at int8).
+  MatrixType matrix_type() const { return matrices_; }
 
  private:
   Model() = default;
@@ -132,7 +135,7 @@ class Model {
   // vector's all (count -1), a matrix's rows [row0, row0 + count) of [out, in], called panel by
   // panel in order, each then packed.
   template <typename Fill>
-  void Store(const std::vector<model_internal::Slot>& plan, Fill fill);
+  absl::Status Store(const std::vector<model_internal::Slot>& plan, Fill fill);
   void FoldLn0(const float* ln0_w, const float* ln0_b);
   // The load plan of config_.arch, pointing this model's views at their arena slots.
   std::vector<model_internal::Slot> Plan(bool time_first, const float** ln0_w, const float** ln0_b);
@@ -140,7 +143,9 @@ class Model {
   ModelConfig config_;
   std::string source_;
   std::vector<float> arena_;
-  std::vector<uint16_t> half_arena_;  // 16-bit matrices.
+  std::vector<uint16_t> half_arena_;  // 16-bit matrices, quantized matrices' scales.
+  std::vector<uint8_t> code_arena_;   // Quantized matrices' codes.
+  MatrixType matrices_ = MatrixType::kF32;
   const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
   PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;

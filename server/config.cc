@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/absl_compat.h"
+#include "engine/model.h"
 #include "engine/status.h"
 
 namespace rwkv::server {
@@ -104,8 +105,8 @@ const std::vector<Flag>& Flags() {
       {"backend", "cpu or cuda (default cpu)", String(&ServerConfig::backend)},
       {"device", "CUDA device ordinal (default 0)", Int(&ServerConfig::device, 0, 1024)},
       {"dtype",
-       "weight matrices: auto, f32, bf16 or f16; auto = f16 on CUDA, on the CPU as the checkpoint stores them "
-       "(default auto)",
+       "weight matrices: auto, f32, bf16, f16, int8 or int4 (int8/int4: CPU only); auto = f16 on CUDA, on the CPU "
+       "as the checkpoint stores them (default auto)",
        String(&ServerConfig::dtype)},
       {"threads", "CPU math threads; 0 = all cores (default 0)", Int(&ServerConfig::threads, 0, 4096)},
       {"host", "gRPC, HTTP and metrics listen address (default 0.0.0.0)", String(&ServerConfig::host)},
@@ -241,9 +242,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::vector<std::string>& a
   if (c.tokenizer != "auto" && c.tokenizer != "world" && c.tokenizer != "neox") {
     return absl::InvalidArgumentError(absl::StrCat("--tokenizer is '", c.tokenizer, "'; expected auto, world or neox"));
   }
-  if (c.dtype != "auto" && c.dtype != "f16" && c.dtype != "bf16" && c.dtype != "f32") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype is '", c.dtype, "'; it must be auto, f16, bf16 or f32"));
-  }
+  if (absl::Status s = ParseMatrixType(c.dtype, "--dtype").status(); !s.ok()) return s;
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }

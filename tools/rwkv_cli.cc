@@ -42,7 +42,7 @@ commands:
              [--presence-penalty 0] [--frequency-penalty 0] [--penalty-decay 1]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
 common:      [--backend cpu|cuda] [--threads N] [--device 0]
-             [--dtype auto|f32|bf16|f16 (weight matrices; auto: cuda f16, cpu as the file stores them)]
+             [--dtype auto|f32|bf16|f16|int8|int4 (weight matrices; auto: cuda f16, cpu as the file stores them; int8/int4 cpu only)]
              [--state FILE (a state-tuning file as the start state; logits, generate)]
              [--tokenizer auto|world|neox]  --vocab is a World vocabulary or a GPT-NeoX tokenizer.json;
              auto picks NeoX for the Pile vocabularies (50277, 50304) or, without a model, a .json file

@@ -17,33 +17,97 @@ namespace {
 constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
 constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
 
-// Weight element types: the packed panel's element and how 8 of them become 8 floats.
+// Weight element types. A Cursor walks one panel: Group(g) readies group g's scales (quantized
+// types; a no-op otherwise), Load(j) widens the panel's 16 weights of input j to float32, exactly:
+// bf16 is the top half of a float32, F16C converts binary16 exactly, and a quantized weight q * s
+// is exact in float32 (engine/packed_matrix.h).
 struct F32W {
-  using T = float;
-  static float Scalar(T v) { return v; }
+  static constexpr bool kQuant = false;
+  struct Cursor {
+    const float* p = nullptr;
+    Cursor() = default;
+    Cursor(const PackedMatrix& m, int panel) : p(m.data + int64_t{panel} * m.k * kPanel) {}
+    void Group(int) {}
+    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
+      *w0 = _mm256_loadu_ps(p + int64_t{j} * kPanel);
+      *w1 = _mm256_loadu_ps(p + int64_t{j} * kPanel + 8);
+    }
+  };
 };
-struct Bf16W {
-  using T = uint16_t;
-  static float Scalar(T v) { return Bf16ToFloat(v); }
+template <bool kBf16>
+struct HalfW {
+  static constexpr bool kQuant = false;
+  struct Cursor {
+    const uint16_t* p = nullptr;
+    Cursor() = default;
+    Cursor(const PackedMatrix& m, int panel) : p(m.half + int64_t{panel} * m.k * kPanel) {}
+    void Group(int) {}
+    __attribute__((target("avx2,fma,f16c"))) static __m256 Widen(const uint16_t* q) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+      if constexpr (kBf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      return _mm256_cvtph_ps(h);
+    }
+    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
+      *w0 = Widen(p + int64_t{j} * kPanel);
+      *w1 = Widen(p + int64_t{j} * kPanel + 8);
+    }
+  };
 };
-struct F16W {
-  using T = uint16_t;
-  static float Scalar(T v) { return F16ToFloat(v); }
+using Bf16W = HalfW<true>;
+using F16W = HalfW<false>;
+
+// The 16 float16 scales of group g of a panel, widened.
+__attribute__((target("avx2,fma,f16c"))) inline void LoadScales(const uint16_t* s, __m256* s0, __m256* s1) {
+  *s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  *s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 8)));
+}
+
+struct Int8W {
+  static constexpr bool kQuant = true;
+  struct Cursor {
+    const uint8_t* p = nullptr;
+    const uint16_t* scales = nullptr;
+    __m256 s0, s1;
+    Cursor() = default;
+    Cursor(const PackedMatrix& m, int panel)
+        : p(m.codes + int64_t{panel} * m.k * kPanel),
+          scales(m.scales + int64_t{panel} * PackedMatrix::Groups(m.k) * kPanel) {}
+    __attribute__((target("avx2,fma,f16c"))) void Group(int g) { LoadScales(scales + g * kPanel, &s0, &s1); }
+    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
+      const uint8_t* q = p + int64_t{j} * kPanel;
+      const __m256i a = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+      const __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8)));
+      *w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s0);
+      *w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(b), s1);
+    }
+  };
 };
 
-// 8 consecutive weights widened to float32: exact for every type (bf16 is the top half of a
-// float32; F16C converts binary16 exactly).
-template <typename W>
-__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const typename W::T* p) {
-  if constexpr (std::is_same_v<W, F32W>) {
-    return _mm256_loadu_ps(p);
-  } else if constexpr (std::is_same_v<W, Bf16W>) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-  } else {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-}
+struct Int4W {
+  static constexpr bool kQuant = true;
+  struct Cursor {
+    const uint8_t* p = nullptr;
+    const uint16_t* scales = nullptr;
+    __m256 s0, s1, o0, o1;  // s and -8 s: (u - 8) s = fma(u, s, -8 s), exact.
+    Cursor() = default;
+    Cursor(const PackedMatrix& m, int panel)
+        : p(m.codes + int64_t{panel} * m.k * (kPanel / 2)),
+          scales(m.scales + int64_t{panel} * PackedMatrix::Groups(m.k) * kPanel) {}
+    __attribute__((target("avx2,fma,f16c"))) void Group(int g) {
+      LoadScales(scales + g * kPanel, &s0, &s1);
+      const __m256 m8 = _mm256_set1_ps(-8.0f);
+      o0 = _mm256_mul_ps(s0, m8);
+      o1 = _mm256_mul_ps(s1, m8);
+    }
+    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
+      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + int64_t{j} * 8)));
+      const __m256i lo = _mm256_and_si256(b, _mm256_set1_epi32(15));
+      const __m256i hi = _mm256_srli_epi32(b, 4);
+      *w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), s0, o0);
+      *w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), s1, o1);
+    }
+  };
+};
 
 inline float Apply(Activation act, float v) {
   switch (act) {
@@ -59,45 +123,53 @@ inline float Apply(Activation act, float v) {
   return v;
 }
 
-// Y[0..MM) x [P panels] (+)= X[0..MM) . panels p0..p0+P. Each output is one FMA chain over
-// j = 0..k-1, then (optionally) added to Y: the same arithmetic for every MM and P, so results do
-// not depend on the batch. P > 1 gives short rows (decode) enough independent chains to hide the
-// FMA latency. `n` bounds the columns of the last panel.
+// Y[0..MM) x [panels p0..p0+P) (+)= X[0..MM) . W. Each output is one FMA chain over j = 0..k-1,
+// then (optionally) added to Y: the same arithmetic for every MM and P, so results do not depend
+// on the batch. P > 1 gives short rows (decode) enough independent chains to hide the FMA
+// latency. Quantized types walk k a group at a time, reloading the scales between groups.
 template <typename W, int MM, int P>
-__attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx, const typename W::T* panels, int k,
-                                                         int col0, int n, float* Y, int ldy, bool accumulate,
-                                                         Activation act) {
+__attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx, const PackedMatrix& M, int p0,
+                                                         float* Y, int ldy, bool accumulate, Activation act) {
+  const int k = M.k;
   // Every loop is unrolled so that acc lives in registers.
   __m256 acc[MM][2 * P];
 #pragma GCC unroll 8
   for (int m = 0; m < MM; ++m)
 #pragma GCC unroll 8
     for (int q = 0; q < 2 * P; ++q) acc[m][q] = _mm256_setzero_ps();
-  const int64_t panel_stride = static_cast<int64_t>(k) * kPanel;
-  for (int j = 0; j < k; ++j) {
-    if constexpr (P == 1) {
-      // 12 accumulators + 2 weights + 1 broadcast at MM = 6: broadcast one row at a time.
-      const __m256 w0 = Load8<W>(panels + static_cast<int64_t>(j) * kPanel);
-      const __m256 w1 = Load8<W>(panels + static_cast<int64_t>(j) * kPanel + 8);
-#pragma GCC unroll 8
-      for (int m = 0; m < MM; ++m) {
-        const __m256 x = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
-        acc[m][0] = _mm256_fmadd_ps(x, w0, acc[m][0]);
-        acc[m][1] = _mm256_fmadd_ps(x, w1, acc[m][1]);
-      }
-    } else {
-      // MM <= 2: the row broadcasts stay live across P panels.
-      __m256 x[MM];
-#pragma GCC unroll 8
-      for (int m = 0; m < MM; ++m) x[m] = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
+  typename W::Cursor cur[P];
 #pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) {
-        const typename W::T* w = panels + p * panel_stride + static_cast<int64_t>(j) * kPanel;
-        const __m256 w0 = Load8<W>(w), w1 = Load8<W>(w + 8);
+  for (int p = 0; p < P; ++p) cur[p] = typename W::Cursor(M, p0 + p);
+  const int group = W::kQuant ? kQuantGroup : k;
+  for (int j0 = 0, g = 0; j0 < k; j0 += group, ++g) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) cur[p].Group(g);
+    const int j1 = std::min(k, j0 + group);
+    for (int j = j0; j < j1; ++j) {
+      if constexpr (P == 1) {
+        // 12 accumulators + 2 weights + 1 broadcast at MM = 6: broadcast one row at a time.
+        __m256 w0, w1;
+        cur[0].Load(j, &w0, &w1);
 #pragma GCC unroll 8
         for (int m = 0; m < MM; ++m) {
-          acc[m][2 * p] = _mm256_fmadd_ps(x[m], w0, acc[m][2 * p]);
-          acc[m][2 * p + 1] = _mm256_fmadd_ps(x[m], w1, acc[m][2 * p + 1]);
+          const __m256 x = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
+          acc[m][0] = _mm256_fmadd_ps(x, w0, acc[m][0]);
+          acc[m][1] = _mm256_fmadd_ps(x, w1, acc[m][1]);
+        }
+      } else {
+        // MM <= 2: the row broadcasts stay live across P panels.
+        __m256 x[MM];
+#pragma GCC unroll 8
+        for (int m = 0; m < MM; ++m) x[m] = _mm256_broadcast_ss(X + static_cast<int64_t>(m) * ldx + j);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) {
+          __m256 w0, w1;
+          cur[p].Load(j, &w0, &w1);
+#pragma GCC unroll 8
+          for (int m = 0; m < MM; ++m) {
+            acc[m][2 * p] = _mm256_fmadd_ps(x[m], w0, acc[m][2 * p]);
+            acc[m][2 * p + 1] = _mm256_fmadd_ps(x[m], w1, acc[m][2 * p + 1]);
+          }
         }
       }
     }
@@ -106,8 +178,8 @@ __attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx
   for (int m = 0; m < MM; ++m) {
 #pragma GCC unroll 4
     for (int p = 0; p < P; ++p) {
-      const int c0 = col0 + p * kPanel;
-      const int cols = std::min(kPanel, n - c0);
+      const int c0 = (p0 + p) * kPanel;
+      const int cols = std::min(kPanel, M.n - c0);
       float* y = Y + static_cast<int64_t>(m) * ldy + c0;
       if (cols == kPanel && act == Activation::kNone) {
         __m256 a = acc[m][2 * p], b = acc[m][2 * p + 1];
@@ -127,42 +199,40 @@ __attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx
   }
 }
 
-template <typename W, int MM, int P>
-void KernelGeneric(const float* X, int ldx, const typename W::T* panels, int k, int col0, int n, float* Y, int ldy,
-                   bool accumulate, Activation act) {
-  for (int p = 0; p < P; ++p) {
-    const typename W::T* panel = panels + static_cast<int64_t>(p) * k * kPanel;
-    float acc[MM][kPanel] = {};
-    for (int j = 0; j < k; ++j) {
-      for (int m = 0; m < MM; ++m) {
-        const float x = X[static_cast<int64_t>(m) * ldx + j];
-        for (int c = 0; c < kPanel; ++c) acc[m][c] += x * W::Scalar(panel[static_cast<int64_t>(j) * kPanel + c]);
-      }
+// Without AVX2: the same sums in the same order over PackedMatrix::At, the same values.
+template <int MM>
+void KernelGeneric(const float* X, int ldx, const PackedMatrix& M, int panel, float* Y, int ldy, bool accumulate,
+                   Activation act) {
+  const int c0 = panel * kPanel;
+  const int cols = std::min(kPanel, M.n - c0);
+  float acc[MM][kPanel] = {};
+  for (int j = 0; j < M.k; ++j) {
+    for (int c = 0; c < cols; ++c) {
+      const float w = M.At(c0 + c, j);
+      for (int m = 0; m < MM; ++m) acc[m][c] = std::fma(X[static_cast<int64_t>(m) * ldx + j], w, acc[m][c]);
     }
-    const int c0 = col0 + p * kPanel;
-    const int cols = std::min(kPanel, n - c0);
-    for (int m = 0; m < MM; ++m) {
-      float* y = Y + static_cast<int64_t>(m) * ldy + c0;
-      for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + acc[m][c] : Apply(act, acc[m][c]);
-    }
+  }
+  for (int m = 0; m < MM; ++m) {
+    float* y = Y + static_cast<int64_t>(m) * ldy + c0;
+    for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + acc[m][c] : Apply(act, acc[m][c]);
   }
 }
 
-// All rows of X against panels [p0, p1) of `data` (W's elements, of type WT).
+// All rows of X against panels [p0, p1) of W.
 template <bool kAvx2, typename WT>
-void Task(const float* X, int rows, const PackedMatrix& W, const typename WT::T* data, int p0, int p1, float* Y,
-          int ldy, bool accumulate, Activation act) {
+void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float* Y, int ldy, bool accumulate,
+          Activation act) {
   const int k = W.k;
   auto run = [&](int m, auto mm_tag, auto p_tag, int p) {
     constexpr int MM = decltype(mm_tag)::value;
     constexpr int P = decltype(p_tag)::value;
     const float* x = X + static_cast<int64_t>(m) * k;
-    const typename WT::T* panels = data + static_cast<int64_t>(p) * k * kPanel;
     float* y = Y + static_cast<int64_t>(m) * ldy;
-    if constexpr (kAvx2)
-      KernelAvx2<WT, MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate, act);
-    else
-      KernelGeneric<WT, MM, P>(x, k, panels, k, p * kPanel, W.n, y, ldy, accumulate, act);
+    if constexpr (kAvx2) {
+      KernelAvx2<WT, MM, P>(x, k, W, p, y, ldy, accumulate, act);
+    } else {
+      for (int q = 0; q < P; ++q) KernelGeneric<MM>(x, k, W, p + q, y, ldy, accumulate, act);
+    }
   };
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
@@ -202,16 +272,16 @@ void Task(const float* X, int rows, const PackedMatrix& W, const typename WT::T*
 }
 
 template <bool kAvx2, typename WT>
-void LinearImpl(const float* X, int rows, const PackedMatrix& W, const typename WT::T* data, float* Y, int ldy,
-                bool accumulate, int threads, Activation act) {
+void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,
+                Activation act) {
   const int panels = (W.n + kPanel - 1) / kPanel;
   const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   // Small products (LoRA) are not worth waking the other threads for.
   const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int t = 0; t < tasks; ++t) {
-    Task<kAvx2, WT>(X, rows, W, data, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy,
-                    accumulate, act);
+    Task<kAvx2, WT>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate,
+                    act);
   }
 }
 
@@ -228,11 +298,15 @@ void Dispatch(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy
               Activation act) {
   switch (W.type) {
     case MatrixType::kF32:
-      return LinearImpl<kAvx2, F32W>(X, rows, W, W.data, Y, ldy, accumulate, threads, act);
+      return LinearImpl<kAvx2, F32W>(X, rows, W, Y, ldy, accumulate, threads, act);
     case MatrixType::kBF16:
-      return LinearImpl<kAvx2, Bf16W>(X, rows, W, W.half, Y, ldy, accumulate, threads, act);
+      return LinearImpl<kAvx2, Bf16W>(X, rows, W, Y, ldy, accumulate, threads, act);
     case MatrixType::kF16:
-      return LinearImpl<kAvx2, F16W>(X, rows, W, W.half, Y, ldy, accumulate, threads, act);
+      return LinearImpl<kAvx2, F16W>(X, rows, W, Y, ldy, accumulate, threads, act);
+    case MatrixType::kInt8:
+      return LinearImpl<kAvx2, Int8W>(X, rows, W, Y, ldy, accumulate, threads, act);
+    case MatrixType::kInt4:
+      return LinearImpl<kAvx2, Int4W>(X, rows, W, Y, ldy, accumulate, threads, act);
   }
 }
 
@@ -263,6 +337,48 @@ void PackHalf(const float* src, int n, int k, MatrixType type, uint16_t* dst) {
       }
     }
   }
+}
+
+bool PackQuantized(const float* src, int n, int k, MatrixType type, uint8_t* codes, uint16_t* scales) {
+  const bool int4 = type == MatrixType::kInt4;
+  const int groups = PackedMatrix::Groups(k);
+  const PackedMatrix layout{nullptr, n, k};
+  const int rows = static_cast<int>((n + kPanel - 1) / kPanel) * kPanel;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = r < n ? src + static_cast<int64_t>(r) * k : nullptr;
+    for (int g = 0; g < groups; ++g) {
+      const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
+      float extreme = 0;  // The group's weight of largest magnitude (the first of equals).
+      if (r < n) {
+        for (int j = j0; j < j1; ++j) {
+          if (!std::isfinite(row[j])) return false;
+          if (std::fabs(row[j]) > std::fabs(extreme)) extreme = row[j];
+        }
+      }
+      const float ideal = int4 ? extreme / -8.0f : std::fabs(extreme) / 127.0f;
+      const uint16_t s16 = FloatToF16(ideal);
+      const float s = F16ToFloat(s16);
+      if (!std::isfinite(s)) return false;
+      scales[layout.ScaleIndex(r, j0)] = s16;
+      const int lo = int4 ? -8 : -127, hi = int4 ? 7 : 127;
+      for (int j = j0; j < j1; ++j) {
+        const int q = (r >= n || s == 0.0f)
+                          ? 0
+                          : static_cast<int>(std::clamp(std::nearbyint(row[j] / s), static_cast<float>(lo),
+                                                        static_cast<float>(hi)));
+        const int64_t i = layout.Index(r, j);
+        if (!int4) {
+          codes[i] = static_cast<uint8_t>(static_cast<int8_t>(q));
+          continue;
+        }
+        const int c = r % kPanel;
+        uint8_t& byte = codes[(int64_t{r / kPanel} * k + j) * (kPanel / 2) + c % 8];
+        const uint8_t u = static_cast<uint8_t>(q + 8);
+        byte = c < 8 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
+      }
+    }
+  }
+  return true;
 }
 
 void SetMathThreads(int threads) {

@@ -19,6 +19,12 @@ void Pack(const float* src, int n, int k, float* dst);
 // The same layout in 16-bit elements (`type` kBF16 or kF16), rounded to nearest even.
 void PackHalf(const float* src, int n, int k, MatrixType type, uint16_t* dst);
 
+// The same layout group-quantized (`type` kInt8 or kInt4, engine/packed_matrix.h): codes
+// (PackedMatrix::CodeBytes) and float16 scales (PackedMatrix::Scales). Rows past n are zero. Reads
+// `src` rows only below n. False, leaving the output partial, when a weight is not finite or a
+// group's scale exceeds float16 (a weight beyond about 8e6).
+bool PackQuantized(const float* src, int n, int k, MatrixType type, uint8_t* codes, uint16_t* scales);
+
 // Applied to each output as it is stored (fused into the product's parallel pass).
 enum class Activation { kNone, kTanh, kSigmoid, kReluSquare };
 

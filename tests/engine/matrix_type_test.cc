@@ -136,7 +136,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(MatrixTypeModel, ParseAndOptionsForBackends) {
   EXPECT_FALSE(ParseMatrixType("auto", "--dtype")->has_value());
   EXPECT_EQ(**ParseMatrixType("bf16", "--dtype"), MatrixType::kBF16);
-  EXPECT_EQ(ParseMatrixType("int3", "--dtype").status().message(), "--dtype is 'int3'; it must be auto, f32, bf16 or f16");
+  EXPECT_EQ(ParseMatrixType("int3", "--dtype").status().message(), "--dtype is 'int3'; it must be auto, f32, bf16, f16, int8 or int4");
   BackendOptions o;
   o.dtype = "f16";
   EXPECT_EQ(ModelOptionsFor(o)->matrices, MatrixType::kF16);

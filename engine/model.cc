@@ -316,7 +316,7 @@ absl::Status Model::Store(const std::vector<model_internal::Slot>& plan, Fill fi
     m.type = s.type;
     rows.resize(static_cast<size_t>(kPanel) * m.k);
     const int64_t panel = int64_t{kPanel} * m.k;
-    const int64_t panel_codes = m.type == MatrixType::kInt4 ? panel / 2 : panel;
+    const int64_t panel_codes = IsQuantized(m.type) ? PackedMatrix::CodeBytes(kPanel, m.k, m.type) : 0;
     const int64_t panel_scales = int64_t{kPanel} * PackedMatrix::Groups(m.k);
     for (int r0 = 0; r0 < m.n; r0 += kPanel) {
       const int count = std::min(kPanel, m.n - r0);

@@ -4,14 +4,15 @@
 // bfloat16 / float16 (half the bytes a decode step reads), or group-quantized int8 / int4 (about a
 // quarter / an eighth), all widened to float32 in the kernel.
 //
-// Quantized matrices: each row's k inputs fall in groups of kQuantGroup; a group has one float16
-// scale s (symmetric, no offset) and integer codes q, the value being q * s exactly (q has at most
-// 8 significant bits and s 11, so the product is a float32 without rounding). int8 codes are in
-// [-127, 127] with s = max|w| / 127; int4 codes in [-8, 7] with s = -w_m / 8 for the group's w_m
-// of largest magnitude (the q4_0 choice: that weight is exact, the full 16 levels are used). Codes
-// sit at the float layout's element index: int8 one byte each; int4 two per byte, row c and row
-// c + 8 of a panel in the low and high nibble of byte (p*k + j)*8 + c, stored as q + 8. Scales are
-// at ((p * groups + g) * 16 + c).
+// Quantized matrices: each row's k inputs fall in groups of kQuantGroup (k padded to whole
+// groups with zero weights); a group has one float16 scale s (symmetric, no offset) and integer
+// codes q, the value being q * s exactly (q has at most 8 significant bits and s 11). int8 codes
+// are in [-127, 127] with s = max|w| / 127; int4 codes in [-8, 7] with s = -w_m / 8 for the
+// group's w_m of largest magnitude (the q4_0 choice: that weight is exact, all 16 levels used).
+// Codes are laid out for integer dot products over 4 consecutive inputs: a panel's block b
+// (inputs 4b..4b+3) holds row c's 4 codes together. int8: byte ((p*K/4 + b)*16 + c)*4 + j%4 (K the
+// padded k). int4, stored as q + 8: byte ((p*K/4 + b)*8 + c%8)*4 + j%4, row c < 8 in the low nibble,
+// row c + 8 in the high one. Scales: element ((p*groups + g)*16 + c).
 #ifndef RWKV_ENGINE_PACKED_MATRIX_H_
 #define RWKV_ENGINE_PACKED_MATRIX_H_
 
@@ -48,9 +49,18 @@ struct PackedMatrix {
   // Elements of the packed layout (any type).
   static int64_t Floats(int n, int k) { return int64_t{(n + kPanel - 1) / kPanel} * kPanel * k; }
   static int Groups(int k) { return (k + kQuantGroup - 1) / kQuantGroup; }
+  static int PaddedK(int k) { return Groups(k) * kQuantGroup; }
   static int64_t Scales(int n, int k) { return int64_t{(n + kPanel - 1) / kPanel} * kPanel * Groups(k); }
   // Bytes of codes of a quantized type.
-  static int64_t CodeBytes(int n, int k, MatrixType t) { return t == MatrixType::kInt4 ? Floats(n, k) / 2 : Floats(n, k); }
+  static int64_t CodeBytes(int n, int k, MatrixType t) {
+    return t == MatrixType::kInt4 ? Floats(n, PaddedK(k)) / 2 : Floats(n, PaddedK(k));
+  }
+  // The byte holding the code of (row, col) of a quantized matrix (int4: the nibble by row % 16 < 8).
+  int64_t CodeIndex(int row, int col) const {
+    const int64_t block = int64_t{row / kPanel} * (PaddedK(k) / 4) + col / 4;
+    const int c = row % kPanel;
+    return type == MatrixType::kInt4 ? (block * 8 + c % 8) * 4 + col % 4 : (block * kPanel + c) * 4 + col % 4;
+  }
 
   int64_t Index(int row, int col) const { return (int64_t{row / kPanel} * k + col) * kPanel + row % kPanel; }
   int64_t ScaleIndex(int row, int col) const {
@@ -62,11 +72,11 @@ struct PackedMatrix {
       case MatrixType::kBF16: return Bf16ToFloat(half[i]);
       case MatrixType::kF16: return F16ToFloat(half[i]);
       case MatrixType::kInt8:
-        return static_cast<float>(static_cast<int8_t>(codes[i])) * F16ToFloat(scales[ScaleIndex(row, col)]);
+        return static_cast<float>(static_cast<int8_t>(codes[CodeIndex(row, col)])) *
+               F16ToFloat(scales[ScaleIndex(row, col)]);
       case MatrixType::kInt4: {
-        const int c = row % kPanel;
-        const uint8_t byte = codes[(int64_t{row / kPanel} * k + col) * (kPanel / 2) + c % 8];
-        const int q = (c < 8 ? byte & 15 : byte >> 4) - 8;
+        const uint8_t byte = codes[CodeIndex(row, col)];
+        const int q = (row % kPanel < 8 ? byte & 15 : byte >> 4) - 8;
         return static_cast<float>(q) * F16ToFloat(scales[ScaleIndex(row, col)]);
       }
       default: return data[i];

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 #include <type_traits>
 
 #include "engine/dtype.h"
@@ -15,19 +17,16 @@ namespace rwkv::cpu {
 namespace {
 
 constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
+constexpr int kRowBlockQuant = 4;  // The integer kernel's: 8 int32 + 8 float accumulators.
 constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
 
-// Weight element types. A Cursor walks one panel: Group(g) readies group g's scales (quantized
-// types; a no-op otherwise), Load(j) widens the panel's 16 weights of input j to float32, exactly:
-// bf16 is the top half of a float32, F16C converts binary16 exactly, and a quantized weight q * s
-// is exact in float32 (engine/packed_matrix.h).
+// Float weight element types. A Cursor walks one panel: Load(j) widens the panel's 16 weights of
+// input j to float32, exactly (bf16 is the top half of a float32; F16C converts binary16 exactly).
 struct F32W {
-  static constexpr bool kQuant = false;
   struct Cursor {
     const float* p = nullptr;
     Cursor() = default;
     Cursor(const PackedMatrix& m, int panel) : p(m.data + int64_t{panel} * m.k * kPanel) {}
-    void Group(int) {}
     __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
       *w0 = _mm256_loadu_ps(p + int64_t{j} * kPanel);
       *w1 = _mm256_loadu_ps(p + int64_t{j} * kPanel + 8);
@@ -36,12 +35,10 @@ struct F32W {
 };
 template <bool kBf16>
 struct HalfW {
-  static constexpr bool kQuant = false;
   struct Cursor {
     const uint16_t* p = nullptr;
     Cursor() = default;
     Cursor(const PackedMatrix& m, int panel) : p(m.half + int64_t{panel} * m.k * kPanel) {}
-    void Group(int) {}
     __attribute__((target("avx2,fma,f16c"))) static __m256 Widen(const uint16_t* q) {
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
       if constexpr (kBf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -56,59 +53,6 @@ struct HalfW {
 using Bf16W = HalfW<true>;
 using F16W = HalfW<false>;
 
-// The 16 float16 scales of group g of a panel, widened.
-__attribute__((target("avx2,fma,f16c"))) inline void LoadScales(const uint16_t* s, __m256* s0, __m256* s1) {
-  *s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
-  *s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 8)));
-}
-
-struct Int8W {
-  static constexpr bool kQuant = true;
-  struct Cursor {
-    const uint8_t* p = nullptr;
-    const uint16_t* scales = nullptr;
-    __m256 s0, s1;
-    Cursor() = default;
-    Cursor(const PackedMatrix& m, int panel)
-        : p(m.codes + int64_t{panel} * m.k * kPanel),
-          scales(m.scales + int64_t{panel} * PackedMatrix::Groups(m.k) * kPanel) {}
-    __attribute__((target("avx2,fma,f16c"))) void Group(int g) { LoadScales(scales + g * kPanel, &s0, &s1); }
-    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
-      const uint8_t* q = p + int64_t{j} * kPanel;
-      const __m256i a = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
-      const __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8)));
-      *w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s0);
-      *w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(b), s1);
-    }
-  };
-};
-
-struct Int4W {
-  static constexpr bool kQuant = true;
-  struct Cursor {
-    const uint8_t* p = nullptr;
-    const uint16_t* scales = nullptr;
-    __m256 s0, s1, o0, o1;  // s and -8 s: (u - 8) s = fma(u, s, -8 s), exact.
-    Cursor() = default;
-    Cursor(const PackedMatrix& m, int panel)
-        : p(m.codes + int64_t{panel} * m.k * (kPanel / 2)),
-          scales(m.scales + int64_t{panel} * PackedMatrix::Groups(m.k) * kPanel) {}
-    __attribute__((target("avx2,fma,f16c"))) void Group(int g) {
-      LoadScales(scales + g * kPanel, &s0, &s1);
-      const __m256 m8 = _mm256_set1_ps(-8.0f);
-      o0 = _mm256_mul_ps(s0, m8);
-      o1 = _mm256_mul_ps(s1, m8);
-    }
-    __attribute__((target("avx2,fma,f16c"))) void Load(int j, __m256* w0, __m256* w1) const {
-      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + int64_t{j} * 8)));
-      const __m256i lo = _mm256_and_si256(b, _mm256_set1_epi32(15));
-      const __m256i hi = _mm256_srli_epi32(b, 4);
-      *w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), s0, o0);
-      *w1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), s1, o1);
-    }
-  };
-};
-
 inline float Apply(Activation act, float v) {
   switch (act) {
     case Activation::kNone:
@@ -122,6 +66,207 @@ inline float Apply(Activation act, float v) {
   }
   return v;
 }
+
+// Writes (or adds) a kernel's accumulators to Y, applying `act`: panels p0.. of n outputs.
+template <int MM, int P>
+__attribute__((target("avx2,fma,f16c"))) inline void Store(__m256 (&acc)[MM][2 * P], int p0, int n, float* Y, int ldy,
+                                                           bool accumulate, Activation act) {
+#pragma GCC unroll 8
+  for (int m = 0; m < MM; ++m) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const int c0 = (p0 + p) * kPanel;
+      const int cols = std::min(kPanel, n - c0);
+      float* y = Y + static_cast<int64_t>(m) * ldy + c0;
+      if (cols == kPanel && act == Activation::kNone) {
+        __m256 a = acc[m][2 * p], b = acc[m][2 * p + 1];
+        if (accumulate) {
+          a = _mm256_add_ps(a, _mm256_loadu_ps(y));
+          b = _mm256_add_ps(b, _mm256_loadu_ps(y + 8));
+        }
+        _mm256_storeu_ps(y, a);
+        _mm256_storeu_ps(y + 8, b);
+      } else {
+        alignas(32) float tmp[kPanel];
+        _mm256_store_ps(tmp, acc[m][2 * p]);
+        _mm256_store_ps(tmp + 8, acc[m][2 * p + 1]);
+        for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + tmp[c] : Apply(act, tmp[c]);
+      }
+    }
+  }
+}
+
+// Quantized matrices (engine/packed_matrix.h) multiply in integers: each row of X is quantized
+// per group of kQuantGroup inputs like the weights, to codes xq = round(x / sx) in [-127, 127]
+// with sx = max|x| / 127 (the per-group activation scale of llama.cpp's q8_0 dot products), and a
+// group's products sum exactly in int32; then y += (sum * (s_w * sx)) in float32, group by group.
+// A row's codes depend on that row alone, so results still do not depend on the batch.
+struct QuantRows {
+  int kp = 0, groups = 0;
+  std::vector<int8_t> q;      // [rows][kp]: codes, zero past k.
+  std::vector<uint8_t> mag;   // |q|: the int8 kernel multiplies |x| by w with x's sign.
+  std::vector<float> scale;   // [rows][groups]: sx (NaN for a group holding a non-finite x).
+  std::vector<int32_t> sum;   // [rows][groups]: sum of q, for int4's code offset of 8.
+};
+
+void QuantizeRows(const float* X, int rows, int k, QuantRows* out) {
+  out->kp = PackedMatrix::PaddedK(k);
+  out->groups = PackedMatrix::Groups(k);
+  out->q.assign(static_cast<size_t>(rows) * out->kp, 0);
+  out->mag.assign(out->q.size(), 0);
+  out->scale.resize(static_cast<size_t>(rows) * out->groups);
+  out->sum.resize(out->scale.size());
+  for (int m = 0; m < rows; ++m) {
+    const float* x = X + static_cast<int64_t>(m) * k;
+    for (int g = 0; g < out->groups; ++g) {
+      const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
+      float amax = 0;
+      for (int j = j0; j < j1; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const size_t gi = static_cast<size_t>(m) * out->groups + g;
+      out->sum[gi] = 0;
+      if (!std::isfinite(amax)) {
+        out->scale[gi] = std::numeric_limits<float>::quiet_NaN();  // The output is NaN, as in float.
+        continue;
+      }
+      const float sx = amax / 127.0f;
+      out->scale[gi] = sx;
+      if (amax == 0) continue;
+      const float inv = 127.0f / amax;
+      int32_t sum = 0;
+      for (int j = j0; j < j1; ++j) {
+        const int q = std::clamp(static_cast<int>(std::lrint(x[j] * inv)), -127, 127);
+        const size_t i = static_cast<size_t>(m) * out->kp + j;
+        out->q[i] = static_cast<int8_t>(q);
+        out->mag[i] = static_cast<uint8_t>(std::abs(q));
+        sum += q;
+      }
+      out->sum[gi] = sum;
+    }
+  }
+}
+
+inline int32_t Load4(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Y[0..MM) x [panels p0..p0+P) (+)= rows row0.. of xr . W for a quantized W.
+template <bool kInt4, int MM, int P>
+__attribute__((target("avx2,fma,f16c"))) void KernelQuant(const QuantRows& xr, int row0, const PackedMatrix& M,
+                                                          int p0, float* Y, int ldy, bool accumulate, Activation act) {
+  const int kp = xr.kp, groups = xr.groups;
+  const int64_t panel_bytes = kInt4 ? int64_t{kp} * (kPanel / 2) : int64_t{kp} * kPanel;
+  const uint8_t* w[P];
+  const uint16_t* sw[P];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    w[p] = M.codes + (p0 + p) * panel_bytes;
+    sw[p] = M.scales + int64_t{p0 + p} * groups * kPanel;
+  }
+  const int8_t* xq[MM];
+  const uint8_t* xa[MM];
+#pragma GCC unroll 8
+  for (int m = 0; m < MM; ++m) {
+    xq[m] = xr.q.data() + static_cast<int64_t>(row0 + m) * kp;
+    xa[m] = xr.mag.data() + static_cast<int64_t>(row0 + m) * kp;
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i nibble = _mm256_set1_epi8(15);
+  __m256 acc[MM][2 * P];
+#pragma GCC unroll 8
+  for (int m = 0; m < MM; ++m)
+#pragma GCC unroll 8
+    for (int q = 0; q < 2 * P; ++q) acc[m][q] = _mm256_setzero_ps();
+  for (int g = 0; g < groups; ++g) {
+    __m256i iacc[MM][2 * P];
+#pragma GCC unroll 8
+    for (int m = 0; m < MM; ++m)
+#pragma GCC unroll 8
+      for (int q = 0; q < 2 * P; ++q) iacc[m][q] = _mm256_setzero_si256();
+    for (int b = g * (kQuantGroup / 4); b < (g + 1) * (kQuantGroup / 4); ++b) {
+      __m256i xs[MM], xm[MM];
+#pragma GCC unroll 8
+      for (int m = 0; m < MM; ++m) {
+        xs[m] = _mm256_set1_epi32(Load4(xq[m] + 4 * b));
+        if constexpr (!kInt4) xm[m] = _mm256_set1_epi32(Load4(xa[m] + 4 * b));
+      }
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) {
+        if constexpr (kInt4) {
+          // Codes q + 8 in [0, 15]: unsigned times x's signed codes, no sign trick needed.
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + int64_t{b} * 32));
+          const __m256i lo = _mm256_and_si256(v, nibble);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+#pragma GCC unroll 8
+          for (int m = 0; m < MM; ++m) {
+            iacc[m][2 * p] = _mm256_add_epi32(iacc[m][2 * p], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xs[m]), ones));
+            iacc[m][2 * p + 1] =
+                _mm256_add_epi32(iacc[m][2 * p + 1], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xs[m]), ones));
+          }
+        } else {
+          // |x| (unsigned) times w with x's sign: pairs stay within int16 (2 * 127 * 127).
+          const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + int64_t{b} * 64));
+          const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + int64_t{b} * 64 + 32));
+#pragma GCC unroll 8
+          for (int m = 0; m < MM; ++m) {
+            iacc[m][2 * p] = _mm256_add_epi32(
+                iacc[m][2 * p], _mm256_madd_epi16(_mm256_maddubs_epi16(xm[m], _mm256_sign_epi8(w0, xs[m])), ones));
+            iacc[m][2 * p + 1] = _mm256_add_epi32(
+                iacc[m][2 * p + 1],
+                _mm256_madd_epi16(_mm256_maddubs_epi16(xm[m], _mm256_sign_epi8(w1, xs[m])), ones));
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sw[p] + g * kPanel)));
+      const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sw[p] + g * kPanel + 8)));
+#pragma GCC unroll 8
+      for (int m = 0; m < MM; ++m) {
+        const int64_t gi = static_cast<int64_t>(row0 + m) * groups + g;
+        const __m256 sx = _mm256_set1_ps(xr.scale[gi]);
+        __m256i i0 = iacc[m][2 * p], i1 = iacc[m][2 * p + 1];
+        if constexpr (kInt4) {  // sum (u - 8) x = sum u x - 8 sum x.
+          const __m256i off = _mm256_set1_epi32(8 * xr.sum[gi]);
+          i0 = _mm256_sub_epi32(i0, off);
+          i1 = _mm256_sub_epi32(i1, off);
+        }
+        acc[m][2 * p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(s0, sx), acc[m][2 * p]);
+        acc[m][2 * p + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(s1, sx), acc[m][2 * p + 1]);
+      }
+    }
+  }
+  Store<MM, P>(acc, p0, M.n, Y, ldy, accumulate, act);
+}
+
+// Without AVX2: the same integer sums and float32 steps, scalar.
+template <int MM>
+void KernelQuantGeneric(const QuantRows& xr, int row0, const PackedMatrix& M, int panel, float* Y, int ldy,
+                        bool accumulate, Activation act) {
+  const int c0 = panel * kPanel;
+  const int cols = std::min(kPanel, M.n - c0);
+  for (int m = 0; m < MM; ++m) {
+    float* y = Y + static_cast<int64_t>(m) * ldy + c0;
+    const int8_t* xq = xr.q.data() + static_cast<int64_t>(row0 + m) * xr.kp;
+    for (int c = 0; c < cols; ++c) {
+      float acc = 0;
+      for (int g = 0; g < xr.groups; ++g) {
+        int32_t sum = 0;
+        for (int j = g * kQuantGroup; j < std::min(M.k, (g + 1) * kQuantGroup); ++j) {
+          const uint8_t byte = M.codes[M.CodeIndex(c0 + c, j)];
+          const int q = M.type == MatrixType::kInt4 ? (c < 8 ? byte & 15 : byte >> 4) - 8 : static_cast<int8_t>(byte);
+          sum += q * xq[j];
+        }
+        const float sw = F16ToFloat(M.scales[M.ScaleIndex(c0 + c, g * kQuantGroup)]);
+        acc = std::fma(static_cast<float>(sum), sw * xr.scale[static_cast<int64_t>(row0 + m) * xr.groups + g], acc);
+      }
+      y[c] = accumulate ? y[c] + acc : Apply(act, acc);
+    }
+  }
+}
+
 
 // Y[0..MM) x [panels p0..p0+P) (+)= X[0..MM) . W. Each output is one FMA chain over j = 0..k-1,
 // then (optionally) added to Y: the same arithmetic for every MM and P, so results do not depend
@@ -140,12 +285,7 @@ __attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx
   typename W::Cursor cur[P];
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) cur[p] = typename W::Cursor(M, p0 + p);
-  const int group = W::kQuant ? kQuantGroup : k;
-  for (int j0 = 0, g = 0; j0 < k; j0 += group, ++g) {
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) cur[p].Group(g);
-    const int j1 = std::min(k, j0 + group);
-    for (int j = j0; j < j1; ++j) {
+  for (int j = 0; j < k; ++j) {
       if constexpr (P == 1) {
         // 12 accumulators + 2 weights + 1 broadcast at MM = 6: broadcast one row at a time.
         __m256 w0, w1;
@@ -173,30 +313,7 @@ __attribute__((target("avx2,fma,f16c"))) void KernelAvx2(const float* X, int ldx
         }
       }
     }
-  }
-#pragma GCC unroll 8
-  for (int m = 0; m < MM; ++m) {
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) {
-      const int c0 = (p0 + p) * kPanel;
-      const int cols = std::min(kPanel, M.n - c0);
-      float* y = Y + static_cast<int64_t>(m) * ldy + c0;
-      if (cols == kPanel && act == Activation::kNone) {
-        __m256 a = acc[m][2 * p], b = acc[m][2 * p + 1];
-        if (accumulate) {
-          a = _mm256_add_ps(a, _mm256_loadu_ps(y));
-          b = _mm256_add_ps(b, _mm256_loadu_ps(y + 8));
-        }
-        _mm256_storeu_ps(y, a);
-        _mm256_storeu_ps(y + 8, b);
-      } else {
-        alignas(32) float tmp[kPanel];
-        _mm256_store_ps(tmp, acc[m][2 * p]);
-        _mm256_store_ps(tmp + 8, acc[m][2 * p + 1]);
-        for (int c = 0; c < cols; ++c) y[c] = accumulate ? y[c] + tmp[c] : Apply(act, tmp[c]);
-      }
-    }
-  }
+  Store<MM, P>(acc, p0, M.n, Y, ldy, accumulate, act);
 }
 
 // Without AVX2: the same sums in the same order over PackedMatrix::At, the same values.
@@ -218,26 +335,13 @@ void KernelGeneric(const float* X, int ldx, const PackedMatrix& M, int panel, fl
   }
 }
 
-// All rows of X against panels [p0, p1) of W.
-template <bool kAvx2, typename WT>
-void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float* Y, int ldy, bool accumulate,
-          Activation act) {
-  const int k = W.k;
-  auto run = [&](int m, auto mm_tag, auto p_tag, int p) {
-    constexpr int MM = decltype(mm_tag)::value;
-    constexpr int P = decltype(p_tag)::value;
-    const float* x = X + static_cast<int64_t>(m) * k;
-    float* y = Y + static_cast<int64_t>(m) * ldy;
-    if constexpr (kAvx2) {
-      KernelAvx2<WT, MM, P>(x, k, W, p, y, ldy, accumulate, act);
-    } else {
-      for (int q = 0; q < P; ++q) KernelGeneric<MM>(x, k, W, p + q, y, ldy, accumulate, act);
-    }
-  };
+// Rows [0, rows) against panels [p0, p1): run(m, MM, P, p) computes rows m..m+MM-1 against
+// panels p..p+P-1. Wide blocks of panels for 1-2 rows (latency-bound), one panel for more.
+template <int kMaxRows, typename Run>
+void Blocks(int rows, int p0, int p1, Run run) {
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
   using I4 = std::integral_constant<int, 4>;
-  // Wide blocks of panels for 1-2 rows (latency-bound), one panel for 3-6 rows (12 ymm at 6).
   auto rows_block = [&](int m, auto mm_tag) {
     constexpr int MM = decltype(mm_tag)::value;
     int p = p0;
@@ -249,13 +353,13 @@ void Task(const float* X, int rows, const PackedMatrix& W, int p0, int p1, float
     for (; p < p1; ++p) run(m, mm_tag, I1{}, p);
   };
   int m = 0;
-  for (; m + kRowBlock <= rows; m += kRowBlock) rows_block(m, std::integral_constant<int, 6>{});
+  for (; m + kMaxRows <= rows; m += kMaxRows) rows_block(m, std::integral_constant<int, kMaxRows>{});
   switch (rows - m) {
     case 5:
-      rows_block(m, std::integral_constant<int, 5>{});
+      if constexpr (kMaxRows > 5) rows_block(m, std::integral_constant<int, 5>{});
       break;
     case 4:
-      rows_block(m, std::integral_constant<int, 4>{});
+      if constexpr (kMaxRows > 4) rows_block(m, std::integral_constant<int, 4>{});
       break;
     case 3:
       rows_block(m, std::integral_constant<int, 3>{});
@@ -278,10 +382,48 @@ void LinearImpl(const float* X, int rows, const PackedMatrix& W, float* Y, int l
   const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   // Small products (LoRA) are not worth waking the other threads for.
   const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
+  const int k = W.k;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int t = 0; t < tasks; ++t) {
-    Task<kAvx2, WT>(X, rows, W, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask), Y, ldy, accumulate,
-                    act);
+    Blocks<kRowBlock>(rows, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask),
+                      [&](int m, auto mm_tag, auto p_tag, int p) {
+                        constexpr int MM = decltype(mm_tag)::value;
+                        constexpr int P = decltype(p_tag)::value;
+                        const float* x = X + static_cast<int64_t>(m) * k;
+                        float* y = Y + static_cast<int64_t>(m) * ldy;
+                        if constexpr (kAvx2) {
+                          KernelAvx2<WT, MM, P>(x, k, W, p, y, ldy, accumulate, act);
+                        } else {
+                          for (int q = 0; q < P; ++q) KernelGeneric<MM>(x, k, W, p + q, y, ldy, accumulate, act);
+                        }
+                      });
+  }
+}
+
+template <bool kAvx2, bool kInt4>
+void LinearQuant(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy, bool accumulate, int threads,
+                 Activation act) {
+  // Reused by the calling thread; the workers read it through `xr` (a name of the thread_local
+  // itself would be each worker's own).
+  thread_local QuantRows quantized;
+  QuantRows& xr = quantized;
+  QuantizeRows(X, rows, W.k, &xr);
+  const int panels = (W.n + kPanel - 1) / kPanel;
+  const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
+  const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
+  for (int t = 0; t < tasks; ++t) {
+    Blocks<kRowBlockQuant>(rows, t * kPanelsPerTask, std::min(panels, (t + 1) * kPanelsPerTask),
+                           [&](int m, auto mm_tag, auto p_tag, int p) {
+                             constexpr int MM = decltype(mm_tag)::value;
+                             constexpr int P = decltype(p_tag)::value;
+                             float* y = Y + static_cast<int64_t>(m) * ldy;
+                             if constexpr (kAvx2) {
+                               KernelQuant<kInt4, MM, P>(xr, m, W, p, y, ldy, accumulate, act);
+                             } else {
+                               for (int q = 0; q < P; ++q) KernelQuantGeneric<MM>(xr, m, W, p + q, y, ldy, accumulate, act);
+                             }
+                           });
   }
 }
 
@@ -304,9 +446,9 @@ void Dispatch(const float* X, int rows, const PackedMatrix& W, float* Y, int ldy
     case MatrixType::kF16:
       return LinearImpl<kAvx2, F16W>(X, rows, W, Y, ldy, accumulate, threads, act);
     case MatrixType::kInt8:
-      return LinearImpl<kAvx2, Int8W>(X, rows, W, Y, ldy, accumulate, threads, act);
+      return LinearQuant<kAvx2, false>(X, rows, W, Y, ldy, accumulate, threads, act);
     case MatrixType::kInt4:
-      return LinearImpl<kAvx2, Int4W>(X, rows, W, Y, ldy, accumulate, threads, act);
+      return LinearQuant<kAvx2, true>(X, rows, W, Y, ldy, accumulate, threads, act);
   }
 }
 
@@ -342,39 +484,32 @@ void PackHalf(const float* src, int n, int k, MatrixType type, uint16_t* dst) {
 bool PackQuantized(const float* src, int n, int k, MatrixType type, uint8_t* codes, uint16_t* scales) {
   const bool int4 = type == MatrixType::kInt4;
   const int groups = PackedMatrix::Groups(k);
-  const PackedMatrix layout{nullptr, n, k};
-  const int rows = static_cast<int>((n + kPanel - 1) / kPanel) * kPanel;
+  const PackedMatrix layout{nullptr, n, k, nullptr, type};
+  const int rows = (n + kPanel - 1) / kPanel * kPanel;
   for (int r = 0; r < rows; ++r) {
     const float* row = r < n ? src + static_cast<int64_t>(r) * k : nullptr;
     for (int g = 0; g < groups; ++g) {
       const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
       float extreme = 0;  // The group's weight of largest magnitude (the first of equals).
-      if (r < n) {
-        for (int j = j0; j < j1; ++j) {
-          if (!std::isfinite(row[j])) return false;
-          if (std::fabs(row[j]) > std::fabs(extreme)) extreme = row[j];
-        }
+      for (int j = j0; row != nullptr && j < j1; ++j) {
+        if (!std::isfinite(row[j])) return false;
+        if (std::fabs(row[j]) > std::fabs(extreme)) extreme = row[j];
       }
-      const float ideal = int4 ? extreme / -8.0f : std::fabs(extreme) / 127.0f;
-      const uint16_t s16 = FloatToF16(ideal);
+      const uint16_t s16 = FloatToF16(int4 ? extreme / -8.0f : std::fabs(extreme) / 127.0f);
       const float s = F16ToFloat(s16);
       if (!std::isfinite(s)) return false;
       scales[layout.ScaleIndex(r, j0)] = s16;
-      const int lo = int4 ? -8 : -127, hi = int4 ? 7 : 127;
-      for (int j = j0; j < j1; ++j) {
-        const int q = (r >= n || s == 0.0f)
-                          ? 0
-                          : static_cast<int>(std::clamp(std::nearbyint(row[j] / s), static_cast<float>(lo),
-                                                        static_cast<float>(hi)));
-        const int64_t i = layout.Index(r, j);
+      const float lo = int4 ? -8.0f : -127.0f, hi = int4 ? 7.0f : 127.0f;
+      for (int j = j0; j < j0 + kQuantGroup; ++j) {  // Past k: zero codes (padding).
+        const int q =
+            (row == nullptr || j >= j1 || s == 0.0f) ? 0 : static_cast<int>(std::clamp(std::nearbyint(row[j] / s), lo, hi));
+        uint8_t& byte = codes[layout.CodeIndex(r, j)];
         if (!int4) {
-          codes[i] = static_cast<uint8_t>(static_cast<int8_t>(q));
-          continue;
+          byte = static_cast<uint8_t>(static_cast<int8_t>(q));
+        } else {
+          const uint8_t u = static_cast<uint8_t>(q + 8);
+          byte = r % kPanel < 8 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
         }
-        const int c = r % kPanel;
-        uint8_t& byte = codes[(int64_t{r / kPanel} * k + j) * (kPanel / 2) + c % 8];
-        const uint8_t u = static_cast<uint8_t>(q + 8);
-        byte = c < 8 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
       }
     }
   }

@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test sanitize fuzz demo bench bench-serve bench-durable bench-http gpu-bundle fixtures clean
+.PHONY: all deps configure build test sanitize fuzz demo bench bench-serve bench-durable bench-http bench-dtypes gpu-bundle fixtures clean
 
 all: build
 
@@ -76,6 +76,9 @@ bench-durable: build
 # HTTP against gRPC tokens/s at 1/16/64 streams (CPU, 0.1B shape).
 bench-http: build
 	$(PYTHON) bench/http_bench.py --build $(BUILD)
+
+bench-dtypes: build
+	$(PYTHON) bench/dtype_bench.py --build $(BUILD)
 
 # The GPU-side binaries and the libraries a bare CUDA machine lacks, for scripts/gpu-check.sh.
 gpu-bundle: build

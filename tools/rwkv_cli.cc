@@ -142,8 +142,9 @@ absl::Status Inspect(const Flags& f) {
               c.lora_gate);
   std::printf("parameters:      %lld\n", static_cast<long long>(c.parameter_count));
   std::printf("state bytes:     %lld per session (fp32)\n", static_cast<long long>(c.StateBytes()));
-  std::printf("weights in RAM:  %.1f MiB (matrices %s, the rest fp32)\n", m->weight_bytes() / 1048576.0,
-              MatrixTypeName(m->matrix_type()));
+  std::printf("weights in RAM:  %.1f MiB (matrices %s%s%s, the rest fp32)\n", m->weight_bytes() / 1048576.0,
+              MatrixTypeName(m->matrix_type()), m->head().type != m->matrix_type() ? ", head " : "",
+              m->head().type != m->matrix_type() ? MatrixTypeName(m->head().type) : "");
   return absl::OkStatus();
 }
 

@@ -18,7 +18,8 @@ namespace {
 
 constexpr int kRowBlock = 6;       // Rows of X per micro-kernel call: 6 x 16 accumulators in 12 ymm.
 constexpr int kRowBlockQuant = 4;  // The integer kernel's: 8 int32 + 8 float accumulators.
-constexpr int kPanelsPerTask = 4;  // Output rows per parallel task: 64.
+constexpr int kPanelsPerTask = 4;
+constexpr int kPrefetchBytes = 1024;  // Quantized kernel, 1-2 rows: how far ahead in a panel.  // Output rows per parallel task: 64.
 
 // Float weight element types. A Cursor walks one panel: Load(j) widens the panel's 16 weights of
 // input j to float32, exactly (bf16 is the top half of a float32; F16C converts binary16 exactly).
@@ -101,6 +102,10 @@ __attribute__((target("avx2,fma,f16c"))) inline void Store(__m256 (&acc)[MM][2 *
 // with sx = max|x| / 127 (the per-group activation scale of llama.cpp's q8_0 dot products), and a
 // group's products sum exactly in int32; then y += (sum * (s_w * sx)) in float32, group by group.
 // A row's codes depend on that row alone, so results still do not depend on the batch.
+// (v + 1.5 * 2^23) - 1.5 * 2^23 rounds |v| < 2^22 to the nearest integer, ties to even (the
+// default rounding mode), without a library call.
+constexpr float kRoundMagic = 12582912.0f;
+
 struct QuantRows {
   int kp = 0, groups = 0;
   std::vector<int8_t> q;      // [rows][kp]: codes, zero past k.
@@ -134,7 +139,7 @@ void QuantizeRows(const float* X, int rows, int k, QuantRows* out) {
       const float inv = 127.0f / amax;
       int32_t sum = 0;
       for (int j = j0; j < j1; ++j) {
-        const int q = std::clamp(static_cast<int>(std::lrint(x[j] * inv)), -127, 127);
+        const int q = std::clamp(static_cast<int>((x[j] * inv + kRoundMagic) - kRoundMagic), -127, 127);
         const size_t i = static_cast<size_t>(m) * out->kp + j;
         out->q[i] = static_cast<int8_t>(q);
         out->mag[i] = static_cast<uint8_t>(std::abs(q));
@@ -193,6 +198,9 @@ __attribute__((target("avx2,fma,f16c"))) void KernelQuant(const QuantRows& xr, i
       }
 #pragma GCC unroll 4
       for (int p = 0; p < P; ++p) {
+        if constexpr (MM <= 2) {  // Few rows: the loads are the time; fetch a group ahead.
+          _mm_prefetch(reinterpret_cast<const char*>(w[p] + int64_t{b} * (kInt4 ? 32 : 64) + kPrefetchBytes), _MM_HINT_T0);
+        }
         if constexpr (kInt4) {
           // Codes q + 8 in [0, 15]: unsigned times x's signed codes, no sign trick needed.
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + int64_t{b} * 32));
@@ -486,12 +494,15 @@ bool PackQuantized(const float* src, int n, int k, MatrixType type, uint8_t* cod
   const int groups = PackedMatrix::Groups(k);
   const PackedMatrix layout{nullptr, n, k, nullptr, type};
   const int rows = (n + kPanel - 1) / kPanel * kPanel;
+  const float lo = int4 ? -8.0f : -127.0f, hi = int4 ? 7.0f : 127.0f;
+  float v[kQuantGroup];
   for (int r = 0; r < rows; ++r) {
     const float* row = r < n ? src + static_cast<int64_t>(r) * k : nullptr;
+    const int c = r % kPanel;
     for (int g = 0; g < groups; ++g) {
-      const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
+      const int j0 = g * kQuantGroup, j1 = row == nullptr ? j0 : std::min(k, j0 + kQuantGroup);
       float extreme = 0;  // The group's weight of largest magnitude (the first of equals).
-      for (int j = j0; row != nullptr && j < j1; ++j) {
+      for (int j = j0; j < j1; ++j) {
         if (!std::isfinite(row[j])) return false;
         if (std::fabs(row[j]) > std::fabs(extreme)) extreme = row[j];
       }
@@ -499,16 +510,22 @@ bool PackQuantized(const float* src, int n, int k, MatrixType type, uint8_t* cod
       const float s = F16ToFloat(s16);
       if (!std::isfinite(s)) return false;
       scales[layout.ScaleIndex(r, j0)] = s16;
-      const float lo = int4 ? -8.0f : -127.0f, hi = int4 ? 7.0f : 127.0f;
-      for (int j = j0; j < j0 + kQuantGroup; ++j) {  // Past k: zero codes (padding).
-        const int q =
-            (row == nullptr || j >= j1 || s == 0.0f) ? 0 : static_cast<int>(std::clamp(std::nearbyint(row[j] / s), lo, hi));
-        uint8_t& byte = codes[layout.CodeIndex(r, j)];
+      // q = round-to-nearest-even(w / s), clamped (the same as clamping first: the bounds are
+      // integers); past k and in an all-zero group, 0.
+      for (int i = 0; i < kQuantGroup; ++i) {
+        const float x = (j0 + i < j1 && s != 0.0f) ? row[j0 + i] / s : 0.0f;
+        v[i] = (std::clamp(x, lo, hi) + kRoundMagic) - kRoundMagic;
+      }
+      uint8_t* out = codes + layout.CodeIndex(r, j0);  // 4 codes per block, blocks 4 (int4) or 16 rows apart.
+      const int64_t block_stride = int4 ? 32 : 64;
+      for (int i = 0; i < kQuantGroup; ++i) {
+        const int q = static_cast<int>(v[i]);
+        uint8_t& byte = out[(i / 4) * block_stride + i % 4];
         if (!int4) {
           byte = static_cast<uint8_t>(static_cast<int8_t>(q));
         } else {
           const uint8_t u = static_cast<uint8_t>(q + 8);
-          byte = r % kPanel < 8 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
+          byte = c < 8 ? static_cast<uint8_t>((byte & 0xf0) | u) : static_cast<uint8_t>((byte & 0x0f) | (u << 4));
         }
       }
     }

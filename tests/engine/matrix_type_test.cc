@@ -4,6 +4,7 @@
 // error of the float64 reference.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
 #include "engine/model.h"
+#include "engine/tensor_file.h"
 #include "gtest/gtest.h"
 #include "tests/engine/test_util.h"
 
@@ -319,6 +321,33 @@ INSTANTIATE_TEST_SUITE_P(
       return s;
     });
 
+// A checkpoint whose weight int8 cannot hold (a float16 scale overflows) is refused at load,
+// naming the tensor; the same file loads as f32.
+TEST(MatrixTypeModel, AWeightBeyondTheQuantizedRangeIsRefusedNamingTheTensor) {
+  absl::StatusOr<std::unique_ptr<TensorFile>> f = TensorFile::Open(Fixture("tiny-rwkv7-f32.safetensors"));
+  ASSERT_TRUE(f.ok());
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const TensorInfo& t : (*f)->tensors()) {
+    std::vector<float> v(t.numel());
+    CopyToFloat(t, v.data());
+    if (t.name == "blocks.1.ffn.value.weight") v[7] = 1e12f;
+    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + v.size() * 4}}};
+    data.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+  }
+  const std::string text = header.dump();
+  const uint64_t len = text.size();
+  const std::string path = ::testing::TempDir() + "/huge-weight.safetensors";
+  testing::WriteFile(path, std::string(reinterpret_cast<const char*>(&len), 8) + text + data);
+  absl::StatusOr<std::unique_ptr<Model>> q = Model::Load(path, {MatrixType::kInt8});
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(q.status().message().find("tensor blocks.1.ffn.value.weight: a weight in rows [0, 16)"), std::string::npos)
+      << q.status();
+  EXPECT_TRUE(Model::Load(path, {MatrixType::kF32}).ok());
+  std::remove(path.c_str());
+}
+
 TEST(MatrixTypeModel, ParseAndOptionsForBackends) {
   EXPECT_FALSE(ParseMatrixType("auto", "--dtype")->has_value());
   EXPECT_EQ(**ParseMatrixType("bf16", "--dtype"), MatrixType::kBF16);
@@ -328,6 +357,10 @@ TEST(MatrixTypeModel, ParseAndOptionsForBackends) {
   EXPECT_EQ(ModelOptionsFor(o)->matrices, MatrixType::kF16);
   o.kind = "cuda";  // The CUDA backend converts on upload: it loads float32.
   EXPECT_EQ(ModelOptionsFor(o)->matrices, MatrixType::kF32);
+  o.dtype = "int4";  // Quantized matrices are the CPU kernel's.
+  EXPECT_EQ(ModelOptionsFor(o).status().message(), "dtype int4 runs on the cpu backend only; cuda takes f32, f16 or bf16");
+  o.kind = "cpu";
+  EXPECT_EQ(ModelOptionsFor(o)->matrices, MatrixType::kInt4);
 }
 
 }  // namespace

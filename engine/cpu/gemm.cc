@@ -105,6 +105,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void Store(__m256 (&acc)[MM][2 *
 // (v + 1.5 * 2^23) - 1.5 * 2^23 rounds |v| < 2^22 to the nearest integer, ties to even (the
 // default rounding mode), without a library call.
 constexpr float kRoundMagic = 12582912.0f;
+static_assert(kQuantGroup == 32, "the int4 kernel sums a group's 8 blocks in int16");
 
 struct QuantRows {
   int kp = 0, groups = 0;
@@ -206,11 +207,12 @@ __attribute__((target("avx2,fma,f16c"))) void KernelQuant(const QuantRows& xr, i
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + int64_t{b} * 32));
           const __m256i lo = _mm256_and_si256(v, nibble);
           const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+          // Pairs are at most 2 * 15 * 127 and a group's 8 blocks sum to at most 30480: int16
+          // holds the group's partial sums; one widening to int32 per group.
 #pragma GCC unroll 8
           for (int m = 0; m < MM; ++m) {
-            iacc[m][2 * p] = _mm256_add_epi32(iacc[m][2 * p], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xs[m]), ones));
-            iacc[m][2 * p + 1] =
-                _mm256_add_epi32(iacc[m][2 * p + 1], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xs[m]), ones));
+            iacc[m][2 * p] = _mm256_add_epi16(iacc[m][2 * p], _mm256_maddubs_epi16(lo, xs[m]));
+            iacc[m][2 * p + 1] = _mm256_add_epi16(iacc[m][2 * p + 1], _mm256_maddubs_epi16(hi, xs[m]));
           }
         } else {
           // |x| (unsigned) times w with x's sign: pairs stay within int16 (2 * 127 * 127).
@@ -236,10 +238,10 @@ __attribute__((target("avx2,fma,f16c"))) void KernelQuant(const QuantRows& xr, i
         const int64_t gi = static_cast<int64_t>(row0 + m) * groups + g;
         const __m256 sx = _mm256_set1_ps(xr.scale[gi]);
         __m256i i0 = iacc[m][2 * p], i1 = iacc[m][2 * p + 1];
-        if constexpr (kInt4) {  // sum (u - 8) x = sum u x - 8 sum x.
+        if constexpr (kInt4) {  // int16 pair sums to int32; sum (u - 8) x = sum u x - 8 sum x.
           const __m256i off = _mm256_set1_epi32(8 * xr.sum[gi]);
-          i0 = _mm256_sub_epi32(i0, off);
-          i1 = _mm256_sub_epi32(i1, off);
+          i0 = _mm256_sub_epi32(_mm256_madd_epi16(i0, ones), off);
+          i1 = _mm256_sub_epi32(_mm256_madd_epi16(i1, ones), off);
         }
         acc[m][2 * p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(s0, sx), acc[m][2 * p]);
         acc[m][2 * p + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(s1, sx), acc[m][2 * p + 1]);

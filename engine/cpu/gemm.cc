@@ -127,10 +127,14 @@ void QuantizeRows(const float* X, int rows, int k, QuantRows* out) {
     for (int g = 0; g < out->groups; ++g) {
       const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
       float amax = 0;
-      for (int j = j0; j < j1; ++j) amax = std::max(amax, std::fabs(x[j]));
+      bool finite = true;
+      for (int j = j0; j < j1; ++j) {
+        amax = std::max(amax, std::fabs(x[j]));
+        finite &= std::isfinite(x[j]);
+      }
       const size_t gi = static_cast<size_t>(m) * out->groups + g;
       out->sum[gi] = 0;
-      if (!std::isfinite(amax)) {
+      if (!finite) {
         out->scale[gi] = std::numeric_limits<float>::quiet_NaN();  // The output is NaN, as in float.
         continue;
       }

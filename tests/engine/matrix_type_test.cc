@@ -158,6 +158,29 @@ TEST(MatrixTypeGemm, QuantizedRowsDoNotDependOnTheBatch) {
   }
 }
 
+// A non-finite activation makes its row's outputs NaN, as a float product would; other rows are
+// untouched.
+TEST(MatrixTypeGemm, QuantizedProductsOfNonFiniteActivationsAreNaN) {
+  const int n = 16, k = 64;
+  std::vector<float> w(n * k, 0.25f), x(2 * k, 1.0f);
+  std::vector<uint8_t> codes(PackedMatrix::CodeBytes(n, k, MatrixType::kInt8));
+  std::vector<uint16_t> scales(PackedMatrix::Scales(n, k));
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (MatrixType t : {MatrixType::kInt8, MatrixType::kInt4}) {
+      ASSERT_TRUE(cpu::PackQuantized(w.data(), n, k, t, codes.data(), scales.data()));
+      const PackedMatrix wq{nullptr, n, k, nullptr, t, codes.data(), scales.data()};
+      x[40] = bad;
+      std::vector<float> y(2 * n);
+      cpu::Linear(x.data(), 2, wq, y.data(), n, false, 1);
+      for (int r = 0; r < n; ++r) {
+        EXPECT_TRUE(std::isnan(y[r])) << MatrixTypeName(t) << " " << r;
+        // 64 x 1 x 0.25, with 0.25 as q * s: s is float16, relative error up to 2^-11.
+        EXPECT_NEAR(y[n + r], 16.0f, 16.0f * 0x1p-11f) << MatrixTypeName(t) << " " << r;
+      }
+    }
+  }
+}
+
 TEST(MatrixTypeGemm, QuantizingRefusesNonFiniteAndOutOfRangeWeights) {
   std::vector<float> w(16 * 32, 0.5f);
   std::vector<uint8_t> codes(PackedMatrix::CodeBytes(16, 32, MatrixType::kInt8));

@@ -20,6 +20,12 @@ absl::StatusOr<WeightType> ParseWeightType(std::string_view name) {
 absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<const Model> model,
                                                              const BackendOptions& options) {
   RWKV_ASSIGN_OR_RETURN(WeightType type, ParseWeightType(options.dtype));
+  const ModelConfig& c = model->config();
+  if (c.arch != Architecture::kRwkv4 && !WkvHeadSizeSupported(c.head_size)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "head size %d is not supported by the cuda backend (16, 32, 64 or 128); the cpu backend runs it",
+        c.head_size));
+  }
   RWKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaStream_t stream;
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -33,7 +39,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<con
     cudaStreamDestroy(stream);
     return b.status();
   }
-  (*b)->own_stream_ = true;
+  (*b)->stream_owner_.stream = stream;
   return std::unique_ptr<Backend>(std::move(*b));
 }
 
@@ -48,12 +54,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr
 }
 
 CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);  // Nothing in flight reads what goes next.
   for (auto& [rows, g] : graphs_) {
     if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
   }
   if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
   if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
-  if (own_stream_) cudaStreamDestroy(stream_);
+  // The members follow, the stream last (stream_owner_).
 }
 
 absl::Status CudaBackend::Allocate(const BackendOptions& options) {
@@ -92,8 +99,11 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
 }
 
 absl::Status CudaBackend::Check(absl::Status s) {
-  if (!s.ok() && absl::StrContains(s.message(), "[sticky]")) {
-    broken_.Update(absl::FailedPreconditionError(absl::StrCat("the CUDA device is in a failed state: ", s.message())));
+  if (IsStickyStatus(s) && broken_.ok()) {
+    absl::Status failed = absl::UnavailableError(absl::StrCat("the CUDA device is in a failed state: ", s.message()));
+    const absl::optional<absl::Cord> payload = s.GetPayload(kStickyPayload);
+    failed.SetPayload(kStickyPayload, *payload);
+    broken_.Update(failed);
   }
   return s;
 }
@@ -224,7 +234,7 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
   dt_.piece_count = dt_.piece_row + pieces;
   dt_.head_rows = dt_.piece_count + pieces;
 
-  Embed(weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
+  RWKV_CUDA_LAUNCH(Embed, weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
   for (int l = 0; l < c.n_layer; ++l) {
     switch (c.arch) {
       case Architecture::kRwkv7:
@@ -244,9 +254,9 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
     RWKV_RETURN_IF_ERROR(ChannelMixKRV(l, rows, pieces));
   }
   if (heads > 0) {
-    LayerNorm(x_, dt_.head_rows, heads, c.n_embd, weights_->ln_out_w(), weights_->ln_out_b(), cpu::kLayerNormEps,
+    RWKV_CUDA_LAUNCH(LayerNorm, x_, dt_.head_rows, heads, c.n_embd, weights_->ln_out_w(), weights_->ln_out_b(), cpu::kLayerNormEps,
               head_in_, stream_);
-    Activate(head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
+    RWKV_CUDA_LAUNCH(Activate, head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
     RWKV_RETURN_IF_ERROR(Gemm(head_typed_, heads, weights_->head(), logits_.as<float>(), c.vocab, false));
   }
   if (out != nullptr) {
@@ -273,7 +283,7 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
     RWKV_RETURN_IF_ERROR(Upload(bias_ids_, sample_jobs_.bias_ids, stream_, "logit bias"));
     RWKV_RETURN_IF_ERROR(Upload(bias_values_, sample_jobs_.bias_values, stream_, "logit bias"));
     RWKV_RETURN_IF_ERROR(Upload(ban_ids_, sample_jobs_.ban_ids, stream_, "banned tokens"));
-    SampleRows(jobs_.as<SampleJob>(), jobs, bias_ids_.as<int32_t>(), bias_values_.as<float>(), ban_ids_.as<int32_t>(),
+    RWKV_CUDA_LAUNCH(SampleRows, jobs_.as<SampleJob>(), jobs, bias_ids_.as<int32_t>(), bias_values_.as<float>(), ban_ids_.as<int32_t>(),
                logits_.as<float>(), c.vocab, counts_.as<float>(), tokens_.as<int32_t>(), stream_);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
@@ -288,10 +298,10 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   const int64_t layer_off = LayerOffset(l);
   const StateView shift{pool_->device_data(), pool_->slot_floats(), layer_off};
 
-  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4], mix_[5]}, 6};
-  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   void *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
 
   RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
@@ -300,7 +310,7 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   // LoRA: down-projection, activation (and the cast back to the GEMM type), up-projection.
   auto lora = [&](const void* in, const DeviceMatrix& down, const DeviceMatrix& up, Act act, float* dst) {
     RWKV_RETURN_IF_ERROR(Gemm(in, rows, down, lora_f32_.as<float>(), down.n, false));
-    Activate(lora_f32_.as<float>(), int64_t{rows} * down.n, act, lora_typed_.get(), wt, stream_);
+    RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * down.n, act, lora_typed_.get(), wt, stream_);
     return Gemm(lora_typed_.get(), rows, up, dst, C, false);
   };
   RWKV_RETURN_IF_ERROR(lora(xw, w.w1, w.w2, Act::kTanh, d_));
@@ -311,11 +321,11 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   } else {
     RWKV_RETURN_IF_ERROR(lora(xv, w.v1, w.v2, Act::kNone, vg_));
   }
-  TimeMixPrep(PrepArgs{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a}, rows, C,
+  RWKV_CUDA_LAUNCH(TimeMixPrep, PrepArgs{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a}, rows, C,
               N, stream_);
   const StateView S{pool_->device_data(), pool_->slot_floats(), layer_off + C};
-  Wkv7(S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
-  GroupNormBonusGate(y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, wt, stream_);
+  RWKV_CUDA_LAUNCH(Wkv7, S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
+  RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, wt, stream_);
   return Gemm(yt_, rows, w.output, x_, C, true);
 }
 
@@ -324,12 +334,12 @@ absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
   const CudaLayer& w = weights_->layer(l);
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
-  LayerNorm(x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.ffn_x_k}, {mix_[2]}, 1};
-  TokenShiftMix(z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
-  Activate(ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
+  RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
            stream_);
   return Gemm(ffn_typed_.get(), rows, w.ffn_value, x_, C, true);
 }
@@ -343,13 +353,13 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   const int C = c.n_embd, Dm = c.lora_mix;
   const size_t tb = WeightTypeBytes(wt);
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
-  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   // Data-dependent mixes (spec 5.2): h = tanh(xx A1), m_j = h_j A2[j], x_j = z + (prev - z)(mu_j + m_j),
   // with xx = z + (prev - z) maa_x. Each m_j sits in the buffer its own projection fills later
   // (d k v r g), so that one token-shift pass makes all five mixes.
-  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.maa_x}, {mix_[5]}, 1}, wt, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.maa_x}, {mix_[5]}, 1}, wt, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[5], rows, w.maa_w1, lora_f32_.as<float>(), 5 * Dm, false));
-  Activate(lora_f32_.as<float>(), int64_t{rows} * 5 * Dm, Act::kTanh, lora_typed_.get(), wt, stream_);
+  RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * 5 * Dm, Act::kTanh, lora_typed_.get(), wt, stream_);
   float* m[] = {d_, k_, v_, r_, g_};
   for (int j = 0; j < 5; ++j) {
     RWKV_RETURN_IF_ERROR(
@@ -357,18 +367,18 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   }
   MixSet mixes{{w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4]}, 5};
   for (int j = 0; j < 5; ++j) mixes.add[j] = m[j];
-  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   void *xw = mix_[0], *xk = mix_[1], *xv = mix_[2], *xr = mix_[3], *xg = mix_[4];
   RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(xk, rows, w.key, k_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(xv, rows, w.value, v_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(xg, rows, w.gate, g_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(xw, rows, w.decay_w1, lora_f32_.as<float>(), c.lora_decay, false));
-  Activate(lora_f32_.as<float>(), int64_t{rows} * c.lora_decay, Act::kTanh, lora_typed_.get(), wt, stream_);
+  RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * c.lora_decay, Act::kTanh, lora_typed_.get(), wt, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(lora_typed_.get(), rows, w.decay_w2, d_, C, false));
-  Rwkv6Decay(d_, w.decay, rows, C, stream_);
-  ActivateInPlace(g_, int64_t{rows} * C, Act::kSilu, stream_);
+  RWKV_CUDA_LAUNCH(Rwkv6Decay, d_, w.decay, rows, C, stream_);
+  RWKV_CUDA_LAUNCH(ActivateInPlace, g_, int64_t{rows} * C, Act::kSilu, stream_);
   return Wkv6Block(l, rows, pieces, /*d_stride=*/C);
 }
 
@@ -379,16 +389,16 @@ absl::Status CudaBackend::TimeMix5(int l, int rows, int pieces) {
   const int C = c.n_embd;
   const bool gated = w.mix_g != nullptr;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
-  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3]}, gated ? 4 : 3};
-  TokenShiftMix(z_, rows, C, dt_, shift, mixes, wt, stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
   if (gated) {
     RWKV_RETURN_IF_ERROR(Gemm(mix_[3], rows, w.gate, g_, C, false));
-    ActivateInPlace(g_, int64_t{rows} * C, Act::kSilu, stream_);
+    RWKV_CUDA_LAUNCH(ActivateInPlace, g_, int64_t{rows} * C, Act::kSilu, stream_);
   }
   // RWKV-5's decay is one vector per layer: stride 0 over the rows.
   return Wkv6Block(l, rows, pieces, /*d_stride=*/0);
@@ -399,8 +409,8 @@ absl::Status CudaBackend::Wkv6Block(int l, int rows, int pieces, int64_t d_strid
   const CudaLayer& w = weights_->layer(l);
   const int C = c.n_embd, N = c.head_size;
   const StateView S{pool_->device_data(), pool_->slot_floats(), LayerOffset(l) + C};
-  Wkv6(S, dt_, pieces, c.n_head, N, C, r_, d_stride == 0 ? w.decay : d_, d_stride, k_, v_, w.bonus, y_, stream_);
-  GroupNormBonusGate(y_, nullptr, nullptr, nullptr, w.mix_g != nullptr ? g_ : nullptr, /*r_k=*/nullptr, w.ln_x_w,
+  RWKV_CUDA_LAUNCH(Wkv6, S, dt_, pieces, c.n_head, N, C, r_, d_stride == 0 ? w.decay : d_, d_stride, k_, v_, w.bonus, y_, stream_);
+  RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, nullptr, nullptr, nullptr, w.mix_g != nullptr ? g_ : nullptr, /*r_k=*/nullptr, w.ln_x_w,
                      w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, weights_->type(), stream_);
   return Gemm(yt_, rows, w.output, x_, C, true);
 }
@@ -411,16 +421,16 @@ absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
   const WeightType wt = weights_->type();
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
-  LayerNorm(x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
-  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}, wt,
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}, wt,
                 stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
-  ActivateInPlace(r_, int64_t{rows} * C, Act::kSigmoid, stream_);
+  RWKV_CUDA_LAUNCH(ActivateInPlace, r_, int64_t{rows} * C, Act::kSigmoid, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
   const StateView S{pool_->device_data(), pool_->slot_floats(), LayerOffset(l) + C};  // aa bb pp
-  Wkv4(S, dt_, pieces, C, r_, k_, v_, w.decay, w.bonus, yt_, wt, stream_);
+  RWKV_CUDA_LAUNCH(Wkv4, S, dt_, pieces, C, r_, k_, v_, w.decay, w.bonus, yt_, wt, stream_);
   return Gemm(yt_, rows, w.output, x_, C, true);
 }
 
@@ -430,14 +440,14 @@ absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
   const WeightType wt = weights_->type();
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
-  LayerNorm(x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
-  TokenShiftMix(z_, rows, C, dt_, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}, wt, stream_);
-  SaveShift(z_, pieces, C, dt_, shift, stream_);
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}, wt, stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
-  Activate(ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), wt, stream_);
+  RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), wt, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(ffn_typed_.get(), rows, w.ffn_value, y_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.ffn_receptance, r_, C, false));
-  AddGated(x_, r_, y_, int64_t{rows} * C, stream_);
+  RWKV_CUDA_LAUNCH(AddGated, x_, r_, y_, int64_t{rows} * C, stream_);
   return absl::OkStatus();
 }
 

@@ -75,10 +75,17 @@ class CudaBackend final : public Backend {
   // Marks the backend broken when `s` is a sticky device error.
   absl::Status Check(absl::Status s);
 
+  // Declared first, so destroyed last: cuBLAS, the pool, the weights and every buffer go before
+  // the stream they were used on (the stream of the Create that made it, not a caller's).
+  struct StreamOwner {
+    cudaStream_t stream = nullptr;
+    ~StreamOwner() {
+      if (stream != nullptr) cudaStreamDestroy(stream);
+    }
+  } stream_owner_;
   std::unique_ptr<CudaWeights> weights_;
   std::unique_ptr<CudaStatePool> pool_;
   cudaStream_t stream_ = nullptr;
-  bool own_stream_ = false;
   Cublas cublas_;
   int max_tokens_ = 0;
   absl::Status broken_;  // Sticky error: every later Forward fails with it.

@@ -1,3 +1,6 @@
+#include <string>
+
+#include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 #include "engine/cuda/cuda_util.h"
 
@@ -35,9 +38,15 @@ bool IsStickyError(cudaError_t e) {
 }
 
 absl::Status CudaError(cudaError_t e, const char* what) {
-  return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(e), " (",
-                                          cudaGetErrorString(e), ")", IsStickyError(e) ? " [sticky]" : ""));
+  const std::string message =
+      absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  if (!IsStickyError(e)) return absl::InternalError(message);
+  absl::Status s = absl::UnavailableError(absl::StrCat(message, "; the device is unusable until the server restarts"));
+  s.SetPayload(kStickyPayload, absl::Cord(cudaGetErrorName(e)));
+  return s;
 }
+
+bool IsStickyStatus(const absl::Status& s) { return s.GetPayload(kStickyPayload).has_value(); }
 
 absl::Status DeviceBuffer::Allocate(size_t bytes, const char* what) {
   Reset();

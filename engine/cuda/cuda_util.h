@@ -19,15 +19,28 @@ enum class WeightType { kF32, kF16, kBF16 };
 const char* WeightTypeName(WeightType t);
 size_t WeightTypeBytes(WeightType t);
 
-// INTERNAL naming `what` and CUDA's description. Errors that poison the context (illegal
-// address, launch failure...) are "sticky": every later call fails too.
+// A Status naming `what` and CUDA's description: INTERNAL, or for an error that poisons the
+// context (illegal address, launch failure...; "sticky": every later call fails too) UNAVAILABLE,
+// the request's to retry on another replica, with the kStickyPayload payload (the error's name).
 absl::Status CudaError(cudaError_t e, const char* what);
 bool IsStickyError(cudaError_t e);
+inline constexpr char kStickyPayload[] = "type.rwkv-serve/cuda-sticky-error";
+// Whether `s` carries a sticky device error (its payload, not its text).
+bool IsStickyStatus(const absl::Status& s);
 
 #define RWKV_CUDA_RETURN_IF_ERROR(expr)                                                       \
   do {                                                                                        \
     const cudaError_t rwkv_cuda_err_ = (expr);                                                \
     if (rwkv_cuda_err_ != cudaSuccess) return ::rwkv::cuda::CudaError(rwkv_cuda_err_, #expr); \
+  } while (0)
+
+// Runs a kernel launcher (engine/cuda/ops.h) and checks its launch at once: INTERNAL naming the
+// op, so a bad configuration or a poisoned context is reported at the kernel that met it.
+#define RWKV_CUDA_LAUNCH(op, ...)                                                                         \
+  do {                                                                                                    \
+    op(__VA_ARGS__);                                                                                      \
+    const cudaError_t rwkv_launch_err_ = cudaGetLastError();                                              \
+    if (rwkv_launch_err_ != cudaSuccess) return ::rwkv::cuda::CudaError(rwkv_launch_err_, "kernel " #op); \
   } while (0)
 
 // One cudaMalloc'd region; freed on destruction. Move-only.

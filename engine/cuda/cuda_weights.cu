@@ -273,7 +273,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Random(const ModelConf
   w->config_.parameter_count = w->parameters_;
   uint64_t k = seed;
   for (const Plan::Tensor& t : plan.tensors) {
-    FillRandom(w->arena_.as<char>() + t.offset, t.typed ? type : WeightType::kF32, t.elements, t.lo, t.hi, ++k, s);
+    RWKV_CUDA_LAUNCH(FillRandom, w->arena_.as<char>() + t.offset, t.typed ? type : WeightType::kF32, t.elements, t.lo, t.hi, ++k, s);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
   return w;

@@ -75,6 +75,9 @@ void TimeMixPrep(PrepArgs a, int rows, int C, int N, cudaStream_t s);
 
 // The RWKV-7 recurrence for every piece and head, sequential over a piece's rows:
 // S = S * diag(d) + (S a) b^T + v k^T; y = S r. S is the slot's [N value rows][N key columns].
+// Head sizes the WKV kernels (RWKV-5, 6, 7) are built for; RWKV-4 has no heads.
+inline bool WkvHeadSizeSupported(int n) { return n == 16 || n == 32 || n == 64 || n == 128; }
+
 void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const float* r, const float* d, const float* k,
           const float* v, const float* a, const float* b, float* y, cudaStream_t s);
 

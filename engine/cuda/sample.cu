@@ -113,14 +113,16 @@ __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, con
       cut = fmaxf(cut, lo);
     }
     // 5. Temperature over the kept set, then one draw: each thread owns a contiguous range of
-    // ids; the range holding the target finds the token.
+    // ids; the range holding the target finds the token. p^(1/T) is proportional to
+    // exp((x - max) / T): in log space the arg-max weighs 1, so a low temperature cannot round
+    // every weight (and the total) to zero, as powf(p, 1/T) did on flat rows.
     const float inv_t = 1.0f / j.temperature;
+    auto weight = [&](int i) { return expf((x[i] - mx) * inv_t); };
     const int per = (V + blockDim.x - 1) / blockDim.x;
     const int begin = min(V, tid * per), end = min(V, begin + per);
     float mine = 0.0f;
     for (int i = begin; i < end; ++i) {
-      const float p = prob(i);
-      if (p >= cut) mine += powf(p, inv_t);
+      if (prob(i) >= cut) mine += weight(i);
     }
     __shared__ float sums[kThreads];
     sums[tid] = mine;
@@ -141,14 +143,17 @@ __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, con
       sums[0] = target - acc;
     }
     __syncthreads();
-    if (tid == -1 - chosen) {
+    // Every thread reads the owner before any thread writes `chosen` (the owner's write used to
+    // race with the other threads' reads).
+    const int owner = -1 - chosen;
+    __syncthreads();
+    if (tid == owner) {
       float left = sums[0];
       int last = -1;
       for (int i = begin; i < end; ++i) {
-        const float p = prob(i);
-        if (p < cut) continue;
+        if (prob(i) < cut) continue;
         last = i;
-        left -= powf(p, inv_t);
+        left -= weight(i);
         if (left < 0.0f) break;
       }
       chosen = last;  // Rounding may leave `left` >= 0 at the end: the range's last kept token.

@@ -58,6 +58,8 @@ void Wkv6(StateView S, DeviceTables t, int pieces, int H, int N, int C, const fl
     case 128:
       Wkv6Kernel<128><<<grid, 128, 0, s>>>(S, t, C, r, d, d_stride, k, v, u, y);
       break;
+    default:  // Refused by CudaBackend::Create.
+      break;
   }
 }
 

@@ -63,6 +63,8 @@ void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const fl
     case 128:
       Wkv7Kernel<128><<<grid, 128, 0, s>>>(S, t, H, C, r, d, k, v, a, b, y);
       break;
+    default:  // Refused by CudaBackend::Create.
+      break;
   }
   static_assert(kMaxN == 128);
 }

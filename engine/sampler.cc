@@ -50,6 +50,14 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab) {
           absl::StrCat("banned token ", tok, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
+  if (p.logit_bias.size() > kMaxLogitBias) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias has ", p.logit_bias.size(), " entries; at most ", kMaxLogitBias));
+  }
+  if (p.banned_tokens.size() > kMaxBannedTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("banned_tokens has ", p.banned_tokens.size(), " entries; at most ", kMaxBannedTokens));
+  }
   if (static_cast<int64_t>(p.banned_tokens.size()) >= vocab) {
     return absl::InvalidArgumentError(absl::StrCat("banned_tokens bans ", p.banned_tokens.size(),
                                                    " tokens; at least one of ", vocab, " must stay allowed"));
@@ -61,6 +69,8 @@ Sampler::Sampler(SamplingParams params, int vocab)
     : params_(std::move(params)),
       vocab_(vocab),
       work_(vocab),
+      e_(vocab),
+      mass_(vocab),
       order_(vocab),
       occurrence_(vocab, 0.0f),
       seen_flag_(vocab, 0) {
@@ -93,11 +103,11 @@ void Sampler::Observe(int32_t token) {
   occurrence_[token] += 1.0f;
 }
 
-int64_t Sampler::NucleusPrefix(int64_t n) {
+int64_t Sampler::NucleusPrefix(int64_t n, double need) {
   auto better = [this](int32_t a, int32_t b) { return Better(a, b); };
   // Quickselect on probability mass: find the shortest prefix (in the total order) of order_[0, n)
-  // whose mass reaches top_p, moving its members to the front.
-  double need = params_.top_p;
+  // whose mass reaches `need`, moving its members to the front. `before`: the mass of order_[0, lo).
+  uint64_t before = 0;
   int64_t lo = 0, hi = n, end = n;
   while (hi - lo > 32) {
     int32_t* base = order_.data();
@@ -109,15 +119,15 @@ int64_t Sampler::NucleusPrefix(int64_t n) {
     int32_t* mid = std::partition(base + lo, base + hi, [&](int32_t x) { return better(x, pivot); });
     std::iter_swap(mid, std::find(mid, base + hi, pivot));
     const int64_t m = mid - base;
-    double upper = 0;
-    for (int64_t i = lo; i < m; ++i) upper += work_[base[i]];
-    if (upper >= need) {
+    uint64_t upper = 0;
+    for (int64_t i = lo; i < m; ++i) upper += mass_[base[i]];
+    if (static_cast<double>(before + upper) >= need) {
       hi = m;
-    } else if (upper + work_[pivot] >= need) {
+    } else if (static_cast<double>(before + upper + mass_[pivot]) >= need) {
       end = m + 1;
       lo = hi = end;
     } else {
-      need -= upper + work_[pivot];
+      before += upper + mass_[pivot];
       lo = m + 1;
     }
   }
@@ -125,8 +135,8 @@ int64_t Sampler::NucleusPrefix(int64_t n) {
     std::sort(order_.begin() + lo, order_.begin() + hi, better);
     end = hi;
     for (int64_t i = lo; i < hi; ++i) {
-      need -= work_[order_[i]];
-      if (need <= 0) {
+      before += mass_[order_[i]];
+      if (static_cast<double>(before) >= need) {
         end = i + 1;
         break;
       }
@@ -142,65 +152,76 @@ int64_t Sampler::NucleusPrefix(int64_t n) {
 
 int32_t Sampler::Sample(std::span<const float> logits) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const double u = Uniform();  // One draw per call, used or not: the device path draws the same.
   std::copy(logits.begin(), logits.begin() + vocab_, work_.begin());
   for (const auto& [tok, bias] : params_.logit_bias) work_[tok] += bias;
   for (int32_t tok : params_.banned_tokens) work_[tok] = kNegInf;
   for (int32_t n : seen_) {
-    work_[n] -= params_.presence_penalty + occurrence_[n] * params_.frequency_penalty;
+    work_[n] -= std::fma(occurrence_[n], params_.frequency_penalty, params_.presence_penalty);
   }
 
-  int32_t token;
-  if (params_.temperature == 0.0f || params_.top_p == 0.0f) {
-    token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-  } else {
-    const int32_t argmax = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  const int32_t argmax = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  int32_t token = argmax;
+  if (params_.temperature != 0.0f && params_.top_p != 0.0f) {
     const float mx = work_[argmax];
-    double sum = 0;
-    for (float& w : work_) {
-      w = std::exp(w - mx);
-      sum += w;
+    for (int32_t i = 0; i < vocab_; ++i) e_[i] = std::exp(work_[i] - mx);
+    // The kept set: finite x up to the cut (cut_x, cut_id) in the total order, and min_p.
+    float cut_x = kNegInf;
+    int32_t cut_id = std::numeric_limits<int32_t>::max();
+    int64_t keep = -1;  // order_[0, keep) holds the candidates once they are listed.
+    if (params_.top_p < 1.0f) {
+      uint64_t total = 0;
+      for (int32_t i = 0; i < vocab_; ++i) total += mass_[i] = MassUnits(e_[i]);
+      const double need = NucleusNeed(params_.top_p, total);
+      // Tokens of mass <= (1 - top_p) / (2 vocab) of the total hold less than 1 - top_p together,
+      // so the nucleus (a prefix of the order) lies among the others: peaked rows stay cheap.
+      const double light = (1.0 - params_.top_p) / (2.0 * vocab_) * static_cast<double>(total);
+      keep = 0;
+      for (int32_t id = 0; id < vocab_; ++id) {
+        if (static_cast<double>(mass_[id]) > light) order_[keep++] = id;
+      }
+      keep = NucleusPrefix(keep, need);
+      cut_x = work_[order_[keep - 1]];
     }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (float& w : work_) w *= inv;
-    // The kept set is a prefix of the total order "more probable first, lower id on ties"; each
-    // filter shortens it. Selection, not sorting: O(vocab) expected even for flat distributions.
-    auto better = [this](int32_t a, int32_t b) { return Better(a, b); };
-    // Banned (and underflowed) tokens never compete. With a nucleus, neither do tokens below
-    // eps = (1 - top_p) / (2 vocab): all of them together hold < 1 - top_p, so the nucleus (a
-    // prefix of the order) lies among the others. This keeps peaked distributions cheap.
-    const float eps = params_.top_p < 1.0f ? (1.0f - params_.top_p) / (2.0f * vocab_) : 0.0f;
-    int64_t keep = 0;
-    for (int32_t id = 0; id < vocab_; ++id) {
-      if (work_[id] > eps) order_[keep++] = id;
-    }
-    if (params_.top_p < 1.0f) keep = NucleusPrefix(keep);
-    if (params_.top_k > 0 && params_.top_k < keep) {
-      std::nth_element(order_.begin(), order_.begin() + (params_.top_k - 1), order_.begin() + keep, better);
-      keep = params_.top_k;
-    }
-    if (params_.min_p > 0.0f) {
-      const float floor = params_.min_p * inv;  // The largest probability is exp(0) * inv.
-      keep = std::partition(order_.begin(), order_.begin() + keep, [&](int32_t id) { return work_[id] >= floor; }) -
-             order_.begin();
-    }
-    double total = 0;
-    const double inv_t = 1.0 / params_.temperature;
-    for (int64_t i = 0; i < keep; ++i) {
-      float& p = work_[order_[i]];
-      if (params_.temperature != 1.0f) p = static_cast<float>(std::pow(static_cast<double>(p), inv_t));
-      total += p;
-    }
-    token = argmax;
-    if (total > 0) {
-      double u = Uniform() * total;
-      for (int64_t i = 0; i < keep; ++i) {
-        u -= work_[order_[i]];
-        if (u < 0) {
-          token = order_[i];
-          break;
+    if (params_.top_k > 0 && params_.top_k < vocab_) {
+      if (keep < 0) {
+        keep = 0;
+        for (int32_t id = 0; id < vocab_; ++id) {
+          if (work_[id] != kNegInf) order_[keep++] = id;
         }
       }
+      if (params_.top_k < keep) {  // The k-th of the (nucleus') candidates: a stricter cut.
+        auto better = [this](int32_t a, int32_t b) { return Better(a, b); };
+        std::nth_element(order_.begin(), order_.begin() + (params_.top_k - 1), order_.begin() + keep, better);
+        cut_id = order_[params_.top_k - 1];
+        cut_x = work_[cut_id];
+      }
     }
+    const float inv_t = 1.0f / params_.temperature;
+    const float min_e = params_.min_p;
+    double total = 0;
+    int32_t last = -1;
+    for (int32_t i = 0; i < vocab_; ++i) {
+      const float x = work_[i];
+      const bool kept = x != kNegInf && (x > cut_x || (x == cut_x && i <= cut_id)) && e_[i] >= min_e;
+      // With temperature 1 the weight is e_[i] itself ((x - mx) * 1 is exact).
+      e_[i] = !kept ? 0.0f : inv_t == 1.0f ? e_[i] : std::exp((x - mx) * inv_t);
+      total += e_[i];
+      if (e_[i] > 0.0f) last = i;
+    }
+    // The first id at which the running sum passes u * total; rounding can leave none: the last
+    // id of positive weight.
+    const double target = u * total;
+    double acc = 0;
+    token = last;
+    for (int32_t i = 0; i < vocab_; ++i) {
+      acc += e_[i];
+      if (e_[i] > 0.0f && acc > target) {
+        token = i;
+        break;
+      }
+    }
+    if (token < 0) token = argmax;
   }
   Observe(token);
   return token;

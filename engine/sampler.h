@@ -1,16 +1,23 @@
 // Token sampling on the host, following ChatRWKV's PIPELINE (spec section 13).
 //
-// Per step, in this order:
+// Per step, in this order (one definition: the CUDA backend's device sampler draws the same way,
+// so a seed gives the same tokens on either backend, with or without logprobs):
 //   1. logit bias is added; banned tokens get -inf;
-//   2. presence/frequency penalties: logit[n] -= presence + frequency * occurrence[n] for every
-//      token n sampled so far in this sequence;
+//   2. presence/frequency penalties: x[n] -= fma(occurrence[n], frequency, presence) for every
+//      token n sampled so far in this sequence (one rounding, the same on every backend);
 //   3. temperature == 0 or top_p == 0: the arg-max is taken (greedy; ties -> lowest id); else
-//   4. softmax; the kept set is the shortest prefix of the tokens sorted by probability that
-//      satisfies every active filter: top_p (cumulative probability reaches top_p; tokens tied
-//      with the cut-off survive), top_k (k most likely), min_p (probability >= min_p * max);
-//   5. kept probabilities are raised to 1/temperature (temperature applies after truncation, as
-//      in ChatRWKV), renormalised, and one token is drawn with the sequence's seeded RNG;
+//   4. the candidates are ordered "larger adjusted logit x first, lower id on ties", and the kept
+//      set is the finite-x tokens up to a cut in that order: top_p keeps every token whose x is at
+//      least the x where the cumulative probability first reaches top_p (ties with the cut-off
+//      survive), top_k the first k (ties at the k-th broken by id); min_p keeps
+//      exp(x - max) >= min_p. Probability masses are exp(x - max) in float, in units of 2^-32
+//      summed as integers, so the order of summation cannot move the cut;
+//   5. the kept tokens weigh exp((x - max) / temperature) (p^(1/T) up to a constant: temperature
+//      applies after truncation, as in ChatRWKV, in log space so that no weight underflows the
+//      arg-max's 1); with u the sequence's next uniform draw, the token is the first id, in
+//      ascending id order, at which the running sum of weights exceeds u * total;
 //   6. occurrence[n] *= penalty_decay for all n, then occurrence[token] += 1.
+// Every call consumes exactly one uniform draw, greedy or not, as the device path does.
 // top_p >= 1 means "no nucleus truncation" (ChatRWKV's float32 cumsum makes top_p = 1.0 greedy;
 // we do not reproduce that quirk). Same params, seed and logits give the same tokens.
 //
@@ -27,6 +34,10 @@
 
 namespace rwkv {
 
+// Per-request list limits: the CUDA backend's bias and ban tables are sized for them at start.
+inline constexpr int kMaxLogitBias = 1024;
+inline constexpr int kMaxBannedTokens = 1024;
+
 struct SamplingParams {
   float temperature = 1.0f;                           // [0, 100]; 0 = greedy.
   int top_k = 0;                                      // >= 0; 0 = off.
@@ -35,8 +46,8 @@ struct SamplingParams {
   float presence_penalty = 0.0f;                      // [-100, 100]
   float frequency_penalty = 0.0f;                     // [-100, 100]
   float penalty_decay = 1.0f;                         // [0, 1]; ChatRWKV's chat uses 0.996.
-  std::vector<std::pair<int32_t, float>> logit_bias;  // token -> added logit, |bias| <= 100.
-  std::vector<int32_t> banned_tokens;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token -> added logit, |bias| <= 100; <= kMaxLogitBias.
+  std::vector<int32_t> banned_tokens;                 // <= kMaxBannedTokens.
   uint64_t seed = 0;
 };
 
@@ -56,6 +67,20 @@ inline SamplingParams DefaultSampling() {
   return p;
 }
 
+#if defined(__CUDACC__)
+#define RWKV_HOST_DEVICE __host__ __device__
+#else
+#define RWKV_HOST_DEVICE
+#endif
+
+// Step 4's arithmetic, shared with the device sampler. A probability mass: exp(x - max) (in
+// [0, 1]) in units of 2^-32, truncated; a vocabulary's total stays below 2^49, exact in a double.
+RWKV_HOST_DEVICE inline uint64_t MassUnits(float e) { return static_cast<uint64_t>(e * 4294967296.0f); }
+// The mass a nucleus must reach: a prefix of mass m is enough when double(m) >= this.
+RWKV_HOST_DEVICE inline double NucleusNeed(float top_p, uint64_t total) {
+  return static_cast<double>(top_p) * static_cast<double>(total);
+}
+
 // INVALID_ARGUMENT naming the field and its limit.
 absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab);
 
@@ -73,15 +98,18 @@ class Sampler {
   double Uniform();
 
  private:
-  // The total order of candidates: more probable first (by work_), lower id on ties.
+  // The total order of candidates: larger adjusted logit first (work_), lower id on ties.
   bool Better(int32_t a, int32_t b) const { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); }
-  // Reorders order_[0, n) so that [0, result) is the nucleus for top_p (with ties at the cut-off).
-  int64_t NucleusPrefix(int64_t n);
+  // Reorders order_[0, n) so that [0, result) is the shortest prefix whose mass reaches `need`,
+  // then the tokens tied with its last one.
+  int64_t NucleusPrefix(int64_t n, double need);
   uint64_t NextRandom();
 
   SamplingParams params_;
   int vocab_;
-  std::vector<float> work_;         // Adjusted logits, then probabilities.
+  std::vector<float> work_;         // Adjusted logits.
+  std::vector<float> e_;            // exp(x - max), then the kept tokens' weights.
+  std::vector<uint64_t> mass_;      // exp(x - max) in units of 2^-32 (with a nucleus).
   std::vector<int32_t> order_;      // Candidate ids, best first.
   std::vector<float> occurrence_;   // By id.
   std::vector<int32_t> seen_;       // Ids with an occurrence entry.

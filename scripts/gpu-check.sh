@@ -2,7 +2,7 @@
 # The GPU check, for a machine with a CUDA device and CUDA 13 but none of our Debian libraries.
 # Uses the binaries packed by `make gpu-bundle` (build/gpu-bundle, carried to the machine), then:
 #   1. the device and toolkit,
-#   2. the GPU parity tests (cuda_backend_test; compute-sanitizer memcheck on the op tests when
+#   2. the GPU parity tests (cuda_backend_test; compute-sanitizer memcheck on the op and sampling tests when
 #      the toolkit has it),
 #   3. the engine benchmark (cuda_bench: 0.1B / 1.5B / 7.2B shapes, decode batch 1..1024, prefill),
 #      whose table is printed last.
@@ -37,9 +37,9 @@ echo; echo "== GPU tests"
 timeout 180 "$BUNDLE/bin/cuda_backend_test" --gtest_color=no 2>&1 | tee "$OUT/cuda_backend_test.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|error" 
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 if command -v compute-sanitizer >/dev/null; then
-  echo; echo "== compute-sanitizer memcheck (op tests)"
+  echo; echo "== compute-sanitizer memcheck (op and sampling tests)"
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUNDLE/bin/cuda_backend_test" \
-    --gtest_filter='CudaOps.*:CudaPool.*' > "$OUT/memcheck.log" 2>&1
+    --gtest_filter='CudaOps.*:CudaPool.*:CudaSampling.*' > "$OUT/memcheck.log" 2>&1
   rc=$?
   tail -3 "$OUT/memcheck.log"
   [ $rc -eq 0 ] || status=1

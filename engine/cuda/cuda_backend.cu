@@ -60,6 +60,7 @@ CudaBackend::~CudaBackend() {
   }
   if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
   if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
+  if (pinned_lists_ != nullptr) cudaFreeHost(pinned_lists_);
   // The members follow, the stream last (stream_owner_).
 }
 
@@ -78,6 +79,14 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_RETURN_IF_ERROR(ffn_typed_.Allocate(T * F * tb, "step scratch"));
   RWKV_RETURN_IF_ERROR(logits_.Allocate(T * V * 4, "logits"));
   RWKV_RETURN_IF_ERROR(counts_.Allocate(int64_t{options.pool_slots} * V * 4, "sampling counts"));
+  RWKV_RETURN_IF_ERROR(seen_.Allocate(int64_t{options.pool_slots} * V, "sampling seen flags"));
+  // Bias and ban tables at their fixed capacity: every sampled row (one per slot at most) with
+  // the most entries a request may carry. No allocation in a step, and graphs take them as they are.
+  max_jobs_ = std::min<int64_t>(T, options.pool_slots);
+  RWKV_RETURN_IF_ERROR(bias_ids_.Allocate(max_jobs_ * kMaxLogitBias * 4, "logit bias table"));
+  RWKV_RETURN_IF_ERROR(bias_values_.Allocate(max_jobs_ * kMaxLogitBias * 4, "logit bias table"));
+  RWKV_RETURN_IF_ERROR(ban_ids_.Allocate(max_jobs_ * kMaxBannedTokens * 4, "banned token table"));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_lists_, max_jobs_ * (2 * kMaxLogitBias + kMaxBannedTokens) * 4));
   RWKV_RETURN_IF_ERROR(jobs_.Allocate(T * sizeof(SampleJob), "sampling jobs"));
   RWKV_RETURN_IF_ERROR(tokens_.Allocate(std::max<int64_t>(T, options.pool_slots) * 4, "sampled tokens"));
   float* f = f32_.as<float>();
@@ -154,18 +163,30 @@ absl::Status CudaBackend::Run(std::span<const BatchEntry> batch, Logits* out, st
   }());
 }
 
-// Grows `buf` to hold `bytes` (a cudaMalloc only when a step carries more bias or ban entries
-// than any before it).
-absl::Status Reserve(DeviceBuffer& buf, size_t bytes, const char* what) {
-  if (buf.bytes() >= bytes) return absl::OkStatus();
-  return buf.Allocate(std::max(bytes, 2 * buf.bytes()), what);
-}
-
-template <typename T>
-absl::Status Upload(DeviceBuffer& buf, const std::vector<T>& v, cudaStream_t s, const char* what) {
-  if (v.empty()) return absl::OkStatus();
-  RWKV_RETURN_IF_ERROR(Reserve(buf, v.size() * sizeof(T), what));
-  RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buf.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+absl::Status CudaBackend::UploadLists() {
+  const SampleJobs& sj = sample_jobs_;
+  const int64_t bias = static_cast<int64_t>(sj.bias_ids.size()), ban = static_cast<int64_t>(sj.ban_ids.size());
+  if (static_cast<int64_t>(sj.jobs.size()) > max_jobs_ || bias > max_jobs_ * kMaxLogitBias ||
+      ban > max_jobs_ * kMaxBannedTokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a step samples %d rows with %d logit_bias and %d banned_tokens entries; the tables hold %d rows of %d and %d",
+        sj.jobs.size(), bias, ban, max_jobs_, kMaxLogitBias, kMaxBannedTokens));
+  }
+  // The staging area (rewritten only after the stream synchronize at the start of each step):
+  // bias ids, bias values, ban ids.
+  int32_t* ids = pinned_lists_;
+  float* values = reinterpret_cast<float*>(pinned_lists_ + max_jobs_ * kMaxLogitBias);
+  int32_t* bans = pinned_lists_ + 2 * max_jobs_ * kMaxLogitBias;
+  std::copy(sj.bias_ids.begin(), sj.bias_ids.end(), ids);
+  std::copy(sj.bias_values.begin(), sj.bias_values.end(), values);
+  std::copy(sj.ban_ids.begin(), sj.ban_ids.end(), bans);
+  if (bias > 0) {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bias_ids_.get(), ids, bias * 4, cudaMemcpyHostToDevice, stream_));
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bias_values_.get(), values, bias * 4, cudaMemcpyHostToDevice, stream_));
+  }
+  if (ban > 0) {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ban_ids_.get(), bans, ban * 4, cudaMemcpyHostToDevice, stream_));
+  }
   return absl::OkStatus();
 }
 
@@ -188,12 +209,12 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
   }
   const int jobs = static_cast<int>(sample_jobs_.jobs.size());
   std::copy(sample_jobs_.jobs.begin(), sample_jobs_.jobs.end(), pinned_jobs_);
+  RWKV_RETURN_IF_ERROR(UploadLists());
 
-  // A decode step whose every sequence samples on the device, without bias or bans, has a shape
-  // fixed by its batch size alone: it replays as a CUDA graph (captured on the size's second use,
-  // after cuBLAS has loaded its kernels).
-  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows &&
-                         sample_jobs_.bias_ids.empty() && sample_jobs_.ban_ids.empty();
+  // A decode step whose every sequence samples on the device has a shape fixed by its batch size
+  // alone (the bias and ban tables are uploaded above, outside the graph, at fixed addresses): it
+  // replays as a CUDA graph (captured on the size's second use, after cuBLAS has loaded its kernels).
+  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows;
   if (graphable) {
     GraphSlot& g = graphs_[rows];
     if (g.exec == nullptr && !g.failed && ++g.uses >= 2 && graphs_.size() <= kMaxGraphs) {
@@ -280,11 +301,8 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
   if (jobs > 0) {
     RWKV_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(jobs_.get(), pinned_jobs_, jobs * sizeof(SampleJob), cudaMemcpyHostToDevice, stream_));
-    RWKV_RETURN_IF_ERROR(Upload(bias_ids_, sample_jobs_.bias_ids, stream_, "logit bias"));
-    RWKV_RETURN_IF_ERROR(Upload(bias_values_, sample_jobs_.bias_values, stream_, "logit bias"));
-    RWKV_RETURN_IF_ERROR(Upload(ban_ids_, sample_jobs_.ban_ids, stream_, "banned tokens"));
     RWKV_CUDA_LAUNCH(SampleRows, jobs_.as<SampleJob>(), jobs, bias_ids_.as<int32_t>(), bias_values_.as<float>(), ban_ids_.as<int32_t>(),
-               logits_.as<float>(), c.vocab, counts_.as<float>(), tokens_.as<int32_t>(), stream_);
+               logits_.as<float>(), c.vocab, counts_.as<float>(), seen_.as<uint8_t>(), tokens_.as<int32_t>(), stream_);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
   return absl::OkStatus();

@@ -72,6 +72,9 @@ class CudaBackend final : public Backend {
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
   }
+  // Copies the step's bias and ban lists into the fixed device tables (INVALID_ARGUMENT past
+  // their capacity, which request validation keeps them under).
+  absl::Status UploadLists();
   // Marks the backend broken when `s` is a sticky device error.
   absl::Status Check(absl::Status s);
 
@@ -101,10 +104,13 @@ class CudaBackend final : public Backend {
   void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
   void *yt_, *head_typed_;
   std::vector<int> done_;
-  // Device sampling: penalty counts [slots, V], the step's jobs and their lists, the tokens.
-  DeviceBuffer counts_, jobs_, bias_ids_, bias_values_, ban_ids_, tokens_;
+  // Device sampling: penalty counts and seen flags [slots, V], the step's jobs, the bias and ban
+  // tables (max_jobs_ rows of kMaxLogitBias / kMaxBannedTokens entries), the tokens.
+  DeviceBuffer counts_, seen_, jobs_, bias_ids_, bias_values_, ban_ids_, tokens_;
+  int64_t max_jobs_ = 0;
   SampleJobs sample_jobs_;
-  SampleJob* pinned_jobs_ = nullptr;  // Page-locked staging of the step's jobs.
+  SampleJob* pinned_jobs_ = nullptr;    // Page-locked staging of the step's jobs.
+  int32_t* pinned_lists_ = nullptr;     // ... and of its bias ids, bias values and ban ids.
   // Decode steps replayed as CUDA graphs, by batch size.
   struct GraphSlot {
     cudaGraphExec_t exec = nullptr;

@@ -107,10 +107,11 @@ void Rwkv6Decay(float* d, const float* time_decay, int rows, int C, cudaStream_t
 void AddGated(float* x, const float* r, const float* y, int64_t n, cudaStream_t s);
 
 // Samples one token per job from the rows of `logits` (modified in place) with the slots' penalty
-// counts [slots, V] (updated), writing tokens[job.out] (engine/cuda/sample.cu).
+// counts and seen flags [slots, V] (updated), writing tokens[job.out], by engine/sampler.h's
+// definition of the draw (engine/cuda/sample.cu).
 struct SampleJob;
 void SampleRows(const SampleJob* jobs, int n, const int32_t* bias_ids, const float* bias_values, const int32_t* ban_ids,
-                float* logits, int V, float* counts, int32_t* tokens, cudaStream_t s);
+                float* logits, int V, float* counts, uint8_t* seen, int32_t* tokens, cudaStream_t s);
 
 // Fills n elements with deterministic pseudo-random values uniform in [lo, hi) (benchmarks).
 void FillRandom(void* out, WeightType wt, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t s);

@@ -15,7 +15,7 @@ void SampleJobs::Add(int logits_row, int slot, int out, bool first, const Sampli
   j.frequency = p.frequency_penalty;
   j.decay = p.penalty_decay;
   j.top_k = p.top_k;
-  j.uniform = static_cast<float>(uniform);
+  j.uniform = uniform;
   j.greedy = p.temperature == 0 || p.top_p == 0;  // Sampler's rule 3.
   j.bias_begin = static_cast<int32_t>(bias_ids.size());
   for (const auto& [id, v] : p.logit_bias) {

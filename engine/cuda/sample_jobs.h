@@ -18,7 +18,7 @@ struct SampleJob {         // Copied to the device as is: plain data only.
   float temperature = 1, top_p = 1, min_p = 0, presence = 0, frequency = 0, decay = 1;
   int32_t top_k = 0;
   int32_t bias_begin = 0, bias_count = 0, ban_begin = 0, ban_count = 0;
-  float uniform = 0;
+  double uniform = 0;  // The sequence's uniform draw, as the host sampler would use it.
   int32_t greedy = 0;
 };
 

@@ -15,6 +15,7 @@
 #include "engine/cuda/cuda_util.h"
 #include "engine/cuda/ops.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/engine/test_util.h"
 
@@ -484,6 +485,90 @@ TEST_F(CudaSampling, TopPKeepsTheDrawInsideTheNucleus) {
     const int32_t t = Both({9}, p, u).second;
     EXPECT_NE(std::find(nucleus.begin(), nucleus.end(), t), nucleus.end()) << "u " << u << " token " << t;
   }
+}
+
+// One definition of the draw (engine/sampler.h): 128 parameter combinations side by side in one
+// batch for 256 steps, run once sampling on the device and once copying the logits to the host
+// Sampler, with the same seeds (same batch shapes both times: the same kernels, the same logits).
+// Token for token; the only admissible difference is a float exp rounding (device expf against
+// the host's) moving a probability across a cut or the draw's target, about 1e-6 a step.
+TEST(CudaSamplingParity, DeviceAndHostDrawTheSameTokensOnEveryCombination) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  const int V = model->config().vocab;
+  std::vector<SamplingParams> combos;
+  for (float temperature : {0.0f, 0.6f, 1.0f, 1.4f}) {
+    for (float top_p : {1.0f, 0.5f}) {
+      for (int top_k : {0, 5}) {
+        for (float min_p : {0.0f, 0.05f}) {
+          for (bool penalties : {false, true}) {
+            for (bool lists : {false, true}) {
+              SamplingParams p;
+              p.temperature = temperature;
+              p.top_p = top_p;
+              p.top_k = top_k;
+              p.min_p = min_p;
+              if (penalties) p.presence_penalty = 0.4f, p.frequency_penalty = 0.3f, p.penalty_decay = 0.9f;
+              if (lists) p.logit_bias = {{1, 2.5f}, {V / 2, -1.0f}}, p.banned_tokens = {0, V - 1};
+              p.seed = 77 + combos.size();
+              ASSERT_TRUE(ValidateSamplingParams(p, V).ok());
+              combos.push_back(p);
+            }
+          }
+        }
+      }
+    }
+  }
+  const int n = static_cast<int>(combos.size());
+  auto run = [&](bool on_device) {
+    BackendOptions o;
+    o.kind = "cuda";
+    o.dtype = "f32";
+    o.pool_slots = n;
+    auto b = *CreateBackend(model, o);
+    std::vector<int> slots;
+    std::vector<Sampler> samplers;
+    std::vector<int32_t> next;
+    for (int e = 0; e < n; ++e) {
+      slots.push_back(*b->pool().Acquire());
+      samplers.emplace_back(combos[e], V);
+      next.push_back(1 + e % (V - 1));
+    }
+    std::vector<std::vector<int32_t>> out(n);
+    Logits logits;
+    for (int step = 0; step < 256; ++step) {
+      std::vector<BatchEntry> batch;
+      for (int e = 0; e < n; ++e) batch.push_back({slots[e], std::span<const int32_t>(&next[e], 1), false});
+      std::vector<int32_t> tokens(n, -1);
+      if (on_device) {
+        std::vector<DeviceSample> ds(n);
+        for (int e = 0; e < n; ++e) {
+          ds[e].sample = true;
+          ds[e].params = &combos[e];
+          ds[e].first = step == 0;
+          ds[e].uniform = samplers[e].Uniform();
+        }
+        EXPECT_TRUE(b->ForwardSample(batch, ds, tokens, &logits).ok());
+      } else {
+        EXPECT_TRUE(b->Forward(batch, &logits).ok());
+        for (int e = 0; e < n; ++e) tokens[e] = samplers[e].Sample(logits.Last(e));
+      }
+      for (int e = 0; e < n; ++e) out[e].push_back(next[e] = tokens[e]);
+    }
+    return out;
+  };
+  const auto device = run(true), host = run(false);
+  int differing = 0;
+  for (int e = 0; e < n; ++e) {
+    const auto d = std::mismatch(device[e].begin(), device[e].end(), host[e].begin());
+    if (d.first == device[e].end()) continue;
+    const SamplingParams& p = combos[e];
+    ADD_FAILURE() << "T " << p.temperature << " top_p " << p.top_p << " top_k " << p.top_k << " min_p " << p.min_p
+                  << " presence " << p.presence_penalty << " bias " << p.logit_bias.size() << ": step "
+                  << (d.first - device[e].begin()) << " device " << *d.first << " host " << *d.second;
+    ++differing;
+  }
+  EXPECT_EQ(differing, 0) << "of " << n << " combinations";
 }
 
 TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {

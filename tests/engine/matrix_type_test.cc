@@ -30,7 +30,7 @@ float Round(MatrixType t, float v) {
 // widening is exact and the arithmetic is the float32 kernel's.
 TEST(MatrixTypeGemm, SixteenBitPanelsEqualFloat32PanelsOfTheSameValues) {
   for (MatrixType t : {MatrixType::kBF16, MatrixType::kF16}) {
-    for (const auto [rows, n, k] : {std::tuple{1, 100, 33}, {2, 64, 64}, {3, 17, 5}, {6, 48, 96}, {7, 129, 64},
+    for (const auto& [rows, n, k] : {std::tuple{1, 100, 33}, {2, 64, 64}, {3, 17, 5}, {6, 48, 96}, {7, 129, 64},
                                     {17, 200, 96}}) {
       std::mt19937 rng(rows * 31 + n);
       std::normal_distribution<float> dist(0, 1);

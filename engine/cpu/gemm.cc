@@ -109,48 +109,116 @@ static_assert(kQuantGroup == 32, "the int4 kernel sums a group's 8 blocks in int
 
 struct QuantRows {
   int kp = 0, groups = 0;
-  std::vector<int8_t> q;      // [rows][kp]: codes, zero past k.
+  std::vector<int8_t> q;      // [rows][kp]: codes, zero past k (integer kernel).
   std::vector<uint8_t> mag;   // |q|: the int8 kernel multiplies |x| by w with x's sign.
   std::vector<float> scale;   // [rows][groups]: sx (NaN for a group holding a non-finite x).
   std::vector<int32_t> sum;   // [rows][groups]: sum of q, for int4's code offset of 8.
 };
 
-void QuantizeRows(const float* X, int rows, int k, QuantRows* out) {
+// One group of a row: its scale, and its codes (q, |q|, their sum). The same
+// values from the scalar and the AVX2 version: round to nearest even of x * (127 / amax), one
+// float multiply each (the scalar one cannot be fused with the rounding: no FMA at baseline).
+struct GroupOut {
+  int8_t* q = nullptr;
+  uint8_t* mag = nullptr;
+  float* scale = nullptr;
+  int32_t* sum = nullptr;
+};
+
+void QuantizeGroupScalar(const float* x, int n, GroupOut o) {
+  float amax = 0;
+  bool finite = true;
+  for (int j = 0; j < n; ++j) {
+    amax = std::max(amax, std::fabs(x[j]));
+    finite &= std::isfinite(x[j]);
+  }
+  *o.sum = 0;
+  if (!finite) {
+    *o.scale = std::numeric_limits<float>::quiet_NaN();  // The output is NaN, as in float.
+    return;
+  }
+  *o.scale = amax / 127.0f;
+  if (amax == 0) return;
+  const float inv = 127.0f / amax;
+  int32_t sum = 0;
+  for (int j = 0; j < n; ++j) {
+    const int q = std::clamp(static_cast<int>((x[j] * inv + kRoundMagic) - kRoundMagic), -127, 127);
+    o.q[j] = static_cast<int8_t>(q);
+    o.mag[j] = static_cast<uint8_t>(std::abs(q));
+    sum += q;
+  }
+  *o.sum = sum;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void QuantizeGroupAvx2(const float* x, GroupOut o) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256 v[4], m = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(x + 8 * i);
+    const __m256 a = _mm256_and_ps(v[i], abs_mask);
+    finite = _mm256_and_ps(finite, _mm256_cmp_ps(a, inf, _CMP_LT_OQ));  // False for inf and NaN.
+    m = _mm256_max_ps(m, a);
+  }
+  *o.sum = 0;
+  if (_mm256_movemask_ps(finite) != 0xff) {
+    *o.scale = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  const float amax = _mm_cvtss_f32(h);
+  *o.scale = amax / 127.0f;
+  if (amax == 0) return;
+  const __m256 inv = _mm256_set1_ps(127.0f / amax);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  __m256i c[4], total = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    const __m256 r = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_round_ps(_mm256_mul_ps(v[i], inv),
+                                                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    c[i] = _mm256_cvtps_epi32(r);
+    total = _mm256_add_epi32(total, c[i]);
+  }
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+  *o.sum = _mm_cvtsi128_si32(t);
+  // int32 -> int8 in input order: packs interleave the 128-bit lanes; a final permute restores them.
+  const __m256i w16a = _mm256_packs_epi32(c[0], c[1]), w16b = _mm256_packs_epi32(c[2], c[3]);
+  const __m256i b8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.q), b8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.mag), _mm256_abs_epi8(b8));
+}
+
+// Quantizes every row of X, rows in parallel when there are many (scalar and on one thread, this
+// took about a third of a 512-token prefill's time).
+template <bool kAvx2>
+void QuantizeRows(const float* X, int rows, int k, int threads, QuantRows* out) {
   out->kp = PackedMatrix::PaddedK(k);
   out->groups = PackedMatrix::Groups(k);
-  out->q.assign(static_cast<size_t>(rows) * out->kp, 0);
-  out->mag.assign(out->q.size(), 0);
+  const size_t codes = static_cast<size_t>(rows) * out->kp;
+  out->q.assign(codes, 0);
+  out->mag.assign(codes, 0);
   out->scale.resize(static_cast<size_t>(rows) * out->groups);
   out->sum.resize(out->scale.size());
+  QuantRows& r = *out;
+#pragma omp parallel for schedule(static) num_threads(threads) if (int64_t{rows} * k >= 65536)
   for (int m = 0; m < rows; ++m) {
     const float* x = X + static_cast<int64_t>(m) * k;
-    for (int g = 0; g < out->groups; ++g) {
-      const int j0 = g * kQuantGroup, j1 = std::min(k, j0 + kQuantGroup);
-      float amax = 0;
-      bool finite = true;
-      for (int j = j0; j < j1; ++j) {
-        amax = std::max(amax, std::fabs(x[j]));
-        finite &= std::isfinite(x[j]);
+    for (int g = 0; g < r.groups; ++g) {
+      const int j0 = g * kQuantGroup, n = std::min(k, j0 + kQuantGroup) - j0;
+      const size_t ci = static_cast<size_t>(m) * r.kp + j0, gi = static_cast<size_t>(m) * r.groups + g;
+      GroupOut o;
+      o.q = r.q.data() + ci;
+      o.mag = r.mag.data() + ci;
+      o.scale = &r.scale[gi];
+      o.sum = &r.sum[gi];
+      if (kAvx2 && n == kQuantGroup) {
+        QuantizeGroupAvx2(x + j0, o);
+      } else {
+        QuantizeGroupScalar(x + j0, n, o);
       }
-      const size_t gi = static_cast<size_t>(m) * out->groups + g;
-      out->sum[gi] = 0;
-      if (!finite) {
-        out->scale[gi] = std::numeric_limits<float>::quiet_NaN();  // The output is NaN, as in float.
-        continue;
-      }
-      const float sx = amax / 127.0f;
-      out->scale[gi] = sx;
-      if (amax == 0) continue;
-      const float inv = 127.0f / amax;
-      int32_t sum = 0;
-      for (int j = j0; j < j1; ++j) {
-        const int q = std::clamp(static_cast<int>((x[j] * inv + kRoundMagic) - kRoundMagic), -127, 127);
-        const size_t i = static_cast<size_t>(m) * out->kp + j;
-        out->q[i] = static_cast<int8_t>(q);
-        out->mag[i] = static_cast<uint8_t>(std::abs(q));
-        sum += q;
-      }
-      out->sum[gi] = sum;
     }
   }
 }
@@ -421,7 +489,7 @@ void LinearQuant(const float* X, int rows, const PackedMatrix& W, float* Y, int 
   // itself would be each worker's own).
   thread_local QuantRows quantized;
   QuantRows& xr = quantized;
-  QuantizeRows(X, rows, W.k, &xr);
+  QuantizeRows<kAvx2>(X, rows, W.k, threads, &xr);
   const int panels = (W.n + kPanel - 1) / kPanel;
   const int tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   const bool parallel = tasks > 1 && int64_t{rows} * W.n * W.k > 65536;

@@ -99,7 +99,7 @@ std::vector<double> QuantizeActivations(const float* x, int k) {
 TEST(MatrixTypeGemm, QuantizedPanelsComputeTheirDequantizedProduct) {
   for (MatrixType t : {MatrixType::kInt8, MatrixType::kInt4}) {
     for (const auto& [rows, n, k] : {std::tuple{1, 100, 33}, {2, 64, 64}, {3, 17, 5}, {4, 48, 96}, {5, 129, 64},
-                                     {7, 70, 200}, {17, 200, 96}}) {
+                                     {7, 70, 200}, {17, 200, 96}, {49, 70, 200}, {64, 33, 96}}) {
       std::mt19937 rng(rows * 31 + n);
       std::normal_distribution<float> dist(0, 1);
       std::vector<float> x(static_cast<size_t>(rows) * k), w(static_cast<size_t>(n) * k);
@@ -135,9 +135,10 @@ TEST(MatrixTypeGemm, QuantizedPanelsComputeTheirDequantizedProduct) {
   }
 }
 
-// A row's result does not depend on the rows beside it (the batch), bit for bit.
+// A row's result does not depend on the rows beside it (the batch), bit for bit: 53 rows are
+// quantized in parallel and run in blocks of 4 and a remainder, one row alone.
 TEST(MatrixTypeGemm, QuantizedRowsDoNotDependOnTheBatch) {
-  const int n = 96, k = 128, rows = 11;
+  const int n = 96, k = 1300, rows = 53;
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0, 1);
   std::vector<float> x(static_cast<size_t>(rows) * k), w(static_cast<size_t>(n) * k);
@@ -162,20 +163,25 @@ TEST(MatrixTypeGemm, QuantizedRowsDoNotDependOnTheBatch) {
 // untouched.
 TEST(MatrixTypeGemm, QuantizedProductsOfNonFiniteActivationsAreNaN) {
   const int n = 16, k = 64;
-  std::vector<float> w(n * k, 0.25f), x(2 * k, 1.0f);
+  std::vector<float> w(n * k, 0.25f);
   std::vector<uint8_t> codes(PackedMatrix::CodeBytes(n, k, MatrixType::kInt8));
   std::vector<uint16_t> scales(PackedMatrix::Scales(n, k));
-  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    for (MatrixType t : {MatrixType::kInt8, MatrixType::kInt4}) {
-      ASSERT_TRUE(cpu::PackQuantized(w.data(), n, k, t, codes.data(), scales.data()));
-      const PackedMatrix wq{nullptr, n, k, nullptr, t, codes.data(), scales.data()};
-      x[40] = bad;
-      std::vector<float> y(2 * n);
-      cpu::Linear(x.data(), 2, wq, y.data(), n, false, 1);
-      for (int r = 0; r < n; ++r) {
-        EXPECT_TRUE(std::isnan(y[r])) << MatrixTypeName(t) << " " << r;
-        // 64 x 1 x 0.25, with 0.25 as q * s: s is float16, relative error up to 2^-11.
-        EXPECT_NEAR(y[n + r], 16.0f, 16.0f * 0x1p-11f) << MatrixTypeName(t) << " " << r;
+  for (const int rows : {2, 50}) {  // One row block, and several with a remainder.
+    std::vector<float> x(rows * k, 1.0f);
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      for (MatrixType t : {MatrixType::kInt8, MatrixType::kInt4}) {
+        ASSERT_TRUE(cpu::PackQuantized(w.data(), n, k, t, codes.data(), scales.data()));
+        const PackedMatrix wq{nullptr, n, k, nullptr, t, codes.data(), scales.data()};
+        x[40] = bad;
+        std::vector<float> y(rows * n);
+        cpu::Linear(x.data(), rows, wq, y.data(), n, false, 1);
+        for (int r = 0; r < n; ++r) {
+          EXPECT_TRUE(std::isnan(y[r])) << MatrixTypeName(t) << " " << r;
+          // 64 x 1 x 0.25, with 0.25 as q * s: s is float16, relative error up to 2^-11.
+          for (int m = 1; m < rows; ++m) {
+            EXPECT_NEAR(y[m * n + r], 16.0f, 16.0f * 0x1p-11f) << MatrixTypeName(t) << " rows " << rows << " " << r;
+          }
+        }
       }
     }
   }

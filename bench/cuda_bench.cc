@@ -9,8 +9,11 @@
 //
 // A decode step here is what the server runs per token: the whole model over the batch, one token
 // per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph.
-// Prefill rows time Forward over the prompt (the last logits of each to the host). Table on
-// stdout, JSON to --json. Medians.
+// Prefill rows time Forward over the prompt (the last logits of each to the host). Per row: the
+// bytes a decode step moves (weights once, each sequence's state read and written) per second and
+// as a fraction of the measured copy bandwidth, FLOP/s as a fraction of the measured GEMM rate,
+// and the kernel launches of one step (cuBLAS calls count one). Table on stdout, JSON to --json.
+// Medians.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -179,8 +182,8 @@ int Main(int argc, char** argv) {
   out["dtype"] = args.dtype;
   out["bandwidth_gbs"] = bandwidth / 1e9;
   out["gemm_tflops"] = flops / 1e12;
-  std::printf("\n%-6s %-8s %6s %11s %12s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
-              "of bw", "of flops");
+  std::printf("\n%-6s %-8s %6s %11s %12s %9s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
+              "of bw", "of flops", "launches");
   for (const std::string& shape : args.shapes) {
     const std::optional<ModelConfig> shape_config = Shape(args.arch, shape);
     if (!shape_config) {
@@ -217,21 +220,27 @@ int Main(int argc, char** argv) {
       std::printf("%-6s skipped: %s\n", shape.c_str(), std::string(be.status().message()).c_str());
       continue;
     }
-    Backend& b = **be;
+    cuda::CudaBackend& cb = **be;
+    Backend& b = cb;
     std::vector<int> slots;
     for (int i = 0; i < o.pool_slots; ++i) slots.push_back(*b.pool().Acquire());
     std::vector<int32_t> tokens(2048);
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % c.vocab);
     nlohmann::json rows = nlohmann::json::array();
+    // A decode step reads the weights once and each sequence's state once and writes it back.
     auto report = [&](const char* mode, const std::string& label, int tokens_per_step, double sec, bool decode) {
       const double tps = tokens_per_step / sec;
-      const double gbs = decode ? step_bytes / sec / 1e9 : 0;
-      std::printf("%-6s %-8s %6s %11.3f %12.1f %9s %8.1f%% %8.1f%%\n", shape.c_str(), mode, label.c_str(), sec * 1e3,
-                  tps, decode ? std::to_string(static_cast<int>(gbs)).c_str() : "-",
-                  decode ? 100 * gbs * 1e9 / bandwidth : 0.0, 100 * tps * flop_per_token / flops);
+      const double state_bytes = decode ? 2.0 * tokens_per_step * static_cast<double>(c.StateBytes()) : 0;
+      const double gbs = decode ? (step_bytes + state_bytes) / sec / 1e9 : 0;
+      const int64_t launches = cb.last_step_launches();
+      std::printf("%-6s %-8s %6s %11.3f %12.1f %9s %8.1f%% %8.1f%% %9lld\n", shape.c_str(), mode, label.c_str(),
+                  sec * 1e3, tps, decode ? std::to_string(static_cast<int>(gbs)).c_str() : "-",
+                  decode ? 100 * gbs * 1e9 / bandwidth : 0.0, 100 * tps * flop_per_token / flops,
+                  static_cast<long long>(launches));
       rows.push_back({{"mode", mode}, {"label", label}, {"median_ms", sec * 1e3}, {"tokens_per_s", tps},
-                      {"weight_gbs", gbs}, {"bandwidth_fraction", gbs * 1e9 / bandwidth},
-                      {"flops_fraction", tps * flop_per_token / flops}});
+                      {"weight_bytes", decode ? step_bytes : 0.0}, {"state_bytes", state_bytes},
+                      {"achieved_gbs", gbs}, {"bandwidth_fraction", gbs * 1e9 / bandwidth},
+                      {"flops_fraction", tps * flop_per_token / flops}, {"launches_per_step", launches}});
     };
     for (int batch : args.batches) {
       if (batch > o.pool_slots) {

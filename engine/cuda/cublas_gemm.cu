@@ -48,6 +48,7 @@ absl::Status Cublas::Init(cudaStream_t stream) {
 
 absl::Status Cublas::Gemm(const void* X, int rows, const DeviceMatrix& W, WeightType t, float* Y, int ldy,
                           bool accumulate, int ldx) {
+  CountLaunch();
   if (rows == 0) return absl::OkStatus();
   // Column-major view: Y^T[n, rows] = W[n, k] (row-major = W^T col-major, so op T) x X^T[k, rows].
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

@@ -221,7 +221,9 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
       cudaGraph_t graph = nullptr;
       auto capture = [&]() -> absl::Status {
         RWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+        const int64_t before = KernelLaunches();
         const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs, nullptr, sampling);
+        g.launches = KernelLaunches() - before;
         RWKV_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
         RWKV_RETURN_IF_ERROR(enqueued);
         RWKV_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec, graph, 0));
@@ -237,10 +239,14 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
     }
     if (g.exec != nullptr) {
       RWKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
+      last_step_launches_ = g.launches;
       return absl::OkStatus();
     }
   }
-  return Enqueue(rows, pieces, heads, jobs, out, sampling);
+  const int64_t before = KernelLaunches();
+  const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs, out, sampling);
+  last_step_launches_ = KernelLaunches() - before;
+  return enqueued;
 }
 
 absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Logits* out,

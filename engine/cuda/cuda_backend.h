@@ -43,6 +43,8 @@ class CudaBackend final : public Backend {
   absl::Status ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
                              std::span<int32_t> tokens, Logits* out) override;
   absl::Status Healthy() const override { return broken_; }
+  // Kernel launches (cuBLAS calls count one) of the last engine step, replayed graphs included.
+  int64_t last_step_launches() const { return last_step_launches_; }
 
   const CudaWeights& weights() const { return *weights_; }
   cudaStream_t stream() const { return stream_; }
@@ -116,7 +118,9 @@ class CudaBackend final : public Backend {
     cudaGraphExec_t exec = nullptr;
     int uses = 0;
     bool failed = false;
+    int64_t launches = 0;  // Kernels in the graph.
   };
+  int64_t last_step_launches_ = 0;
   static constexpr size_t kMaxGraphs = 256;
   std::map<int, GraphSlot> graphs_;
   bool graphs_enabled_ = true;

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <string>
 
 #include "absl/strings/cord.h"
@@ -19,6 +20,13 @@ const char* WeightTypeName(WeightType t) {
 }
 
 size_t WeightTypeBytes(WeightType t) { return t == WeightType::kF32 ? 4 : 2; }
+
+namespace {
+std::atomic<int64_t> launches{0};
+}  // namespace
+
+int64_t KernelLaunches() { return launches.load(std::memory_order_relaxed); }
+void CountLaunch() { launches.fetch_add(1, std::memory_order_relaxed); }
 
 bool IsStickyError(cudaError_t e) {
   switch (e) {

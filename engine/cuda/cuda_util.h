@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -34,10 +35,16 @@ bool IsStickyStatus(const absl::Status& s);
     if (rwkv_cuda_err_ != cudaSuccess) return ::rwkv::cuda::CudaError(rwkv_cuda_err_, #expr); \
   } while (0)
 
+// Kernel launches (and cuBLAS calls, one each) issued by this process so far: the benchmark's
+// launches per step. Captured launches count once, at capture; graph replays add nothing.
+int64_t KernelLaunches();
+void CountLaunch();
+
 // Runs a kernel launcher (engine/cuda/ops.h) and checks its launch at once: INTERNAL naming the
 // op, so a bad configuration or a poisoned context is reported at the kernel that met it.
 #define RWKV_CUDA_LAUNCH(op, ...)                                                                         \
   do {                                                                                                    \
+    ::rwkv::cuda::CountLaunch();                                                                          \
     op(__VA_ARGS__);                                                                                      \
     const cudaError_t rwkv_launch_err_ = cudaGetLastError();                                              \
     if (rwkv_launch_err_ != cudaSuccess) return ::rwkv::cuda::CudaError(rwkv_launch_err_, "kernel " #op); \

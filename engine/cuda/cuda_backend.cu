@@ -314,6 +314,22 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::NormShift(int rows, int pieces, const float* ln_w, const float* ln_b, StateView shift,
+                                    const MixSet& mixes) {
+  const int C = config().n_embd;
+  if (rows == pieces) {  // Decode: one kernel.
+    RWKV_CUDA_LAUNCH(NormShiftMixSave, x_, rows, C, ln_w, ln_b, cpu::kLayerNormEps, dt_, shift, mixes,
+                     weights_->type(), stream_);
+    return absl::OkStatus();
+  }
+  // A piece of several rows reads the old shift in its first row and saves its last: the save
+  // waits for every read (a kernel of its own).
+  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, ln_w, ln_b, cpu::kLayerNormEps, z_, stream_);
+  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
+  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   const ModelConfig& c = config();
   const CudaLayer& w = weights_->layer(l);
@@ -322,10 +338,8 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   const int64_t layer_off = LayerOffset(l);
   const StateView shift{pool_->device_data(), pool_->slot_floats(), layer_off};
 
-  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4], mix_[5]}, 6};
-  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
-  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
   void *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
 
   RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
@@ -358,10 +372,7 @@ absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
   const CudaLayer& w = weights_->layer(l);
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
-  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
-  MixSet mixes{{w.ffn_x_k}, {mix_[2]}, 1};
-  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, weights_->type(), stream_);
-  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln2_w, w.ln2_b, shift, MixSet{{w.ffn_x_k}, {mix_[2]}, 1}));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
   RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
            stream_);
@@ -413,10 +424,8 @@ absl::Status CudaBackend::TimeMix5(int l, int rows, int pieces) {
   const int C = c.n_embd;
   const bool gated = w.mix_g != nullptr;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
-  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
   MixSet mixes{{w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3]}, gated ? 4 : 3};
-  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
-  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
@@ -445,10 +454,8 @@ absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
   const WeightType wt = weights_->type();
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
-  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln1_w, w.ln1_b, cpu::kLayerNormEps, z_, stream_);
-  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}, wt,
-                stream_);
-  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(
+      NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
   RWKV_CUDA_LAUNCH(ActivateInPlace, r_, int64_t{rows} * C, Act::kSigmoid, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
@@ -464,9 +471,8 @@ absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
   const WeightType wt = weights_->type();
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
-  RWKV_CUDA_LAUNCH(LayerNorm, x_, nullptr, rows, C, w.ln2_w, w.ln2_b, cpu::kLayerNormEps, z_, stream_);
-  RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}, wt, stream_);
-  RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
+  RWKV_RETURN_IF_ERROR(
+      NormShift(rows, pieces, w.ln2_w, w.ln2_b, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}));
   RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
   RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), wt, stream_);
   RWKV_RETURN_IF_ERROR(Gemm(ffn_typed_.get(), rows, w.ffn_value, y_, C, false));

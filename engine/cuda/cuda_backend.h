@@ -59,6 +59,10 @@ class CudaBackend final : public Backend {
   // being captured. `out` null: no logits to the host.
   absl::Status Enqueue(int rows, int pieces, int heads, int jobs, Logits* out, std::span<const DeviceSample> sampling);
   // RWKV-7 (spec 6.2).
+  // LayerNorm of x_ (ln_w, ln_b), the token-shift mixes of it against `shift`, and the save of
+  // each piece's last row: one kernel in decode steps, three otherwise.
+  absl::Status NormShift(int rows, int pieces, const float* ln_w, const float* ln_b, StateView shift,
+                         const MixSet& mixes);
   absl::Status TimeMix(int l, int rows, int pieces);
   absl::Status ChannelMix(int l, int rows, int pieces);
   // RWKV-6 (spec 5.2), RWKV-5.x (4.2) and RWKV-4 (3.2) time mixes; their shared channel mix.

@@ -56,6 +56,10 @@ void TokenShiftMix(const float* z, int rows, int C, DeviceTables t, StateView sh
                    cudaStream_t s);
 // The slot keeps each piece's last row of z for the next step.
 void SaveShift(const float* z, int pieces, int C, DeviceTables t, StateView shift, cudaStream_t s);
+// Decode steps (every piece exactly one row): LayerNorm(x) * w + b, TokenShiftMix of it and
+// SaveShift of it in one kernel (three launches a mix site fewer), equal to them bit for bit.
+void NormShiftMixSave(const float* x, int rows, int C, const float* w, const float* b, float eps, DeviceTables t,
+                      StateView shift, MixSet mixes, WeightType wt, cudaStream_t s);
 
 // out = act(in) converted to the GEMM input type (n elements).
 void Activate(const float* in, int64_t n, Act act, void* out, WeightType wt, cudaStream_t s);

@@ -29,7 +29,46 @@ __global__ void SaveShiftKernel(const float* z, int C, DeviceTables t, StateView
   for (int i = threadIdx.x; i < C; i += blockDim.x) dst[i] = last[i];
 }
 
+// Decode (every piece one row): the layer norm, the token-shift mixes and the save in one pass,
+// each element's old shift read before the same thread overwrites it. The norm is
+// LayerNormKernel's arithmetic, so results equal the three separate kernels bit for bit.
+template <typename T>
+__global__ void NormShiftMixSaveKernel(const float* x, int C, const float* w, const float* b, float eps,
+                                       DeviceTables t, StateView shift, MixSet m) {
+  const int r = blockIdx.x;
+  const float* xr = x + static_cast<int64_t>(r) * C;
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) sum += xr[i];
+  const float mean = BlockSum(sum) / C;
+  float var = 0.0f;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const float d = xr[i] - mean;
+    var += d * d;
+  }
+  const float inv = rsqrtf(BlockSum(var) / C + eps);
+  float* state = shift.pool + static_cast<int64_t>(t.piece_slot[t.row_piece[r]]) * shift.slot_floats + shift.offset;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const float c = (xr[i] - mean) * inv * w[i] + b[i];
+    const float d = state[i] - c;
+    const int64_t o = static_cast<int64_t>(r) * C + i;
+    for (int k = 0; k < m.n; ++k) {
+      const float mix = m.add[k] != nullptr ? m.mix[k][i] + m.add[k][o] : m.mix[k][i];
+      static_cast<T*>(m.out[k])[o] = FromFloat<T>(c + d * mix);
+    }
+    state[i] = c;
+  }
+}
+
 }  // namespace
+
+void NormShiftMixSave(const float* x, int rows, int C, const float* w, const float* b, float eps, DeviceTables t,
+                      StateView shift, MixSet mixes, WeightType wt, cudaStream_t s) {
+  if (rows == 0) return;
+  DispatchType(wt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    NormShiftMixSaveKernel<T><<<rows, 256, 0, s>>>(x, C, w, b, eps, t, shift, mixes);
+  });
+}
 
 void TokenShiftMix(const float* z, int rows, int C, DeviceTables t, StateView shift, MixSet mixes, WeightType wt,
                    cudaStream_t s) {

@@ -13,6 +13,7 @@ BUILD_PKGS=(
   libopenblas-dev nlohmann-json3-dev libabsl-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   prometheus-cpp-dev zlib1g-dev libre2-dev libutf8proc-dev libssl-dev libboost-dev
+  libpng-dev libturbojpeg0-dev libwebp-dev
   libgtest-dev libgmock-dev
   python3 python3-numpy
 )

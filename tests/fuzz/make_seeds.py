@@ -33,6 +33,21 @@ def safetensors(tensors):
     return struct.pack("<Q", len(h)) + h + blob
 
 
+def png(width, height, color_type, depth, pixels, plte=None):
+    """A PNG of unfiltered rows (filter byte 0) holding `pixels` (row-major, packed)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+    row = width * channels * depth // 8
+    raw = b"".join(b"\0" + pixels[y * row:(y + 1) * row] for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+    if plte is not None:
+        out += chunk(b"PLTE", plte)
+    return out + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
 def main():
     # .pth: the real pickle of a fixture with its storages emptied (the unpickler runs in full,
     # the extent checks refuse), and the malformed fixtures.
@@ -53,6 +68,37 @@ def main():
     index = {"metadata": {"total_size": 32},
              "weight_map": {"emb.weight": "a.safetensors", "head.weight": "b.safetensors"}}
     put("fuzz_safetensors", "index", b"\1" + json.dumps(index).encode())
+
+    # Images: PNGs written here (RGB, grey, palette, RGBA, 16-bit), and an 8x8 JPEG (4:2:0) and
+    # WebPs (lossless and lossy) made once with TurboJPEG and libwebp.
+    put("fuzz_image", "rgb.png", png(5, 3, 2, 8, bytes(range(45))))
+    put("fuzz_image", "grey.png", png(4, 4, 0, 8, bytes(range(0, 256, 16))))
+    put("fuzz_image", "palette.png", png(3, 2, 3, 8, bytes([0, 1, 2, 2, 1, 0]), plte=bytes(range(9))))
+    put("fuzz_image", "rgba.png", png(2, 2, 6, 8, bytes(range(16))))
+    put("fuzz_image", "rgb16.png", png(2, 2, 2, 16, bytes(range(24))))
+    put("fuzz_image", "420.jpg", bytes.fromhex(
+        "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c1912"
+        "130f141d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432ffdb0043010909"
+        "090c0b0c180d0d1832211c21323232323232323232323232323232323232323232323232323232323232323232323232"
+        "3232323232323232323232323232ffc00011080008000803012200021101031101ffc4001f0000010501010101010100"
+        "000000000000000102030405060708090a0bffc400b5100002010303020403050504040000017d010203000411051221"
+        "31410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a25262728292a3435363738393a"
+        "434445464748494a535455565758595a636465666768696a737475767778797a838485868788898a9293949596979899"
+        "9aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1"
+        "f2f3f4f5f6f7f8f9faffc4001f0100030101010101010101010000000000000102030405060708090a0bffc400b51100"
+        "020102040403040705040400010277000102031104052131061241510761711322328108144291a1b1c109233352f015"
+        "6272d10a162434e125f11718191a262728292a35363738393a434445464748494a535455565758595a63646566676869"
+        "6a737475767778797a82838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4"
+        "c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9faffda000c03010002110311003f0064"
+        "d1451430d94296e8580de0c8bb5b8008cf0318603d02b0fe1389ca28ae5ad8ba9423050eaaff00362855508f338a6db7"
+        "bab9ffd9"))
+    put("fuzz_image", "lossless.webp", bytes.fromhex(
+        "524946462a000000574542505650384c1e0000002f07c00100cd6444ff0364d2366aaaaf6ffdb36f06667b4a62025876"
+        "dc00"))
+    put("fuzz_image", "lossy.webp", bytes.fromhex(
+        "524946466a00000057454250565038205e000000b001009d012a0800080002c04c25a8027400f37b018400ce2bae9b61"
+        "40fdaca0ce258c2ed2bb833f5cbb82517db0641130bfd10c6718837ad6da07fec80e0ed18b2cc1c1b1210aa20943effc"
+        "0c4d4fd8f7a36f035b1a751e6d4d78200000"))
 
     # World vocabularies: the byte vocabulary and the head of the shipped one.
     put("fuzz_world_vocab", "bytes.txt", open(os.path.join(FIX, "byte-vocab.txt"), "rb").read())

@@ -10,7 +10,9 @@
 #include <cstring>
 #include <string>
 
+#include "engine/vision/preprocess.h"
 #include "gtest/gtest.h"
+#include "tests/engine/test_util.h"
 
 namespace rwkv::vision {
 namespace {
@@ -149,6 +151,48 @@ TEST(ImageTest, DamagedAndUnknownFilesAreClearErrors) {
   std::vector<uint8_t> header_only = EncodeJpeg(rgb, 20, 20);
   header_only.resize(3);
   expect_error(header_only, "image: JPEG: ");
+}
+
+Image LoadFixture(const std::string& name) {
+  const std::string bytes = testing::ReadFile(testing::Fixture("images/" + name));
+  absl::StatusOr<Image> img =
+      DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  EXPECT_TRUE(img.ok()) << name << ": " << img.status();
+  return img.ok() ? *img : Image{};
+}
+
+// Pillow's Image.resize(BICUBIC) of the same source (tests/reference/make_image_fixtures.py), bit
+// for bit: shrinking (antialiased), growing, one direction only, down to 1x1. Exact, because the
+// reference pipelines feed Pillow's integers to the towers and an off-by-one pixel is a different
+// input.
+TEST(ImageTest, BicubicResizeEqualsPillowBitForBit) {
+  const Image src = LoadFixture("source-37x23.png");
+  ASSERT_EQ(src.width, 37);
+  for (const auto& [w, h] : {std::pair{16, 16}, {80, 50}, {37, 11}, {20, 23}, {112, 90}, {5, 3}, {1, 1}}) {
+    const Image want = LoadFixture("bicubic-" + std::to_string(w) + "x" + std::to_string(h) + ".png");
+    const Image got = ResizeBicubic(src, w, h);
+    ASSERT_EQ(got.width, w);
+    ASSERT_EQ(got.height, h);
+    int differing = 0;
+    for (size_t i = 0; i < want.rgb.size(); ++i) differing += got.rgb[i] != want.rgb[i];
+    EXPECT_EQ(differing, 0) << w << "x" << h;
+  }
+  // The same size is the image itself.
+  EXPECT_EQ(ResizeBicubic(src, 37, 23).rgb, src.rgb);
+}
+
+// ToTensor then Normalize, in float32, channel-major.
+TEST(ImageTest, NormalizeIsChannelMajorScaledAndShifted) {
+  Image img;
+  img.width = 2;
+  img.height = 1;
+  img.rgb = {0, 128, 255, 51, 102, 204};
+  const std::vector<float> t = Normalize(img, {0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f});
+  ASSERT_EQ(t.size(), 6u);
+  const float want[6] = {(0.0f / 255.0f - 0.485f) / 0.229f, (51.0f / 255.0f - 0.485f) / 0.229f,
+                         (128.0f / 255.0f - 0.456f) / 0.224f, (102.0f / 255.0f - 0.456f) / 0.224f,
+                         (255.0f / 255.0f - 0.406f) / 0.225f, (204.0f / 255.0f - 0.406f) / 0.225f};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(t[i], want[i]) << i;  // The same float32 operations: exact.
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // the patches only, layer scale) and SigLIP (no prefix, no layer scale) towers.
 #include "engine/vision/vit.h"
 
+#include "engine/vision/projector.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -79,6 +81,51 @@ TEST(VitTest, BadWeightsAndInputsAreClearErrors) {
   ASSERT_TRUE(tower.ok()) << tower.status();
   const absl::StatusOr<std::vector<float>> bad = tower->Forward(std::vector<float>(10), 1);
   EXPECT_EQ(bad.status().message(), "vision tower: pixels: 10 values; expected 3x28x28");
+}
+
+double RelL2(const std::vector<float>& got, const double* want, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// Pooling to 2x2 (windows of 3) and 4x4 (overlapping windows of 2) from a 6x6 grid, and both
+// projector kinds, against torch in float64 on the same float32 values. Pooling averages at most
+// 9 values (float32 rounding ~1e-7); the projectors are one or two products of width 24 and a
+// LayerNorm: 1e-6 and 1e-5 relative L2. A wrong window, channel order or gate is O(1).
+TEST(VisionHead, PoolingAndProjectorsMatchTorchInFloat64) {
+  auto file = TensorFile::Open(testing::Fixture("vision/tiny-head.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorInfo* f = (*file)->Find("features");
+  ASSERT_NE(f, nullptr);
+  std::vector<float> features(f->numel());
+  CopyToFloat(*f, features.data());
+  const std::vector<double> want = ReadF64(testing::Fixture("vision/tiny-head.expected.f64"));
+  absl::StatusOr<Projector> gated = Projector::Load(**file, "gated.");
+  absl::StatusOr<Projector> linear = Projector::Load(**file, "linear.");
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  ASSERT_TRUE(linear.ok()) << linear.status();
+  EXPECT_TRUE(gated->gated());
+  EXPECT_FALSE(linear->gated());
+  size_t at = 0;
+  for (int s : {2, 4}) {
+    const std::vector<float> pooled = AdaptiveAvgPool(features, 6, 24, s);
+    ASSERT_EQ(pooled.size(), static_cast<size_t>(s * s * 24));
+    EXPECT_LT(RelL2(pooled, want.data() + at, pooled.size()), 1e-6) << s;
+    at += pooled.size();
+    const std::vector<float> g = gated->Forward(pooled, s * s, 1);
+    EXPECT_LT(RelL2(g, want.data() + at, g.size()), 1e-5) << s;
+    at += g.size();
+    const std::vector<float> l = linear->Forward(pooled, s * s, 1);
+    EXPECT_LT(RelL2(l, want.data() + at, l.size()), 1e-5) << s;
+    at += l.size();
+  }
+  EXPECT_EQ(at, want.size());
+  EXPECT_EQ(Projector::Load(**file, "none.").status().message(),
+            "projector: neither none.weight (linear) nor none.gate.weight (gated MLP) is present");
 }
 
 }  // namespace

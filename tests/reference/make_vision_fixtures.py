@@ -52,6 +52,30 @@ def main():
         np.asarray(feats.numpy(), "<f8").tofile(os.path.join(out, f"tiny-{name}.features.f64"))
         manifest[name] = {**{k: v for k, v in cfg.items() if k != "global_pool"}, "features": list(feats.shape),
                           "output_block": cfg["depth"] - 2}
+    # The head: features on a 6x6 grid of 24 channels pooled to 2x2 (windows of 3) and to 4x4
+    # (overlapping windows of 2), then both projector kinds to a width of 16, in float64 on the
+    # float32 values (torch's AdaptiveAvgPool2d, the official MLPWithContextGating's formula).
+    torch.manual_seed(13)
+    grid, ch, width = 6, 24, 16
+    feats = torch.randn(grid * grid, ch).float().double()
+    gate = (0.3 * torch.randn(ch, ch)).float().double()
+    o_proj = (0.3 * torch.randn(width, ch)).float().double()
+    ln_w = (1 + 0.2 * torch.randn(width)).float().double()
+    ln_b = (0.2 * torch.randn(width)).float().double()
+    linear = (0.3 * torch.randn(width, ch)).float().double()
+    head = {"features": feats, "gated.gate.weight": gate, "gated.o_proj.weight": o_proj, "gated.ln_v.weight": ln_w,
+            "gated.ln_v.bias": ln_b, "linear.weight": linear}
+    write_safetensors(os.path.join(out, "tiny-head.safetensors"), {k: v.numpy() for k, v in head.items()},
+                      {k: "f32" for k in head})
+    results = []
+    for s in (2, 4):
+        pooled = torch.nn.AdaptiveAvgPool2d(s)(feats.view(grid, grid, ch).permute(2, 0, 1)[None])[0]
+        pooled = pooled.view(ch, s * s).permute(1, 0)
+        gated = torch.nn.functional.layer_norm((pooled * torch.sigmoid(pooled @ gate.T)) @ o_proj.T, (width,), ln_w, ln_b,
+                                               1e-5)
+        results += [pooled.reshape(-1), gated.reshape(-1), (pooled @ linear.T).reshape(-1)]
+    np.asarray(torch.cat(results).numpy(), "<f8").tofile(os.path.join(out, "tiny-head.expected.f64"))
+
     with open(os.path.join(out, "towers.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"wrote {len(TOWERS)} towers to {out}")

@@ -6,6 +6,7 @@
 #include "engine/cpu/gemm.h"
 #include "engine/packed_matrix.h"
 #include "engine/status.h"
+#include "engine/vision/layers.h"
 
 namespace rwkv::vision {
 namespace {
@@ -81,17 +82,7 @@ std::vector<float> Projector::Forward(std::span<const float> x, int rows, int th
     for (size_t i = 0; i < in.size(); ++i) in[i] *= g[i];
   }
   cpu::Linear(in.data(), rows, PackedMatrix{proj_.data(), out_, in_}, y.data(), out_, false, threads);
-  if (gated()) {  // LayerNorm, eps 1e-5 (nn.LayerNorm's default).
-    for (int r = 0; r < rows; ++r) {
-      float* v = y.data() + static_cast<size_t>(r) * out_;
-      double mean = 0, var = 0;
-      for (int i = 0; i < out_; ++i) mean += v[i];
-      mean /= out_;
-      for (int i = 0; i < out_; ++i) var += (v[i] - mean) * (v[i] - mean);
-      const float inv = static_cast<float>(1.0 / std::sqrt(var / out_ + 1e-5));
-      for (int i = 0; i < out_; ++i) v[i] = (v[i] - static_cast<float>(mean)) * inv * ln_w_[i] + ln_b_[i];
-    }
-  }
+  if (gated()) RowLayerNorm(y.data(), rows, out_, ln_w_, ln_b_, 1e-5f, y.data());  // nn.LayerNorm's eps.
   return y;
 }
 

@@ -6,79 +6,28 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/gemm.h"
 #include "engine/status.h"
+#include "engine/vision/layers.h"
 
 namespace rwkv::vision {
 namespace {
 
-absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(absl::StrCat("vision tower: ", what)); }
+constexpr char kWhat[] = "vision tower";
 
-absl::StatusOr<const TensorInfo*> Get(const TensorFile& f, const std::string& name, std::vector<int64_t> shape) {
-  const TensorInfo* t = f.Find(name);
-  if (t == nullptr) return Bad(absl::StrCat("tensor ", name, " is missing"));
-  if (!IsFloat(t->dtype)) return Bad(absl::StrCat("tensor ", name, " is not floating point"));
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] < 0) shape[i] = i < t->shape.size() ? t->shape[i] : -1;  // Any size.
-  }
-  if (t->shape != shape) {
-    TensorInfo want;
-    want.shape = shape;
-    return Bad(absl::StrCat("tensor ", name, " is ", t->ShapeString(), "; expected ", want.ShapeString()));
-  }
-  return t;
-}
-
-std::vector<float> Floats(const TensorInfo& t) {
-  std::vector<float> v(t.numel());
-  CopyToFloat(t, v.data());
-  return v;
-}
-
-void LayerNorm(const float* x, int rows, int d, const std::vector<float>& w, const std::vector<float>& b, float eps,
-               float* y) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<int64_t>(r) * d;
-    float* yr = y + static_cast<int64_t>(r) * d;
-    double mean = 0, var = 0;
-    for (int i = 0; i < d; ++i) mean += xr[i];
-    mean /= d;
-    for (int i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const float inv = static_cast<float>(1.0 / std::sqrt(var / d + eps));
-    const float m = static_cast<float>(mean);
-    for (int i = 0; i < d; ++i) yr[i] = (xr[i] - m) * inv * w[i] + b[i];
-  }
-}
-
-float Gelu(float x, bool tanh_form) {
-  if (tanh_form) return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-  return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
-}
+absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(kWhat, ": ", what)); }
 
 }  // namespace
 
 absl::StatusOr<VitTower> VitTower::Load(const TensorFile& f, const std::string& prefix, const VitOptions& options) {
   VitTower v;
   v.options_ = options;
-  // `w`: the weight when its shape was checked already (the patch embedding's [D, 3, P, P]).
-  auto linear = [&](const std::string& name, int n, int k, const TensorInfo* w = nullptr) -> absl::StatusOr<Linear> {
-    if (w == nullptr) {
-      RWKV_ASSIGN_OR_RETURN(w, Get(f, name + ".weight", {n, k}));
-    }
-    RWKV_ASSIGN_OR_RETURN(const TensorInfo* b, Get(f, name + ".bias", {n}));
-    Linear l;
-    l.n = n;
-    l.k = k;
-    const std::vector<float> rows = Floats(*w);
-    l.packed.resize(PackedMatrix::Floats(n, k));
-    cpu::Pack(rows.data(), n, k, l.packed.data());
-    l.bias = Floats(*b);
-    return l;
+  auto linear = [&](const std::string& name, int n, int k, const TensorInfo* w = nullptr) {
+    return LoadDense(f, kWhat, name, n, k, /*bias=*/true, w);
   };
-  auto vec = [&](const std::string& name, int n) -> absl::StatusOr<std::vector<float>> {
-    RWKV_ASSIGN_OR_RETURN(const TensorInfo* t, Get(f, name, {n}));
-    return Floats(*t);
-  };
+  auto vec = [&](const std::string& name, int n) { return ReadVector(f, kWhat, name, n); };
+  auto Get = [&](const std::string& name, std::vector<int64_t> shape) { return GetTensor(f, kWhat, name, shape); };
+  auto Floats = [](const TensorInfo& t) { return ReadFloats(t); };
 
-  RWKV_ASSIGN_OR_RETURN(const TensorInfo* pw, Get(f, prefix + "patch_embed.proj.weight", {-1, 3, -1, -1}));
+  RWKV_ASSIGN_OR_RETURN(const TensorInfo* pw, Get(prefix + "patch_embed.proj.weight", {-1, 3, -1, -1}));
   v.dim_ = static_cast<int>(pw->shape[0]);
   v.patch_ = static_cast<int>(pw->shape[2]);
   if (pw->shape[3] != v.patch_ || v.dim_ <= 0 || v.patch_ <= 0) {
@@ -90,17 +39,17 @@ absl::StatusOr<VitTower> VitTower::Load(const TensorFile& f, const std::string& 
   const int D = v.dim_, kp = 3 * v.patch_ * v.patch_;
   RWKV_ASSIGN_OR_RETURN(v.patch_embed_, linear(prefix + "patch_embed.proj", D, kp, pw));  // [D][3][P][P] as [D][3PP].
   if (const TensorInfo* c = f.Find(prefix + "cls_token"); c != nullptr) {
-    RWKV_ASSIGN_OR_RETURN(c, Get(f, prefix + "cls_token", {1, 1, D}));
+    RWKV_ASSIGN_OR_RETURN(c, Get(prefix + "cls_token", {1, 1, D}));
     v.cls_ = Floats(*c);
   }
   int regs = 0;
   if (const TensorInfo* r = f.Find(prefix + "reg_token"); r != nullptr) {
-    RWKV_ASSIGN_OR_RETURN(r, Get(f, prefix + "reg_token", {1, -1, D}));
+    RWKV_ASSIGN_OR_RETURN(r, Get(prefix + "reg_token", {1, -1, D}));
     regs = static_cast<int>(r->shape[1]);
     v.reg_ = Floats(*r);
   }
   v.prefix_ = (v.cls_.empty() ? 0 : 1) + regs;
-  RWKV_ASSIGN_OR_RETURN(const TensorInfo* pos, Get(f, prefix + "pos_embed", {1, -1, D}));
+  RWKV_ASSIGN_OR_RETURN(const TensorInfo* pos, Get(prefix + "pos_embed", {1, -1, D}));
   // Position embeddings for the patches alone (timm's no_embed_class), or for every token.
   int64_t patches = pos->shape[1];
   if (v.prefix_ > 0) {
@@ -123,7 +72,7 @@ absl::StatusOr<VitTower> VitTower::Load(const TensorFile& f, const std::string& 
   if (depth == 0 || last < 0 || last >= depth) {
     return Bad(absl::StrCat("output block ", last, " of ", depth, " blocks"));
   }
-  RWKV_ASSIGN_OR_RETURN(const TensorInfo* fc1, Get(f, absl::StrCat(prefix, "blocks.0.mlp.fc1.weight"), {-1, D}));
+  RWKV_ASSIGN_OR_RETURN(const TensorInfo* fc1, Get(absl::StrCat(prefix, "blocks.0.mlp.fc1.weight"), {-1, D}));
   v.mlp_ = static_cast<int>(fc1->shape[0]);
   for (int l = 0; l <= last; ++l) {
     const std::string b = absl::StrCat(prefix, "blocks.", l, ".");
@@ -143,15 +92,6 @@ absl::StatusOr<VitTower> VitTower::Load(const TensorFile& f, const std::string& 
     v.blocks_.push_back(std::move(blk));
   }
   return v;
-}
-
-void VitTower::Apply(const Linear& l, const float* x, int rows, float* y, int threads) const {
-  const PackedMatrix m{l.packed.data(), l.n, l.k};
-  cpu::Linear(x, rows, m, y, l.n, false, threads);
-  for (int r = 0; r < rows; ++r) {
-    float* yr = y + static_cast<int64_t>(r) * l.n;
-    for (int i = 0; i < l.n; ++i) yr[i] += l.bias[i];
-  }
 }
 
 absl::StatusOr<std::vector<float>> VitTower::Forward(std::span<const float> pixels, int threads) const {
@@ -175,7 +115,7 @@ absl::StatusOr<std::vector<float>> VitTower::Forward(std::span<const float> pixe
   }
   // Tokens: [class, registers, patches].
   std::vector<float> x(static_cast<size_t>(N) * D);
-  Apply(patch_embed_, cols.data(), T, x.data() + static_cast<size_t>(prefix_) * D, threads);
+  patch_embed_.Apply(cols.data(), T, x.data() + static_cast<size_t>(prefix_) * D, threads);
   int row = 0;
   if (!cls_.empty()) std::copy(cls_.begin(), cls_.end(), x.begin() + static_cast<size_t>(row++) * D);
   for (size_t r = 0; r < reg_.size() / D; ++r) {
@@ -187,45 +127,20 @@ absl::StatusOr<std::vector<float>> VitTower::Forward(std::span<const float> pixe
   const int H = options_.heads, hd = D / H;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   std::vector<float> h(x.size()), qkv(static_cast<size_t>(N) * 3 * D), att(x.size()), mlp(static_cast<size_t>(N) * mlp_);
-  std::vector<float> q(static_cast<size_t>(N) * hd), kpack(PackedMatrix::Floats(N, hd)), vt(static_cast<size_t>(hd) * N),
-      vpack(PackedMatrix::Floats(hd, N)), scores(static_cast<size_t>(N) * N), kh(static_cast<size_t>(N) * hd),
-      oh(static_cast<size_t>(N) * hd);
+  AttentionScratch scratch;
   for (const Block& b : blocks_) {
-    LayerNorm(x.data(), N, D, b.norm1_w, b.norm1_b, options_.ln_eps, h.data());
-    Apply(b.qkv, h.data(), N, qkv.data(), threads);
+    RowLayerNorm(x.data(), N, D, b.norm1_w, b.norm1_b, options_.ln_eps, h.data());
+    b.qkv.Apply(h.data(), N, qkv.data(), threads);
     for (int hh = 0; hh < H; ++hh) {
-      for (int t = 0; t < N; ++t) {
-        const float* r = qkv.data() + static_cast<size_t>(t) * 3 * D + hh * hd;
-        for (int i = 0; i < hd; ++i) {
-          q[static_cast<size_t>(t) * hd + i] = r[i] * scale;  // timm scales q before the product.
-          kh[static_cast<size_t>(t) * hd + i] = r[D + i];
-          vt[static_cast<size_t>(i) * N + t] = r[2 * D + i];
-        }
-      }
-      // scores = q k^T (k as the "weight": N outputs of hd inputs), softmax by row, then scores v.
-      cpu::Pack(kh.data(), N, hd, kpack.data());
-      cpu::Linear(q.data(), N, PackedMatrix{kpack.data(), N, hd}, scores.data(), N, false, threads);
-      for (int t = 0; t < N; ++t) {
-        float* s = scores.data() + static_cast<size_t>(t) * N;
-        const float mx = *std::max_element(s, s + N);
-        double sum = 0;
-        for (int j = 0; j < N; ++j) sum += s[j] = std::exp(s[j] - mx);
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int j = 0; j < N; ++j) s[j] *= inv;
-      }
-      cpu::Pack(vt.data(), hd, N, vpack.data());
-      cpu::Linear(scores.data(), N, PackedMatrix{vpack.data(), hd, N}, oh.data(), hd, false, threads);
-      for (int t = 0; t < N; ++t) {
-        std::copy(oh.begin() + static_cast<size_t>(t) * hd, oh.begin() + static_cast<size_t>(t + 1) * hd,
-                  att.begin() + static_cast<size_t>(t) * D + hh * hd);
-      }
+      const float* base = qkv.data() + hh * hd;
+      HeadAttention(base, base + D, base + 2 * D, 3 * D, N, hd, scale, {}, att.data() + hh * hd, D, threads, &scratch);
     }
-    Apply(b.proj, att.data(), N, h.data(), threads);
+    b.proj.Apply(att.data(), N, h.data(), threads);
     for (size_t i = 0; i < x.size(); ++i) x[i] += b.ls1.empty() ? h[i] : h[i] * b.ls1[i % D];
-    LayerNorm(x.data(), N, D, b.norm2_w, b.norm2_b, options_.ln_eps, h.data());
-    Apply(b.fc1, h.data(), N, mlp.data(), threads);
+    RowLayerNorm(x.data(), N, D, b.norm2_w, b.norm2_b, options_.ln_eps, h.data());
+    b.fc1.Apply(h.data(), N, mlp.data(), threads);
     for (float& m : mlp) m = Gelu(m, options_.gelu_tanh);
-    Apply(b.fc2, mlp.data(), N, h.data(), threads);
+    b.fc2.Apply(mlp.data(), N, h.data(), threads);
     for (size_t i = 0; i < x.size(); ++i) x[i] += b.ls2.empty() ? h[i] : h[i] * b.ls2[i % D];
   }
   return std::vector<float>(x.begin() + static_cast<size_t>(prefix_) * D, x.end());

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/packed_matrix.h"
 #include "engine/tensor_file.h"
+#include "engine/vision/layers.h"
 
 namespace rwkv::vision {
 
@@ -41,15 +41,11 @@ class VitTower {
   absl::StatusOr<std::vector<float>> Forward(std::span<const float> pixels, int threads) const;
 
  private:
-  struct Linear {  // y = x W^T + b; W packed for engine/cpu/gemm.h.
-    std::vector<float> packed, bias;
-    int n = 0, k = 0;
-  };
+  using Linear = Dense;
   struct Block {
     std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b, ls1, ls2;  // ls*: empty without layer scale.
     Linear qkv, proj, fc1, fc2;
   };
-  void Apply(const Linear& l, const float* x, int rows, float* y, int threads) const;
 
   VitOptions options_;
   int patch_ = 0, grid_ = 0, dim_ = 0, prefix_ = 0, mlp_ = 0;

@@ -4,6 +4,7 @@
 #include "engine/vision/vit.h"
 
 #include "engine/vision/projector.h"
+#include "engine/vision/sam.h"
 
 #include <cmath>
 #include <cstdio>
@@ -81,6 +82,36 @@ TEST(VitTest, BadWeightsAndInputsAreClearErrors) {
   ASSERT_TRUE(tower.ok()) << tower.status();
   const absl::StatusOr<std::vector<float>> bad = tower->Forward(std::vector<float>(10), 1);
   EXPECT_EQ(bad.status().message(), "vision tower: pixels: 10 values; expected 3x28x28");
+}
+
+// The official SAM encoder (VisualRWKV v7.00's sam.py) built tiny: an 8x8 grid, windows of 3 (the
+// grid padded to 9), block 1 global, the neck and the space-to-depth; float64 on the float32
+// values. Same tolerance and reasoning as the ViT towers.
+TEST(SamTest, TinyOfficialEncoderMatchesInFloat64) {
+  auto file = TensorFile::Open(testing::Fixture("vision/tiny-sam.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<SamTower> sam = SamTower::Load(**file, "");
+  ASSERT_TRUE(sam.ok()) << sam.status();
+  EXPECT_EQ(sam->image_size(), 64);
+  EXPECT_EQ(sam->tokens(), 16);
+  EXPECT_EQ(sam->out_dim(), 32);
+  const TensorInfo* px = (*file)->Find("pixels");
+  ASSERT_NE(px, nullptr);
+  std::vector<float> pixels(px->numel());
+  CopyToFloat(*px, pixels.data());
+  const absl::StatusOr<std::vector<float>> got = sam->Forward(pixels, 2);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const std::vector<double> want = ReadF64(testing::Fixture("vision/tiny-sam.features.f64"));
+  ASSERT_EQ(got->size(), want.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += ((*got)[i] - want[i]) * ((*got)[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  std::printf("sam: relative L2 %.3g\n", std::sqrt(num / den));
+  EXPECT_LT(std::sqrt(num / den), kTol);
+  EXPECT_EQ(SamTower::Load(**file, "vit.sam.").status().message(),
+            "SAM tower: tensor vit.sam.patch_embed.proj.weight is missing");
 }
 
 double RelL2(const std::vector<float>& got, const double* want, size_t n) {

@@ -7,10 +7,18 @@ names, the input pixels (float32), and the float64 output of
 `get_intermediate_layers(pixels, n={depth - 2})` (the second-to-last block, prefix tokens removed,
 no final norm: what VisualRWKV takes) as raw little-endian float64.
 
+The SAM tower is the official one: `--sam PATH` names VisualRWKV's `v7.00/src/sam.py` (from a
+checkout of howard-hou/VisualRWKV; imported, not copied), built tiny (64x64 input, patch 8, window
+3 so that windows are padded, block 1 global), every parameter random; its LosslessDownSampler
+hard-codes a 32x32 output grid, so for the 8x8 grid here its forward is replaced by the same view /
+permute with the grid's own size.
+
 Needs PyTorch and timm (Debian python3-torch 1.13 + pip `timm==1.0.9 --no-deps`); output committed.
 
-  make_vision_fixtures.py [OUT_DIR]
+  make_vision_fixtures.py [OUT_DIR] [--sam PATH/sam.py]
 """
+import importlib.util
+from functools import partial
 import json
 import os
 import sys
@@ -30,8 +38,47 @@ TOWERS = {
 }
 
 
+def make_sam(out, sam_py, manifest):
+    spec = importlib.util.spec_from_file_location("official_sam", sam_py)
+    sam = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sam)
+    torch.manual_seed(14)
+    enc = sam.ImageEncoderViT(img_size=64, patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_ratio=4.0, out_chans=8,
+                              qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
+                              window_size=3, global_attn_indexes=(1,)).eval()
+
+    def down(x):  # LosslessDownSampler's view / permute, with this grid's size instead of 32.
+        b, c, h, w = x.shape
+        y = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return y.contiguous().view(b, h // 2, w // 2, 4 * c).permute(0, 3, 1, 2)
+
+    enc.down_sampler.forward = down
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            norm_weight = name.endswith("weight") and ("norm" in name or name in ("neck.1.weight", "neck.3.weight"))
+            p.copy_(1.0 + 0.2 * torch.randn_like(p) if norm_weight else 0.2 * torch.randn_like(p))
+        enc = enc.double()
+        for p in enc.parameters():
+            p.copy_(p.float().double())
+        pixels = torch.randn(1, 3, 64, 64, dtype=torch.float32).double()
+        feats = enc(pixels)[0]  # [4c, 4, 4]
+        feats = feats.reshape(feats.shape[0], -1).permute(1, 0)  # [16 tokens, 32], as the backbone flattens.
+    tensors = {k: v.float().numpy() for k, v in enc.state_dict().items()}
+    tensors["pixels"] = pixels[0].float().numpy()
+    write_safetensors(os.path.join(out, "tiny-sam.safetensors"), tensors, {k: "f32" for k in tensors})
+    np.asarray(feats.numpy(), "<f8").tofile(os.path.join(out, "tiny-sam.features.f64"))
+    manifest["sam"] = {"img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 4, "window": 3,
+                       "global_blocks": [1], "out_chans": 8, "features": list(feats.shape)}
+
+
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "fixtures", "vision")
+    args = [a for a in sys.argv[1:]]
+    sam_py = None
+    if "--sam" in args:
+        i = args.index("--sam")
+        sam_py = args[i + 1]
+        del args[i:i + 2]
+    out = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "fixtures", "vision")
     os.makedirs(out, exist_ok=True)
     manifest = {}
     for name, cfg in TOWERS.items():
@@ -75,6 +122,14 @@ def main():
                                                1e-5)
         results += [pooled.reshape(-1), gated.reshape(-1), (pooled @ linear.T).reshape(-1)]
     np.asarray(torch.cat(results).numpy(), "<f8").tofile(os.path.join(out, "tiny-head.expected.f64"))
+
+    if sam_py:
+        make_sam(out, sam_py, manifest)
+    else:
+        print("no --sam: the SAM fixture is left as it is")
+        old = os.path.join(out, "towers.json")
+        if os.path.exists(old) and "sam" in json.load(open(old)):
+            manifest["sam"] = json.load(open(old))["sam"]
 
     with open(os.path.join(out, "towers.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -1,0 +1,126 @@
+#include "engine/vision/layers.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cpu/gemm.h"
+#include "engine/packed_matrix.h"
+#include "engine/status.h"
+
+namespace rwkv::vision {
+
+absl::StatusOr<const TensorInfo*> GetTensor(const TensorFile& f, const std::string& what, const std::string& name,
+                                            std::vector<int64_t> shape) {
+  const TensorInfo* t = f.Find(name);
+  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": tensor ", name, " is missing"));
+  if (!IsFloat(t->dtype)) return absl::InvalidArgumentError(absl::StrCat(what, ": tensor ", name, " is not floating point"));
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) shape[i] = i < t->shape.size() ? t->shape[i] : -1;
+  }
+  if (t->shape != shape) {
+    TensorInfo want;
+    want.shape = shape;
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": tensor ", name, " is ", t->ShapeString(), "; expected ", want.ShapeString()));
+  }
+  return t;
+}
+
+std::vector<float> ReadFloats(const TensorInfo& t) {
+  std::vector<float> v(t.numel());
+  CopyToFloat(t, v.data());
+  return v;
+}
+
+absl::StatusOr<std::vector<float>> ReadVector(const TensorFile& f, const std::string& what, const std::string& name,
+                                              int n) {
+  RWKV_ASSIGN_OR_RETURN(const TensorInfo* t, GetTensor(f, what, name, {n}));
+  return ReadFloats(*t);
+}
+
+void Dense::Apply(const float* x, int rows, float* y, int threads) const {
+  cpu::Linear(x, rows, PackedMatrix{packed.data(), n, k}, y, n, false, threads);
+  if (bias.empty()) return;
+  for (int r = 0; r < rows; ++r) {
+    float* yr = y + static_cast<int64_t>(r) * n;
+    for (int i = 0; i < n; ++i) yr[i] += bias[i];
+  }
+}
+
+absl::StatusOr<Dense> LoadDense(const TensorFile& f, const std::string& what, const std::string& name, int n, int k,
+                                bool bias, const TensorInfo* weight) {
+  if (weight == nullptr) {
+    RWKV_ASSIGN_OR_RETURN(weight, GetTensor(f, what, name + ".weight", {n, k}));
+  }
+  Dense d;
+  d.n = n;
+  d.k = k;
+  const std::vector<float> rows = ReadFloats(*weight);
+  d.packed.resize(PackedMatrix::Floats(n, k));
+  cpu::Pack(rows.data(), n, k, d.packed.data());
+  if (bias) {
+    RWKV_ASSIGN_OR_RETURN(d.bias, ReadVector(f, what, name + ".bias", n));
+  }
+  return d;
+}
+
+void RowLayerNorm(const float* x, int rows, int d, const std::vector<float>& w, const std::vector<float>& b, float eps,
+                  float* y) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<int64_t>(r) * d;
+    float* yr = y + static_cast<int64_t>(r) * d;
+    double mean = 0, var = 0;
+    for (int i = 0; i < d; ++i) mean += xr[i];
+    mean /= d;
+    for (int i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / d + eps));
+    const float m = static_cast<float>(mean);
+    for (int i = 0; i < d; ++i) yr[i] = (xr[i] - m) * inv * w[i] + b[i];
+  }
+}
+
+float Gelu(float x, bool tanh_form) {
+  if (tanh_form) return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
+}
+
+void HeadAttention(const float* q, const float* k, const float* v, int ld, int T, int hd, float scale,
+                   const std::function<void(float* scores)>& add_to_scores, float* out, int ld_out, int threads,
+                   AttentionScratch* s) {
+  s->q.resize(static_cast<size_t>(T) * hd);
+  s->k.resize(s->q.size());
+  s->vt.resize(s->q.size());
+  s->out.resize(s->q.size());
+  s->kpack.resize(PackedMatrix::Floats(T, hd));
+  s->vpack.resize(PackedMatrix::Floats(hd, T));
+  s->scores.resize(static_cast<size_t>(T) * T);
+  for (int t = 0; t < T; ++t) {
+    for (int i = 0; i < hd; ++i) {
+      s->q[static_cast<size_t>(t) * hd + i] = q[static_cast<size_t>(t) * ld + i] * scale;  // q scaled first.
+      s->k[static_cast<size_t>(t) * hd + i] = k[static_cast<size_t>(t) * ld + i];
+      s->vt[static_cast<size_t>(i) * T + t] = v[static_cast<size_t>(t) * ld + i];
+    }
+  }
+  // k as the "weight" (T outputs of hd inputs), then the probabilities against v^T.
+  cpu::Pack(s->k.data(), T, hd, s->kpack.data());
+  cpu::Linear(s->q.data(), T, PackedMatrix{s->kpack.data(), T, hd}, s->scores.data(), T, false, threads);
+  if (add_to_scores) add_to_scores(s->scores.data());
+  for (int t = 0; t < T; ++t) {
+    float* row = s->scores.data() + static_cast<size_t>(t) * T;
+    float mx = row[0];
+    for (int j = 1; j < T; ++j) mx = std::max(mx, row[j]);
+    double sum = 0;
+    for (int j = 0; j < T; ++j) sum += row[j] = std::exp(row[j] - mx);
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int j = 0; j < T; ++j) row[j] *= inv;
+  }
+  cpu::Pack(s->vt.data(), hd, T, s->vpack.data());
+  cpu::Linear(s->scores.data(), T, PackedMatrix{s->vpack.data(), hd, T}, s->out.data(), hd, false, threads);
+  for (int t = 0; t < T; ++t) {
+    std::copy(s->out.begin() + static_cast<size_t>(t) * hd, s->out.begin() + static_cast<size_t>(t + 1) * hd,
+              out + static_cast<size_t>(t) * ld_out);
+  }
+}
+
+}  // namespace rwkv::vision

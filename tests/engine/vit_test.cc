@@ -3,6 +3,7 @@
 // the patches only, layer scale) and SigLIP (no prefix, no layer scale) towers.
 #include "engine/vision/vit.h"
 
+#include "engine/vision/encoder.h"
 #include "engine/vision/projector.h"
 #include "engine/vision/sam.h"
 
@@ -157,6 +158,39 @@ TEST(VisionHead, PoolingAndProjectorsMatchTorchInFloat64) {
   EXPECT_EQ(at, want.size());
   EXPECT_EQ(Projector::Load(**file, "none.").status().message(),
             "projector: neither none.weight (linear) nor none.gate.weight (gated MLP) is present");
+}
+
+// The whole encoder on a real image file: the three tiny towers and a gated projector as one
+// VisualRWKV checkpoint (vit.*, proj.*), against VisualRWKV's own pipeline in float64 (PIL resize,
+// torchvision ToTensor/Normalize, the towers, concatenation, 2x2 pooling, projector). The resize
+// is bit-exact, the rest as the towers: 1e-5.
+TEST(VisionEncoderTest, AnImageBecomesTheRowsOfTheReferencePipeline) {
+  auto file = TensorFile::Open(testing::Fixture("vision/tiny-visualrwkv-encoder.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  VisionEncoderOptions o;
+  o.dino_heads = 4;
+  o.siglip_heads = 5;
+  o.tokens_per_image = 4;
+  absl::StatusOr<VisionEncoder> enc = VisionEncoder::Load(**file, o);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  EXPECT_EQ(enc->tokens(), 4);
+  EXPECT_EQ(enc->width(), 16);
+  const std::string bytes = testing::ReadFile(testing::Fixture("images/source-37x23.png"));
+  absl::StatusOr<Image> img = DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  ASSERT_TRUE(img.ok()) << img.status();
+  VisionEncoder::Timings t;
+  const absl::StatusOr<std::vector<float>> rows = enc->Encode(*img, 2, &t);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  const std::vector<double> want = ReadF64(testing::Fixture("vision/tiny-visualrwkv-encoder.rows.f64"));
+  ASSERT_EQ(rows->size(), want.size());
+  const double err = RelL2(*rows, want.data(), want.size());
+  std::printf("encoder: relative L2 %.3g\n", err);
+  EXPECT_LT(err, 1e-5);
+  EXPECT_GT(t.dino + t.siglip + t.sam, 0.0);
+
+  o.tokens_per_image = 5;
+  EXPECT_EQ(VisionEncoder::Load(**file, o).status().message(),
+            "vision encoder: tokens_per_image is 5; it must be a square of at most 16");
 }
 
 }  // namespace

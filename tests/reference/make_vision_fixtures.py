@@ -38,6 +38,49 @@ TOWERS = {
 }
 
 
+def make_encoder(out, models, sam_enc):
+    """The three tiny towers and a gated projector as one VisualRWKV checkpoint (vit.*, proj.*), and
+    the rows VisualRWKV's encode_images gives for tests/fixtures/images/source-37x23.png: PIL
+    bicubic resize per tower, ToTensor/Normalize (SAM with DINO's), towers, concatenation, 2x2
+    adaptive pooling, projector."""
+    from PIL import Image
+    import torchvision.transforms as T
+    img = Image.open(os.path.join(os.path.dirname(out), "images", "source-37x23.png")).convert("RGB")
+    imagenet = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    half = T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    def prep(size, norm):
+        return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(), norm])(
+            img)[None].double()
+
+    torch.manual_seed(15)
+    width = 16
+    channels = models["dino"].embed_dim + models["siglip"].embed_dim + 4 * 8
+    proj = {"gate.weight": 0.2 * torch.randn(channels, channels), "o_proj.weight": 0.2 * torch.randn(width, channels),
+            "ln_v.weight": 1 + 0.2 * torch.randn(width), "ln_v.bias": 0.2 * torch.randn(width)}
+    proj = {k: v.float().double() for k, v in proj.items()}
+    with torch.no_grad():
+        d = models["dino"].get_intermediate_layers(prep(28, imagenet), n={1})[0]
+        s = models["siglip"].get_intermediate_layers(prep(28, half), n={1})[0]
+        m = sam_enc(prep(64, imagenet))
+        m = m.reshape(1, m.shape[1], -1).permute(0, 2, 1)
+        feats = torch.cat([d, s, m], dim=2)  # [1, 16, channels]
+        grid = feats.view(1, 4, 4, channels).permute(0, 3, 1, 2)
+        pooled = torch.nn.AdaptiveAvgPool2d(2)(grid).view(1, channels, -1).permute(0, 2, 1)[0]
+        rows = torch.nn.functional.layer_norm(
+            (pooled * torch.sigmoid(pooled @ proj["gate.weight"].T)) @ proj["o_proj.weight"].T, (width,),
+            proj["ln_v.weight"], proj["ln_v.bias"], 1e-5)
+    tensors = {}
+    for tower, module in (("dino", models["dino"]), ("siglip", models["siglip"]), ("sam", sam_enc)):
+        for k, v in module.state_dict().items():
+            if not k.startswith(("head", "fc_norm")):
+                tensors[f"vit.{tower}_featurizer.{k}"] = v.float().numpy()
+    for k, v in proj.items():
+        tensors[f"proj.{k}"] = v.float().numpy()
+    write_safetensors(os.path.join(out, "tiny-visualrwkv-encoder.safetensors"), tensors, {k: "f32" for k in tensors})
+    np.asarray(rows.numpy(), "<f8").tofile(os.path.join(out, "tiny-visualrwkv-encoder.rows.f64"))
+
+
 def make_sam(out, sam_py, manifest):
     spec = importlib.util.spec_from_file_location("official_sam", sam_py)
     sam = importlib.util.module_from_spec(spec)
@@ -69,6 +112,7 @@ def make_sam(out, sam_py, manifest):
     np.asarray(feats.numpy(), "<f8").tofile(os.path.join(out, "tiny-sam.features.f64"))
     manifest["sam"] = {"img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 4, "window": 3,
                        "global_blocks": [1], "out_chans": 8, "features": list(feats.shape)}
+    return enc
 
 
 def main():
@@ -81,6 +125,7 @@ def main():
     out = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "fixtures", "vision")
     os.makedirs(out, exist_ok=True)
     manifest = {}
+    models = {}
     for name, cfg in TOWERS.items():
         torch.manual_seed(11 if name == "dino" else 12)
         m = VisionTransformer(num_classes=0, **cfg).eval()
@@ -99,6 +144,7 @@ def main():
         np.asarray(feats.numpy(), "<f8").tofile(os.path.join(out, f"tiny-{name}.features.f64"))
         manifest[name] = {**{k: v for k, v in cfg.items() if k != "global_pool"}, "features": list(feats.shape),
                           "output_block": cfg["depth"] - 2}
+        models[name] = m
     # The head: features on a 6x6 grid of 24 channels pooled to 2x2 (windows of 3) and to 4x4
     # (overlapping windows of 2), then both projector kinds to a width of 16, in float64 on the
     # float32 values (torch's AdaptiveAvgPool2d, the official MLPWithContextGating's formula).
@@ -124,7 +170,7 @@ def main():
     np.asarray(torch.cat(results).numpy(), "<f8").tofile(os.path.join(out, "tiny-head.expected.f64"))
 
     if sam_py:
-        make_sam(out, sam_py, manifest)
+        make_encoder(out, models, make_sam(out, sam_py, manifest))
     else:
         print("no --sam: the SAM fixture is left as it is")
         old = os.path.join(out, "towers.json")

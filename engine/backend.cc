@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <algorithm>
+
 #include <new>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +41,16 @@ absl::Status Backend::ValidateBatch(std::span<const BatchEntry> batch) {
           absl::StrCat("batch entry ", e, ": slot ", b.slot, " appears twice in one batch"));
     seen[b.slot] = true;
     if (b.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": no tokens"));
+    if (!b.rows.empty()) {
+      if (b.rows.size() != b.tokens.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": ", b.rows.size(), " embedding rows for ",
+                                                       b.tokens.size(), " tokens; one per token (or none)"));
+      }
+      if (!takes_embedding_rows() && std::any_of(b.rows.begin(), b.rows.end(), [](const float* r) { return r != nullptr; })) {
+        return absl::UnimplementedError(
+            absl::StrCat("batch entry ", e, ": the ", std::string(name()), " backend does not take embedding rows (image inputs) yet"));
+      }
+    }
     for (size_t i = 0; i < b.tokens.size(); ++i) {
       if (b.tokens[i] < 0 || b.tokens[i] >= vocab) {
         return absl::InvalidArgumentError(absl::StrCat("batch entry ", e, ": token ", b.tokens[i], " at position ", i,

@@ -26,6 +26,10 @@ struct BatchEntry {
   int slot = -1;                    // An acquired slot of the backend's pool; distinct per entry.
   std::span<const int32_t> tokens;  // At least one token, each in [0, vocab).
   bool all_logits = false;          // Logits of every token instead of the last one only.
+  // Empty, or one per token: nullptr takes tokens[i]'s embedding; otherwise n_embd floats that
+  // replace it, fed through blocks.0.ln0 as an embedding row is (image features: VisualRWKV).
+  // Backends that cannot take them refuse the batch (Backend::takes_embedding_rows).
+  std::span<const float* const> rows = {};
 };
 
 // Logits of one Forward call. Reused across calls: its buffer only grows.
@@ -93,6 +97,8 @@ class Backend {
  protected:
   // Shared argument checks for every backend.
   absl::Status ValidateBatch(std::span<const BatchEntry> batch);
+  // Whether BatchEntry::rows may carry rows (ValidateBatch refuses them otherwise).
+  virtual bool takes_embedding_rows() const { return false; }
 
  private:
   std::vector<bool> seen_slots_;

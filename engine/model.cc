@@ -369,19 +369,22 @@ absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value
                                                  "'; it must be auto, f32, bf16, f16, int8 or int4"));
 }
 
-void Model::FoldLn0(const float* w, const float* b) {
-  // emb rows <- LayerNorm(row; ln0), in double so the fold adds no error of its own.
-  float* e = const_cast<float*>(emb_);
+void Model::ApplyLn0(const float* row, float* out) const {
+  // In double, so the fold adds no error of its own.
   const int C = config_.n_embd;
-  for (int64_t v = 0; v < config_.vocab; ++v) {
-    float* row = e + v * C;
-    double mean = 0, var = 0;
-    for (int i = 0; i < C; ++i) mean += row[i];
-    mean /= C;
-    for (int i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
-    const double inv = 1.0 / std::sqrt(var / C + 1e-5);
-    for (int i = 0; i < C; ++i) row[i] = static_cast<float>((row[i] - mean) * inv * w[i] + b[i]);
-  }
+  double mean = 0, var = 0;
+  for (int i = 0; i < C; ++i) mean += row[i];
+  mean /= C;
+  for (int i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
+  const double inv = 1.0 / std::sqrt(var / C + 1e-5);
+  for (int i = 0; i < C; ++i) out[i] = static_cast<float>((row[i] - mean) * inv * ln0_w_[i] + ln0_b_[i]);
+}
+
+void Model::FoldLn0(const float* w, const float* b) {
+  ln0_w_ = w;
+  ln0_b_ = b;
+  float* e = const_cast<float*>(emb_);
+  for (int64_t v = 0; v < config_.vocab; ++v) ApplyLn0(e + v * config_.n_embd, e + v * config_.n_embd);
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ModelOptions& options) {

@@ -116,6 +116,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const std::string& source() const { return source_; }
   const float* emb() const { return emb_; }  // [V, C], ln0 already applied.
+  // blocks.0.ln0 on one row of C floats, as the embedding table was folded with it (bit for bit):
+  // rows from outside the table (image features) enter the model through it.
+  void ApplyLn0(const float* row, float* out) const;
   const float* ln_out_w() const { return ln_out_w_; }
   const float* ln_out_b() const { return ln_out_b_; }
   const PackedMatrix& head() const { return head_; }  // V x C
@@ -147,6 +150,7 @@ class Model {
   std::vector<uint8_t> code_arena_;   // Quantized matrices' codes.
   MatrixType matrices_ = MatrixType::kF32;
   const float *emb_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
+  const float *ln0_w_ = nullptr, *ln0_b_ = nullptr;  // In the arena; kept after the fold.
   PackedMatrix head_;
   std::vector<Rwkv7Layer> layers_;
   std::vector<Rwkv6Layer> layers6_;

@@ -101,9 +101,13 @@ void CpuBackend::Step(std::span<const BatchEntry> batch, std::span<const Piece> 
     for (int t = 0; t < p.count; ++t, ++rows) {
       row_piece_[rows] = static_cast<int>(pi);
       row_first_[rows] = t == 0;
-      const int32_t tok = batch[p.entry].tokens[p.begin + t];
-      std::memcpy(x_.data() + static_cast<size_t>(rows) * C, model_->emb() + static_cast<size_t>(tok) * C,
-                  C * sizeof(float));
+      const BatchEntry& be = batch[p.entry];
+      float* x = x_.data() + static_cast<size_t>(rows) * C;
+      if (!be.rows.empty() && be.rows[p.begin + t] != nullptr) {
+        model_->ApplyLn0(be.rows[p.begin + t], x);  // An image row: ln0 as the table had it.
+      } else {
+        std::memcpy(x, model_->emb() + static_cast<size_t>(be.tokens[p.begin + t]) * C, C * sizeof(float));
+      }
     }
   }
   const bool v6 = c.arch == Architecture::kRwkv6, v4 = c.arch == Architecture::kRwkv4, v5 = !v4 && !derived_.empty();

@@ -19,6 +19,7 @@ class CpuBackend final : public Backend {
   CpuBackend(std::shared_ptr<const Model> model, const BackendOptions& options);
 
   std::string_view name() const override { return "cpu"; }
+  bool takes_embedding_rows() const override { return true; }
   const ModelConfig& config() const override { return model_->config(); }
   StatePool& pool() override { return pool_; }
   int max_step_tokens() const override { return max_tokens_; }

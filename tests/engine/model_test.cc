@@ -11,6 +11,7 @@
 #include <random>
 
 #include "engine/backend.h"
+#include "engine/tensor_file.h"
 #include "gtest/gtest.h"
 #include "tests/engine/test_util.h"
 
@@ -234,6 +235,48 @@ TEST_F(BackendTest, LogitsLayout) {
   // Entry c saw only token 0 of the sequence, like entry a's first row: bitwise the same logits.
   EXPECT_EQ(std::vector<float>(logits_.Row(0, 0).begin(), logits_.Row(0, 0).end()),
             std::vector<float>(logits_.Row(2, 0).begin(), logits_.Row(2, 0).end()));
+}
+
+// Embedding rows (image features) enter through blocks.0.ln0 like table rows: feeding a token's raw
+// (unfolded) embedding row in its place gives the token's logits and state bit for bit, over a
+// prompt longer than a step (16 tokens a step here), so rows follow the chunking; any other row
+// changes them.
+TEST_F(BackendTest, EmbeddingRowsEnterThroughLn0LikeTableRows) {
+  auto file = TensorFile::Open(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorInfo* emb = (*file)->Find("emb.weight");
+  ASSERT_NE(emb, nullptr);
+  std::vector<float> raw(emb->numel());
+  CopyToFloat(*emb, raw.data());
+  const int C = static_cast<int>(emb->shape[1]);
+  StatePool& pool = backend_->pool();
+  const int a = *pool.Acquire(), b = *pool.Acquire(), c = *pool.Acquire();
+  std::span<const int32_t> t(tokens_);
+  const std::span<const int32_t> prompt = t.subspan(0, 20);
+  std::vector<const float*> rows(prompt.size(), nullptr);
+  for (size_t i = 1; i < rows.size(); i += 3) rows[i] = raw.data() + static_cast<size_t>(prompt[i]) * C;
+  BatchEntry plain{a, prompt, true};
+  ASSERT_TRUE(backend_->Forward({&plain, 1}, &logits_).ok());
+  const std::vector<float> want(logits_.Row(0, 0).begin(), logits_.Row(0, 19).end());
+  BatchEntry with_rows{b, prompt, true, rows};
+  ASSERT_TRUE(backend_->Forward({&with_rows, 1}, &logits_).ok());
+  EXPECT_EQ(std::vector<float>(logits_.Row(0, 0).begin(), logits_.Row(0, 19).end()), want);
+  EXPECT_EQ(State(a), State(b));
+  // Another row at position 7: the logits from there on differ, those before do not.
+  std::vector<float> other(C, 0.5f);
+  rows[7] = other.data();
+  BatchEntry changed{c, prompt, true, rows};
+  ASSERT_TRUE(backend_->Forward({&changed, 1}, &logits_).ok());
+  EXPECT_EQ(std::vector<float>(logits_.Row(0, 0).begin(), logits_.Row(0, 6).end()),
+            std::vector<float>(want.begin(), want.begin() + 7 * 256));
+  EXPECT_NE(std::vector<float>(logits_.Row(0, 7).begin(), logits_.Row(0, 7).end()),
+            std::vector<float>(want.begin() + 7 * 256, want.begin() + 8 * 256));
+  // One row per token, or none.
+  const float* two[] = {nullptr, nullptr};
+  BatchEntry wrong{a, t.subspan(0, 3), false, two};
+  const absl::Status st = backend_->Forward({&wrong, 1}, &logits_);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "batch entry 0: 2 embedding rows for 3 tokens; one per token (or none)");
 }
 
 TEST(BackendFactoryTest, UnknownOrMissingBackends) {

@@ -1,5 +1,6 @@
 #include "engine/name_map.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -77,6 +78,22 @@ std::string FlaToOfficial(const std::string& name, bool* transpose) {
 }  // namespace
 
 absl::Status MapToOfficialNames(const std::string& path, std::vector<TensorInfo>* tensors) {
+  // A VisualRWKV checkpoint: the language model under "rwkv.", beside its vision encoder (vit.*,
+  // proj.*), which engine/vision reads from the file itself: the language model's view keeps the
+  // "rwkv." tensors alone, without the prefix.
+  const auto has = [&](const char* name) {
+    return std::any_of(tensors->begin(), tensors->end(), [&](const TensorInfo& t) { return t.name == name; });
+  };
+  if (has("rwkv.emb.weight") && !has("emb.weight")) {
+    std::vector<TensorInfo> lm;
+    for (TensorInfo& t : *tensors) {
+      if (!absl::StartsWith(t.name, "rwkv.")) continue;
+      t.name = t.name.substr(5);
+      lm.push_back(std::move(t));
+    }
+    *tensors = std::move(lm);
+    return absl::OkStatus();
+  }
   if (!IsFlaHub(*tensors)) return absl::OkStatus();
   for (TensorInfo& t : *tensors) {
     bool transpose;

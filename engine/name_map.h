@@ -12,7 +12,9 @@ namespace rwkv {
 
 // If the tensors use the Hugging Face fla-hub RWKV-7 names (model.layers.N.attn.r_proj ...), renames
 // them to the official ones (blocks.N.att.receptance ...) and turns the transposed LoRA matrices
-// back into [in, out] views (no copy). Official names pass through unchanged.
+// back into [in, out] views (no copy). A VisualRWKV checkpoint (the language model under "rwkv.",
+// the vision encoder under "vit." and "proj.") becomes its language model's tensors, unprefixed.
+// Official names pass through unchanged.
 // Fails with INVALID_ARGUMENT naming `path` and the first name it cannot map.
 absl::Status MapToOfficialNames(const std::string& path, std::vector<TensorInfo>* tensors);
 

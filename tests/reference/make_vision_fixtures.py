@@ -54,7 +54,7 @@ def make_encoder(out, models, sam_enc):
             img)[None].double()
 
     torch.manual_seed(15)
-    width = 16
+    width = 64  # tests/fixtures/tiny-rwkv7's n_embd: the encoder completes that model into a VisualRWKV.
     channels = models["dino"].embed_dim + models["siglip"].embed_dim + 4 * 8
     proj = {"gate.weight": 0.2 * torch.randn(channels, channels), "o_proj.weight": 0.2 * torch.randn(width, channels),
             "ln_v.weight": 1 + 0.2 * torch.randn(width), "ln_v.bias": 0.2 * torch.randn(width)}
@@ -79,6 +79,23 @@ def make_encoder(out, models, sam_enc):
         tensors[f"proj.{k}"] = v.float().numpy()
     write_safetensors(os.path.join(out, "tiny-visualrwkv-encoder.safetensors"), tensors, {k: "f32" for k in tensors})
     np.asarray(rows.numpy(), "<f8").tofile(os.path.join(out, "tiny-visualrwkv-encoder.rows.f64"))
+
+    # The whole VisualRWKV-7: tests/fixtures/tiny-rwkv7-f32 as `rwkv.*` beside the encoder, and the
+    # float64 logits of every position of [4 image rows] + the manifest's first 6 tokens (the rows
+    # through blocks.0.ln0 like embeddings: tests/reference/rwkv7_ref.py).
+    from rwkv7_ref import Rwkv7
+    from tensorio import read_safetensors
+    fix = os.path.join(os.path.dirname(out))
+    lm = read_safetensors(os.path.join(fix, "tiny-rwkv7-f32.safetensors"))
+    model = Rwkv7(lm)
+    tokens = json.load(open(os.path.join(fix, "tiny-rwkv7.json")))["tokens"][:6]
+    state = model.init_state()
+    logits = [model.forward_row(r, state) for r in rows.numpy()] + [model.forward(t, state) for t in tokens]
+    full = {f"rwkv.{k}": v for k, v in lm.items()}
+    full.update(tensors)
+    write_safetensors(os.path.join(out, "tiny-visualrwkv7.safetensors"), full, {k: "f32" for k in full},
+                      metadata={"tokens_per_image": "4", "tokens": json.dumps(tokens)})
+    np.asarray(np.stack(logits), "<f8").tofile(os.path.join(out, "tiny-visualrwkv7.logits.f64"))
 
 
 def make_sam(out, sam_py, manifest):

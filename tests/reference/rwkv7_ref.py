@@ -48,8 +48,16 @@ class Rwkv7:
 
     def forward(self, token, state):
         """Advances `state` in place by one token; returns the logits (float64)."""
+        return self.forward_x(self.emb[token].copy(), state)
+
+    def forward_row(self, row, state):
+        """As forward, for an embedding row from outside the table (VisualRWKV's image rows): it
+        goes through blocks.0.ln0 as the table's rows do."""
+        return self.forward_x(layer_norm(np.asarray(row, np.float64), self.vec("blocks.0.ln0.weight"),
+                                         self.vec("blocks.0.ln0.bias")), state)
+
+    def forward_x(self, x, state):
         H, N = self.n_head, self.head_size
-        x = self.emb[token].copy()
         v_first = None
         for l in range(self.n_layer):
             p = f"blocks.{l}."

@@ -10,6 +10,8 @@
 // parity checks parse this format; keep it stable. Errors go to stderr with a non-zero exit.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,7 +26,10 @@
 #include "engine/sampler.h"
 #include "engine/start_state.h"
 #include "engine/status.h"
+#include "engine/tensor_file.h"
 #include "engine/tokenizer.h"
+#include "engine/vision/encoder.h"
+#include "engine/vision/image.h"
 
 namespace rwkv {
 namespace {
@@ -35,15 +40,18 @@ commands:
   inspect    --model FILE                       architecture, dimensions, parameters, state size
   logits     --model FILE --tokens 1,2,3        logits of every position, one line each (%.9g)
              [--chunk N]                        feed N tokens per engine call (default: all, up to 65536)
+             [--image FILE]                     a VisualRWKV-7 model: the image's rows before the tokens
   tokenize   --vocab FILE --text STR            token ids, comma-separated
   detokenize --vocab FILE --tokens 1,2,3        the text of the tokens
   generate   --model FILE --vocab FILE --prompt STR --max-tokens N
              [--temperature 1.0] [--top-p 0.85] [--top-k 0] [--min-p 0]
              [--presence-penalty 0] [--frequency-penalty 0] [--penalty-decay 1]
              [--ban 0,1] [--bias ID:VALUE,...] [--seed 0] [--chunk 256] [--ignore-eos]
+             [--image FILE]                     a VisualRWKV-7 model: the image's rows before the prompt
 common:      [--backend cpu|cuda] [--threads N] [--device 0]
              [--dtype auto|f32|bf16|f16|int8|int4 (weight matrices; auto: cuda f16, cpu as the file stores them; int8/int4 cpu only)]
              [--state FILE (a state-tuning file as the start state; logits, generate)]
+             [--image-tokens 16] [--dino-heads 16] [--siglip-heads 16] (--image: the encoder's shape)
              [--tokenizer auto|world|neox]  --vocab is a World vocabulary or a GPT-NeoX tokenizer.json;
              auto picks NeoX for the Pile vocabularies (50277, 50304) or, without a model, a .json file
 )";
@@ -158,6 +166,39 @@ absl::StatusOr<int> StartSlot(const Flags& f, Backend& backend) {
   return slot;
 }
 
+// --image FILE: the image (PNG, JPEG or WebP) through the --model file's VisualRWKV-7 encoder
+// (vit.*, proj.*): one row of n_embd floats per image token, empty without --image.
+absl::StatusOr<std::vector<float>> ImageRows(const Flags& f, const std::string& model_path, int n_embd) {
+  auto it = f.find("image");
+  if (it == f.end()) return std::vector<float>();
+  std::ifstream in(it->second, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot open ", it->second));
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  RWKV_ASSIGN_OR_RETURN(vision::Image image,
+                        vision::DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                                     bytes.size())));
+  vision::VisionEncoderOptions o;
+  RWKV_ASSIGN_OR_RETURN(o.tokens_per_image, Number<int>(f, "image-tokens", o.tokens_per_image));
+  RWKV_ASSIGN_OR_RETURN(o.dino_heads, Number<int>(f, "dino-heads", o.dino_heads));
+  RWKV_ASSIGN_OR_RETURN(o.siglip_heads, Number<int>(f, "siglip-heads", o.siglip_heads));
+  RWKV_ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, TensorFile::Open(model_path));
+  if (file->Find("vit.dino_featurizer.patch_embed.proj.weight") == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--image: ", model_path, " is not a VisualRWKV-7 checkpoint (no vit.* vision towers)"));
+  }
+  RWKV_ASSIGN_OR_RETURN(vision::VisionEncoder enc, vision::VisionEncoder::Load(*file, o));
+  if (enc.width() != n_embd) {
+    return absl::InvalidArgumentError(absl::StrCat("--image: the encoder's rows have ", enc.width(),
+                                                   " values; the model's embedding has ", n_embd));
+  }
+  RWKV_ASSIGN_OR_RETURN(int threads, Number<int>(f, "threads", 0));
+  vision::VisionEncoder::Timings t;
+  RWKV_ASSIGN_OR_RETURN(std::vector<float> rows, enc.Encode(image, threads > 0 ? threads : 2, &t));
+  std::fprintf(stderr, "[image %dx%d: %d rows; preprocess %.3f s, DINOv2 %.3f s, SigLIP %.3f s, SAM %.3f s, projector %.3f s]\n",
+               image.width, image.height, enc.tokens(), t.preprocess, t.dino, t.siglip, t.sam, t.project);
+  return rows;
+}
+
 absl::Status LogitsCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::string path, Required(f, "model"));
   RWKV_ASSIGN_OR_RETURN(std::string tokens_arg, Required(f, "tokens"));
@@ -169,6 +210,15 @@ absl::Status LogitsCmd(const Flags& f) {
   }
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, LoadModel(f, path));
   std::shared_ptr<const Model> model = std::move(m);
+  const int C = model->config().n_embd;
+  RWKV_ASSIGN_OR_RETURN(const std::vector<float> image, ImageRows(f, path, C));
+  const size_t image_tokens = image.size() / C;
+  std::vector<const float*> rows;  // Per position: an image row, or none.
+  if (image_tokens > 0) {
+    tokens.insert(tokens.begin(), image_tokens, 0);  // Placeholders: their rows stand in.
+    rows.assign(tokens.size(), nullptr);
+    for (size_t i = 0; i < image_tokens; ++i) rows[i] = image.data() + i * C;
+  }
   // Scratch for the largest call made; larger --chunk values change nothing.
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                         MakeBackend(f, model, std::min<int>(chunk, static_cast<int>(tokens.size()))));
@@ -178,6 +228,7 @@ absl::Status LogitsCmd(const Flags& f) {
   for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
     const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(chunk));
     BatchEntry e{slot, std::span<const int32_t>(tokens.data() + begin, n), /*all_logits=*/true};
+    if (!rows.empty()) e.rows = std::span<const float* const>(rows.data() + begin, n);
     RWKV_RETURN_IF_ERROR(backend->Forward({&e, 1}, &logits));
     for (int r = 0; r < logits.rows(0); ++r) {
       line.clear();
@@ -264,10 +315,13 @@ absl::Status GenerateCmd(const Flags& f) {
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(vocab, TokenizerKind(f), model->config().vocab));
   RWKV_RETURN_IF_ERROR(ValidateSamplingParams(sp, model->config().vocab));
   std::vector<int32_t> prompt_tokens = tok->Encode(prompt);
+  const int C = model->config().n_embd;
+  RWKV_ASSIGN_OR_RETURN(const std::vector<float> image, ImageRows(f, path, C));
+  const size_t image_tokens = image.size() / C;
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
                         MakeBackend(f, model, std::min<int>(chunk, std::max<int>(1, prompt_tokens.size()))));
   RWKV_ASSIGN_OR_RETURN(int slot, StartSlot(f, *backend));
-  if (prompt_tokens.empty()) prompt_tokens.push_back(Tokenizer::kEndOfText);  // Start from a document boundary.
+  if (prompt_tokens.empty() && image_tokens == 0) prompt_tokens.push_back(Tokenizer::kEndOfText);  // A document boundary.
   for (int32_t t : prompt_tokens) {
     if (t >= model->config().vocab) {
       return absl::InvalidArgumentError(absl::StrCat("--prompt encodes to token ", t,
@@ -279,8 +333,15 @@ absl::Status GenerateCmd(const Flags& f) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   Logits logits;
-  BatchEntry e{slot, prompt_tokens, false};
+  std::vector<const float*> rows;
+  if (image_tokens > 0) {  // The image first, then the prompt.
+    prompt_tokens.insert(prompt_tokens.begin(), image_tokens, 0);
+    rows.assign(prompt_tokens.size(), nullptr);
+    for (size_t i = 0; i < image_tokens; ++i) rows[i] = image.data() + i * C;
+  }
+  BatchEntry e{slot, prompt_tokens, false, rows};
   RWKV_RETURN_IF_ERROR(backend->Forward({&e, 1}, &logits));
+  e.rows = {};
   const auto t1 = Clock::now();
 
   Sampler sampler(sp, model->config().vocab);

@@ -10,15 +10,8 @@ __global__ void LayerNormKernel(const float* in, const int32_t* rows_index, int 
   const int r = blockIdx.x;
   const float* x = in + static_cast<int64_t>(rows_index ? rows_index[r] : r) * C;
   float* y = out + static_cast<int64_t>(r) * C;
-  float sum = 0.0f;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) sum += x[i];
-  const float mean = BlockSum(sum) / C;
-  float var = 0.0f;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    const float d = x[i] - mean;
-    var += d * d;
-  }
-  const float inv = rsqrtf(BlockSum(var) / C + eps);
+  float mean, inv;
+  RowMeanInv(x, C, eps, &mean, &inv);
   for (int i = threadIdx.x; i < C; i += blockDim.x) y[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 

@@ -37,15 +37,8 @@ __global__ void NormShiftMixSaveKernel(const float* x, int C, const float* w, co
                                        DeviceTables t, StateView shift, MixSet m) {
   const int r = blockIdx.x;
   const float* xr = x + static_cast<int64_t>(r) * C;
-  float sum = 0.0f;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) sum += xr[i];
-  const float mean = BlockSum(sum) / C;
-  float var = 0.0f;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    const float d = xr[i] - mean;
-    var += d * d;
-  }
-  const float inv = rsqrtf(BlockSum(var) / C + eps);
+  float mean, inv;
+  RowMeanInv(xr, C, eps, &mean, &inv);  // LayerNormKernel's statistics.
   float* state = shift.pool + static_cast<int64_t>(t.piece_slot[t.row_piece[r]]) * shift.slot_floats + shift.offset;
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
     const float c = (xr[i] - mean) * inv * w[i] + b[i];

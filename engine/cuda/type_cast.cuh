@@ -50,6 +50,23 @@ void DispatchType(WeightType wt, F&& f) {
 }
 
 // Block-wide sum over blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
+__device__ __forceinline__ float BlockSum(float v);
+
+// A row's LayerNorm statistics, as the CPU oracle computes them: two passes (the mean, then the
+// centred variance); *mean and *inv = 1 / sqrt(var + eps) for every thread.
+__device__ __forceinline__ void RowMeanInv(const float* x, int C, float eps, float* mean, float* inv) {
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) sum += x[i];
+  const float m = BlockSum(sum) / C;
+  float var = 0.0f;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const float d = x[i] - m;
+    var += d * d;
+  }
+  *mean = m;
+  *inv = rsqrtf(BlockSum(var) / C + eps);
+}
+
 __device__ __forceinline__ float BlockSum(float v) {
   __shared__ float partial[32];
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);

@@ -85,6 +85,23 @@ float Gelu(float x, bool tanh_form) {
   return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
 }
 
+std::vector<float> PatchRows(const float* pixels, int S, int P) {
+  const int G = S / P, kp = 3 * P * P;
+  std::vector<float> cols(static_cast<size_t>(G) * G * kp);
+  for (int gy = 0; gy < G; ++gy) {
+    for (int gx = 0; gx < G; ++gx) {
+      float* row = cols.data() + static_cast<size_t>(gy * G + gx) * kp;
+      for (int c = 0; c < 3; ++c) {
+        for (int py = 0; py < P; ++py) {
+          const float* src = pixels + (static_cast<size_t>(c) * S + gy * P + py) * S + gx * P;
+          std::copy(src, src + P, row + (c * P + py) * P);
+        }
+      }
+    }
+  }
+  return cols;
+}
+
 void HeadAttention(const float* q, const float* k, const float* v, int ld, int T, int hd, float scale,
                    const std::function<void(float* scores)>& add_to_scores, float* out, int ld_out, int threads,
                    AttentionScratch* s) {

@@ -36,6 +36,10 @@ void RowLayerNorm(const float* x, int rows, int d, const std::vector<float>& w, 
 
 float Gelu(float x, bool tanh_form);
 
+// The patches of a [3][S][S] image as GEMM rows for a stride = kernel = P convolution:
+// [(S/P)^2][3 * P * P], row-major over the patch grid, each row in the weight's (channel, y, x) order.
+std::vector<float> PatchRows(const float* pixels, int S, int P);
+
 // Softmax attention of one head over T tokens. q, k, v: [T][hd] views with row stride `ld` (into
 // a qkv buffer); scores = (q * scale) k^T, then `add_to_scores` (may be empty) adds to them, a
 // softmax by row, and out[t] = sum_j p[t][j] v[j], written with row stride `ld_out`.

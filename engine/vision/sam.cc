@@ -131,19 +131,7 @@ absl::StatusOr<std::vector<float>> SamTower::Forward(std::span<const float> pixe
   if (pixels.size() != static_cast<size_t>(3) * S * S) {
     return Bad(absl::StrCat("pixels: ", pixels.size(), " values; expected 3x", S, "x", S));
   }
-  const int kp = 3 * P * P;
-  std::vector<float> cols(static_cast<size_t>(N) * kp);
-  for (int gy = 0; gy < G; ++gy) {
-    for (int gx = 0; gx < G; ++gx) {
-      float* row = cols.data() + static_cast<size_t>(gy * G + gx) * kp;
-      for (int c = 0; c < 3; ++c) {
-        for (int py = 0; py < P; ++py) {
-          const float* src = pixels.data() + (static_cast<size_t>(c) * S + gy * P + py) * S + gx * P;
-          std::copy(src, src + P, row + (c * P + py) * P);
-        }
-      }
-    }
-  }
+  const std::vector<float> cols = PatchRows(pixels.data(), S, P);
   std::vector<float> x(static_cast<size_t>(N) * D);  // [G][G][D], channels last.
   patch_embed_.Apply(cols.data(), N, x.data(), threads);
   for (size_t i = 0; i < x.size(); ++i) x[i] += pos_[i];

@@ -95,24 +95,11 @@ absl::StatusOr<VitTower> VitTower::Load(const TensorFile& f, const std::string& 
 }
 
 absl::StatusOr<std::vector<float>> VitTower::Forward(std::span<const float> pixels, int threads) const {
-  const int S = image_size(), P = patch_, G = grid_, D = dim_, T = patches(), N = prefix_ + T;
+  const int S = image_size(), P = patch_, D = dim_, T = patches(), N = prefix_ + T;
   if (pixels.size() != static_cast<size_t>(3) * S * S) {
     return Bad(absl::StrCat("pixels: ", pixels.size(), " values; expected 3x", S, "x", S));
   }
-  // Patch rows in the convolution weight's (channel, y, x) order.
-  const int kp = 3 * P * P;
-  std::vector<float> cols(static_cast<size_t>(T) * kp);
-  for (int gy = 0; gy < G; ++gy) {
-    for (int gx = 0; gx < G; ++gx) {
-      float* row = cols.data() + static_cast<size_t>(gy * G + gx) * kp;
-      for (int c = 0; c < 3; ++c) {
-        for (int py = 0; py < P; ++py) {
-          const float* src = pixels.data() + (static_cast<size_t>(c) * S + gy * P + py) * S + gx * P;
-          std::copy(src, src + P, row + (c * P + py) * P);
-        }
-      }
-    }
-  }
+  const std::vector<float> cols = PatchRows(pixels.data(), S, P);
   // Tokens: [class, registers, patches].
   std::vector<float> x(static_cast<size_t>(N) * D);
   patch_embed_.Apply(cols.data(), T, x.data() + static_cast<size_t>(prefix_) * D, threads);

@@ -117,6 +117,12 @@ TEST(SamTest, TinyOfficialEncoderMatchesInFloat64) {
             "SAM tower: tensor vit.sam.patch_embed.proj.weight is missing");
 }
 
+// tests/fixtures/images/source-37x23.png, decoded.
+absl::StatusOr<Image> SourceImage() {
+  const std::string bytes = testing::ReadFile(testing::Fixture("images/source-37x23.png"));
+  return DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
 double RelL2(const std::vector<float>& got, const double* want, size_t n) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -177,8 +183,7 @@ TEST(VisionEncoderTest, AnImageBecomesTheRowsOfTheReferencePipeline) {
   ASSERT_TRUE(enc.ok()) << enc.status();
   EXPECT_EQ(enc->tokens(), 4);
   EXPECT_EQ(enc->width(), 64);
-  const std::string bytes = testing::ReadFile(testing::Fixture("images/source-37x23.png"));
-  absl::StatusOr<Image> img = DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  const absl::StatusOr<Image> img = SourceImage();
   ASSERT_TRUE(img.ok()) << img.status();
   VisionEncoder::Timings t;
   const absl::StatusOr<std::vector<float>> rows = enc->Encode(*img, 2, &t);
@@ -212,8 +217,7 @@ TEST(VisionEncoderTest, LogitsAfterAnImageMatchTheReference) {
   absl::StatusOr<VisionEncoder> enc = VisionEncoder::Load(**file, o);
   ASSERT_TRUE(enc.ok()) << enc.status();
   ASSERT_EQ(enc->width(), (*model)->config().n_embd);
-  const std::string bytes = testing::ReadFile(testing::Fixture("images/source-37x23.png"));
-  absl::StatusOr<Image> img = DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  const absl::StatusOr<Image> img = SourceImage();
   ASSERT_TRUE(img.ok()) << img.status();
   const absl::StatusOr<std::vector<float>> rows = enc->Encode(*img, 2);
   ASSERT_TRUE(rows.ok()) << rows.status();

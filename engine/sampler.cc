@@ -164,14 +164,18 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   int32_t token = argmax;
   if (params_.temperature != 0.0f && params_.top_p != 0.0f) {
     const float mx = work_[argmax];
-    for (int32_t i = 0; i < vocab_; ++i) e_[i] = std::exp(work_[i] - mx);
+    const bool nucleus = params_.top_p < 1.0f;
+    uint64_t mass_total = 0;
+    for (int32_t i = 0; i < vocab_; ++i) {
+      e_[i] = std::exp(work_[i] - mx);
+      if (nucleus) mass_total += mass_[i] = MassUnits(e_[i]);
+    }
     // The kept set: finite x up to the cut (cut_x, cut_id) in the total order, and min_p.
     float cut_x = kNegInf;
     int32_t cut_id = std::numeric_limits<int32_t>::max();
     int64_t keep = -1;  // order_[0, keep) holds the candidates once they are listed.
-    if (params_.top_p < 1.0f) {
-      uint64_t total = 0;
-      for (int32_t i = 0; i < vocab_; ++i) total += mass_[i] = MassUnits(e_[i]);
+    if (nucleus) {
+      const uint64_t total = mass_total;
       const double need = NucleusNeed(params_.top_p, total);
       // Tokens of mass <= (1 - top_p) / (2 vocab) of the total hold less than 1 - top_p together,
       // so the nucleus (a prefix of the order) lies among the others: peaked rows stay cheap.
@@ -199,29 +203,32 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     }
     const float inv_t = 1.0f / params_.temperature;
     const float min_e = params_.min_p;
+    // The kept ids in ascending order with their weights, compacted into order_ and e_ (entry n is
+    // written after id i >= n was read).
     double total = 0;
-    int32_t last = -1;
+    int64_t n = 0;
     for (int32_t i = 0; i < vocab_; ++i) {
       const float x = work_[i];
-      const bool kept = x != kNegInf && (x > cut_x || (x == cut_x && i <= cut_id)) && e_[i] >= min_e;
+      if (x == kNegInf || !(x > cut_x || (x == cut_x && i <= cut_id)) || !(e_[i] >= min_e)) continue;
       // With temperature 1 the weight is e_[i] itself ((x - mx) * 1 is exact).
-      e_[i] = !kept ? 0.0f : inv_t == 1.0f ? e_[i] : std::exp((x - mx) * inv_t);
-      total += e_[i];
-      if (e_[i] > 0.0f) last = i;
+      const float w = inv_t == 1.0f ? e_[i] : std::exp((x - mx) * inv_t);
+      if (!(w > 0.0f)) continue;
+      order_[n] = i;
+      e_[n++] = w;
+      total += w;
     }
     // The first id at which the running sum passes u * total; rounding can leave none: the last
     // id of positive weight.
     const double target = u * total;
     double acc = 0;
-    token = last;
-    for (int32_t i = 0; i < vocab_; ++i) {
-      acc += e_[i];
-      if (e_[i] > 0.0f && acc > target) {
-        token = i;
+    token = n > 0 ? order_[n - 1] : argmax;
+    for (int64_t j = 0; j < n; ++j) {
+      acc += e_[j];
+      if (acc > target) {
+        token = order_[j];
         break;
       }
     }
-    if (token < 0) token = argmax;
   }
   Observe(token);
   return token;

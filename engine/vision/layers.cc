@@ -112,6 +112,9 @@ void HeadAttention(const float* q, const float* k, const float* v, int ld, int T
   s->kpack.resize(PackedMatrix::Floats(T, hd));
   s->vpack.resize(PackedMatrix::Floats(hd, T));
   s->scores.resize(static_cast<size_t>(T) * T);
+  // Rows are independent everywhere below: the scalar passes run on the GEMM's threads too (each
+  // row's arithmetic is the same whichever thread does it).
+#pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
   for (int t = 0; t < T; ++t) {
     for (int i = 0; i < hd; ++i) {
       s->q[static_cast<size_t>(t) * hd + i] = q[static_cast<size_t>(t) * ld + i] * scale;  // q scaled first.
@@ -123,6 +126,7 @@ void HeadAttention(const float* q, const float* k, const float* v, int ld, int T
   cpu::Pack(s->k.data(), T, hd, s->kpack.data());
   cpu::Linear(s->q.data(), T, PackedMatrix{s->kpack.data(), T, hd}, s->scores.data(), T, false, threads);
   if (add_to_scores) add_to_scores(s->scores.data());
+#pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
   for (int t = 0; t < T; ++t) {
     float* row = s->scores.data() + static_cast<size_t>(t) * T;
     float mx = row[0];

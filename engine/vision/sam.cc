@@ -103,6 +103,7 @@ void SamTower::Attend(const Block& b, const float* in, int S, float* out, int th
     const float* base = qkv.data() + h * hd;
     // Decomposed relative positions, on the unscaled q: for query (qy, qx) and key (ky, kx),
     // q . rel_pos_h[qy - ky + S - 1] + q . rel_pos_w[qx - kx + S - 1].
+#pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
     for (int t = 0; t < T; ++t) {
       const float* q = base + static_cast<size_t>(t) * 3 * D;
       const int qy = t / S, qx = t % S;
@@ -116,6 +117,7 @@ void SamTower::Attend(const Block& b, const float* in, int S, float* out, int th
       }
     }
     auto add = [&](float* scores) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
       for (int t = 0; t < T; ++t) {
         float* row = scores + static_cast<size_t>(t) * T;
         for (int j = 0; j < T; ++j) row[j] += rel_h[static_cast<size_t>(t) * S + j / S] + rel_w[static_cast<size_t>(t) * S + j % S];

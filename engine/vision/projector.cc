@@ -3,30 +3,15 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu/gemm.h"
-#include "engine/packed_matrix.h"
 #include "engine/status.h"
 #include "engine/vision/layers.h"
 
 namespace rwkv::vision {
 namespace {
 
-absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(absl::StrCat("projector: ", what)); }
+constexpr char kWhat[] = "projector";
 
-absl::StatusOr<std::vector<float>> Matrix(const TensorFile& f, const std::string& name, int* n, int* k) {
-  const TensorInfo* t = f.Find(name);
-  if (t == nullptr) return Bad(absl::StrCat("tensor ", name, " is missing"));
-  if (!IsFloat(t->dtype) || t->shape.size() != 2 || (*k > 0 && t->shape[1] != *k) || (*n > 0 && t->shape[0] != *n)) {
-    return Bad(absl::StrCat("tensor ", name, " is ", t->ShapeString(), "; expected [", *n > 0 ? absl::StrCat(*n) : "out",
-                            ", ", *k > 0 ? absl::StrCat(*k) : "in", "] floats"));
-  }
-  *n = static_cast<int>(t->shape[0]);
-  *k = static_cast<int>(t->shape[1]);
-  std::vector<float> rows(t->numel()), packed(PackedMatrix::Floats(*n, *k));
-  CopyToFloat(*t, rows.data());
-  cpu::Pack(rows.data(), *n, *k, packed.data());
-  return packed;
-}
+absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(kWhat, ": ", what)); }
 
 }  // namespace
 
@@ -51,38 +36,31 @@ std::vector<float> AdaptiveAvgPool(std::span<const float> features, int grid, in
 
 absl::StatusOr<Projector> Projector::Load(const TensorFile& f, const std::string& prefix) {
   Projector p;
-  if (f.Find(prefix + "weight") != nullptr) {
-    RWKV_ASSIGN_OR_RETURN(p.proj_, Matrix(f, prefix + "weight", &p.out_, &p.in_));
-    return p;
-  }
-  if (f.Find(prefix + "gate.weight") == nullptr) {
+  const bool linear = f.Find(prefix + "weight") != nullptr;
+  if (!linear && f.Find(prefix + "gate.weight") == nullptr) {
     return Bad(absl::StrCat("neither ", prefix, "weight (linear) nor ", prefix, "gate.weight (gated MLP) is present"));
   }
-  int in = 0;
-  RWKV_ASSIGN_OR_RETURN(p.gate_, Matrix(f, prefix + "gate.weight", &in, &p.in_));
-  if (in != p.in_) return Bad(absl::StrCat("tensor ", prefix, "gate.weight is not square"));
-  RWKV_ASSIGN_OR_RETURN(p.proj_, Matrix(f, prefix + "o_proj.weight", &p.out_, &p.in_));
-  for (auto [name, dst] : {std::pair{"ln_v.weight", &p.ln_w_}, {"ln_v.bias", &p.ln_b_}}) {
-    const TensorInfo* t = f.Find(prefix + name);
-    if (t == nullptr || !IsFloat(t->dtype) || t->shape != std::vector<int64_t>{p.out_}) {
-      return Bad(absl::StrCat("tensor ", prefix, name, " must be [", p.out_, "] floats"));
-    }
-    dst->resize(p.out_);
-    CopyToFloat(*t, dst->data());
-  }
+  // The output map gives both widths; the gate must be square over the input.
+  const std::string out_name = prefix + (linear ? "weight" : "o_proj.weight");
+  RWKV_ASSIGN_OR_RETURN(const TensorInfo* w, GetTensor(f, kWhat, out_name, {-1, -1}));
+  const int out = static_cast<int>(w->shape[0]), in = static_cast<int>(w->shape[1]);
+  RWKV_ASSIGN_OR_RETURN(p.proj_, LoadDense(f, kWhat, out_name, out, in, /*bias=*/false, w));  // w: already found.
+  if (linear) return p;
+  RWKV_ASSIGN_OR_RETURN(p.gate_, LoadDense(f, kWhat, prefix + "gate", in, in, false));
+  RWKV_ASSIGN_OR_RETURN(p.ln_w_, ReadVector(f, kWhat, prefix + "ln_v.weight", out));
+  RWKV_ASSIGN_OR_RETURN(p.ln_b_, ReadVector(f, kWhat, prefix + "ln_v.bias", out));
   return p;
 }
 
 std::vector<float> Projector::Forward(std::span<const float> x, int rows, int threads) const {
-  std::vector<float> in(x.begin(), x.end()), y(static_cast<size_t>(rows) * out_);
+  std::vector<float> in(x.begin(), x.end()), y(static_cast<size_t>(rows) * out_dim());
   if (gated()) {
     std::vector<float> g(in.size());
-    cpu::Linear(in.data(), rows, PackedMatrix{gate_.data(), in_, in_}, g.data(), in_, false, threads,
-                cpu::Activation::kSigmoid);
-    for (size_t i = 0; i < in.size(); ++i) in[i] *= g[i];
+    gate_.Apply(in.data(), rows, g.data(), threads);
+    for (size_t i = 0; i < in.size(); ++i) in[i] *= 1.0f / (1.0f + std::exp(-g[i]));
   }
-  cpu::Linear(in.data(), rows, PackedMatrix{proj_.data(), out_, in_}, y.data(), out_, false, threads);
-  if (gated()) RowLayerNorm(y.data(), rows, out_, ln_w_, ln_b_, 1e-5f, y.data());  // nn.LayerNorm's eps.
+  proj_.Apply(in.data(), rows, y.data(), threads);
+  if (gated()) RowLayerNorm(y.data(), rows, out_dim(), ln_w_, ln_b_, 1e-5f, y.data());  // nn.LayerNorm's eps.
   return y;
 }
 

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/tensor_file.h"
+#include "engine/vision/layers.h"
 
 namespace rwkv::vision {
 
@@ -24,15 +25,14 @@ class Projector {
  public:
   // `prefix` + "weight" (linear) or `prefix` + "gate.weight", "o_proj.weight", "ln_v.weight/bias".
   static absl::StatusOr<Projector> Load(const TensorFile& file, const std::string& prefix);
-  bool gated() const { return !gate_.empty(); }
-  int in_dim() const { return in_; }
-  int out_dim() const { return out_; }
+  bool gated() const { return gate_.n > 0; }
+  int in_dim() const { return proj_.k; }
+  int out_dim() const { return proj_.n; }
   // x: [rows][in_dim] -> [rows][out_dim].
   std::vector<float> Forward(std::span<const float> x, int rows, int threads) const;
 
  private:
-  int in_ = 0, out_ = 0;
-  std::vector<float> gate_, proj_;  // Packed for engine/cpu/gemm.h: gate [in][in], proj [out][in].
+  Dense gate_, proj_;  // gate [in][in] (absent: linear), proj [out][in]; no biases.
   std::vector<float> ln_w_, ln_b_;
 };
 

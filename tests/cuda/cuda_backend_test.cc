@@ -541,29 +541,12 @@ TEST(CudaSamplingParity, DeviceAndHostDrawTheSameTokensOnEveryCombination) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
   const int V = model->config().vocab;
-  std::vector<SamplingParams> combos;
-  for (float temperature : {0.0f, 0.6f, 1.0f, 1.4f}) {
-    for (float top_p : {1.0f, 0.5f}) {
-      for (int top_k : {0, 5}) {
-        for (float min_p : {0.0f, 0.05f}) {
-          for (bool penalties : {false, true}) {
-            for (bool lists : {false, true}) {
-              SamplingParams p;
-              p.temperature = temperature;
-              p.top_p = top_p;
-              p.top_k = top_k;
-              p.min_p = min_p;
-              if (penalties) p.presence_penalty = 0.4f, p.frequency_penalty = 0.3f, p.penalty_decay = 0.9f;
-              if (lists) p.logit_bias = {{1, 2.5f}, {V / 2, -1.0f}}, p.banned_tokens = {0, V - 1};
-              p.seed = 77 + combos.size();
-              ASSERT_TRUE(ValidateSamplingParams(p, V).ok());
-              combos.push_back(p);
-            }
-          }
-        }
-      }
-    }
-  }
+  SamplingParams lists;
+  lists.logit_bias = {{1, 2.5f}, {V / 2, -1.0f}};
+  lists.banned_tokens = {0, V - 1};
+  std::vector<SamplingParams> combos =
+      testing::SamplingCombinations({0.0f, 0.6f, 1.0f, 1.4f}, {1.0f, 0.5f}, {0, 5}, {0.0f, 0.05f}, lists, 77);
+  for (const SamplingParams& p : combos) ASSERT_TRUE(ValidateSamplingParams(p, V).ok());
   const int n = static_cast<int>(combos.size());
   auto run = [&](bool on_device) {
     BackendOptions o;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "gtest/gtest.h"
+#include "tests/engine/test_util.h"
 
 namespace rwkv {
 namespace {
@@ -313,47 +314,34 @@ class ReferenceSampler {
 // step, so the seeds below agree exactly (a systematic difference fails at once).
 TEST(SamplerTest, DrawsAsTheFloat64ReferenceOnEveryParameterCombination) {
   const int vocab = 400;
+  SamplingParams lists;
+  lists.logit_bias = {{3, 2.5f}, {40, -1.0f}, {300, 4.0f}};
+  lists.banned_tokens = {0, 7, 300};
+  const std::vector<SamplingParams> all =
+      testing::SamplingCombinations({0.0f, 0.6f, 1.0f, 1.4f}, {1.0f, 0.9f, 0.4f}, {0, 1, 12}, {0.0f, 0.08f}, lists, 1000);
   int combos = 0;
-  for (float temperature : {0.0f, 0.6f, 1.0f, 1.4f}) {
-    for (float top_p : {1.0f, 0.9f, 0.4f}) {
-      for (int top_k : {0, 1, 12}) {
-        for (float min_p : {0.0f, 0.08f}) {
-          for (bool penalties : {false, true}) {
-            for (bool lists : {false, true}) {
-              SamplingParams p;
-              p.temperature = temperature;
-              p.top_p = top_p;
-              p.top_k = top_k;
-              p.min_p = min_p;
-              if (penalties) p.presence_penalty = 0.4f, p.frequency_penalty = 0.3f, p.penalty_decay = 0.9f;
-              if (lists) p.logit_bias = {{3, 2.5f}, {40, -1.0f}, {300, 4.0f}}, p.banned_tokens = {0, 7, 300};
-              p.seed = 1000 + combos;
-              ASSERT_TRUE(ValidateSamplingParams(p, vocab).ok());
-              Sampler s(p, vocab);
-              Sampler uniforms(p, vocab);  // The same seed: the same stream of draws.
-              ReferenceSampler ref(p, vocab);
-              std::mt19937 rng(combos);
-              std::vector<float> logits(vocab);
-              int mismatches = 0;
-              for (int step = 0; step < 256; ++step) {
-                // A few peaked, most flat rows; a repeated top value at step multiples of 16 (ties).
-                const float spread = step % 3 == 0 ? 4.0f : 1.5f;
-                for (float& l : logits) l = std::normal_distribution<float>(0, spread)(rng);
-                if (step % 16 == 0) logits[11] = logits[12] = *std::max_element(logits.begin(), logits.end());
-                const int got = s.Sample(logits);
-                const int want = ref.Sample(logits, uniforms.Uniform());
-                if (got != want && ++mismatches <= 3) {
-                  ADD_FAILURE() << "T " << temperature << " top_p " << top_p << " top_k " << top_k << " min_p " << min_p
-                                << " penalties " << penalties << " lists " << lists << " step " << step << ": " << got
-                                << " vs reference " << want;
-                }
-              }
-              ++combos;
-            }
-          }
-        }
+  for (const SamplingParams& p : all) {
+    ASSERT_TRUE(ValidateSamplingParams(p, vocab).ok());
+    Sampler s(p, vocab);
+    Sampler uniforms(p, vocab);  // The same seed: the same stream of draws.
+    ReferenceSampler ref(p, vocab);
+    std::mt19937 rng(combos);
+    std::vector<float> logits(vocab);
+    int mismatches = 0;
+    for (int step = 0; step < 256; ++step) {
+      // A few peaked, most flat rows; a repeated top value at step multiples of 16 (ties).
+      const float spread = step % 3 == 0 ? 4.0f : 1.5f;
+      for (float& l : logits) l = std::normal_distribution<float>(0, spread)(rng);
+      if (step % 16 == 0) logits[11] = logits[12] = *std::max_element(logits.begin(), logits.end());
+      const int got = s.Sample(logits);
+      const int want = ref.Sample(logits, uniforms.Uniform());
+      if (got != want && ++mismatches <= 3) {
+        ADD_FAILURE() << "T " << p.temperature << " top_p " << p.top_p << " top_k " << p.top_k << " min_p " << p.min_p
+                      << " presence " << p.presence_penalty << " bias " << p.logit_bias.size() << " step " << step
+                      << ": " << got << " vs reference " << want;
       }
     }
+    ++combos;
   }
   EXPECT_EQ(combos, 288);
 }

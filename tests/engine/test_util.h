@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/sampler.h"
 #include "nlohmann/json.hpp"
 
 namespace rwkv::testing {
@@ -106,6 +107,38 @@ inline void WriteZeroSafetensors(const std::string& path,
 inline std::string TempPath(const std::string& name) {
   const char* dir = std::getenv("TMPDIR");
   return std::string(dir && *dir ? dir : "/tmp") + "/rwkv_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+// Every combination of the sampling values given, each with the penalties off and on (presence
+// 0.4, frequency 0.3, decay 0.9) and without and with `lists`' logit_bias and banned_tokens; seeds
+// first_seed, first_seed + 1, ... in that order.
+inline std::vector<SamplingParams> SamplingCombinations(const std::vector<float>& temperatures,
+                                                        const std::vector<float>& top_ps, const std::vector<int>& top_ks,
+                                                        const std::vector<float>& min_ps, const SamplingParams& lists,
+                                                        uint64_t first_seed) {
+  std::vector<SamplingParams> out;
+  for (float temperature : temperatures) {
+    for (float top_p : top_ps) {
+      for (int top_k : top_ks) {
+        for (float min_p : min_ps) {
+          for (bool penalties : {false, true}) {
+            for (bool with_lists : {false, true}) {
+              SamplingParams p;
+              p.temperature = temperature;
+              p.top_p = top_p;
+              p.top_k = top_k;
+              p.min_p = min_p;
+              if (penalties) p.presence_penalty = 0.4f, p.frequency_penalty = 0.3f, p.penalty_decay = 0.9f;
+              if (with_lists) p.logit_bias = lists.logit_bias, p.banned_tokens = lists.banned_tokens;
+              p.seed = first_seed + out.size();
+              out.push_back(std::move(p));
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace rwkv::testing

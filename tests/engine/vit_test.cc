@@ -28,6 +28,15 @@ std::vector<double> ReadF64(const std::string& path) {
   return v;
 }
 
+double RelL2(const std::vector<float>& got, const double* want, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
 // Float32 against float64 over a few blocks of width <= 48 (sums of <= 192 products, a softmax
 // over 21 tokens, LayerNorms): rounding gives ~3e-7 relative L2 (measured); 1e-5 leaves margin
 // and is ten times tighter than the 1e-4 asked of the towers. A wrong token order, head split,
@@ -57,13 +66,11 @@ TEST(VitTest, TinyTowersMatchTimmInFloat64) {
     const std::vector<double> want = ReadF64(testing::Fixture("vision/tiny-" + name + ".features.f64"));
     ASSERT_EQ(got->size(), want.size()) << name;
     ASSERT_EQ(want.size(), static_cast<size_t>(tower->patches()) * tower->dim());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      num += ((*got)[i] - want[i]) * ((*got)[i] - want[i]);
-      den += want[i] * want[i];
-    }
-    EXPECT_LT(std::sqrt(num / den), kTol) << name;
-    std::printf("%s: relative L2 %.3g\n", name.c_str(), std::sqrt(num / den));
+    const double err = RelL2(*got, want.data(), want.size());
+    std::printf("%s: relative L2 %.3g\n", name.c_str(), err);
+    EXPECT_LT(err, kTol) << name;
+    double den = 0;
+    for (double w : want) den += w * w;
     EXPECT_GT(den, 1.0) << name;  // Features of substance, not a vanishing signal.
   }
 }
@@ -106,30 +113,26 @@ TEST(SamTest, TinyOfficialEncoderMatchesInFloat64) {
   ASSERT_TRUE(got.ok()) << got.status();
   const std::vector<double> want = ReadF64(testing::Fixture("vision/tiny-sam.features.f64"));
   ASSERT_EQ(got->size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += ((*got)[i] - want[i]) * ((*got)[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  std::printf("sam: relative L2 %.3g\n", std::sqrt(num / den));
-  EXPECT_LT(std::sqrt(num / den), kTol);
+  const double err = RelL2(*got, want.data(), want.size());
+  std::printf("sam: relative L2 %.3g\n", err);
+  EXPECT_LT(err, kTol);
   EXPECT_EQ(SamTower::Load(**file, "vit.sam.").status().message(),
             "SAM tower: tensor vit.sam.patch_embed.proj.weight is missing");
+}
+
+// The tiny encoder fixtures' shape (make_vision_fixtures.py): heads 4 and 5, 2x2 pooled tokens.
+VisionEncoderOptions TinyEncoderOptions() {
+  VisionEncoderOptions o;
+  o.dino_heads = 4;
+  o.siglip_heads = 5;
+  o.tokens_per_image = 4;
+  return o;
 }
 
 // tests/fixtures/images/source-37x23.png, decoded.
 absl::StatusOr<Image> SourceImage() {
   const std::string bytes = testing::ReadFile(testing::Fixture("images/source-37x23.png"));
   return DecodeImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
-}
-
-double RelL2(const std::vector<float>& got, const double* want, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / den);
 }
 
 // Pooling to 2x2 (windows of 3) and 4x4 (overlapping windows of 2) from a 6x6 grid, and both
@@ -175,10 +178,7 @@ TEST(VisionHead, PoolingAndProjectorsMatchTorchInFloat64) {
 TEST(VisionEncoderTest, AnImageBecomesTheRowsOfTheReferencePipeline) {
   auto file = TensorFile::Open(testing::Fixture("vision/tiny-visualrwkv-encoder.safetensors"));
   ASSERT_TRUE(file.ok()) << file.status();
-  VisionEncoderOptions o;
-  o.dino_heads = 4;
-  o.siglip_heads = 5;
-  o.tokens_per_image = 4;
+  VisionEncoderOptions o = TinyEncoderOptions();
   absl::StatusOr<VisionEncoder> enc = VisionEncoder::Load(**file, o);
   ASSERT_TRUE(enc.ok()) << enc.status();
   EXPECT_EQ(enc->tokens(), 4);
@@ -210,10 +210,7 @@ TEST(VisionEncoderTest, LogitsAfterAnImageMatchTheReference) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto file = TensorFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
-  VisionEncoderOptions o;
-  o.dino_heads = 4;
-  o.siglip_heads = 5;
-  o.tokens_per_image = 4;
+  VisionEncoderOptions o = TinyEncoderOptions();
   absl::StatusOr<VisionEncoder> enc = VisionEncoder::Load(**file, o);
   ASSERT_TRUE(enc.ok()) << enc.status();
   ASSERT_EQ(enc->width(), (*model)->config().n_embd);

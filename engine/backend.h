@@ -90,6 +90,9 @@ class Backend {
     return absl::UnimplementedError("this backend samples on the host");
   }
 
+  // Whether BatchEntry::rows may carry rows (ValidateBatch refuses them otherwise).
+  virtual bool takes_embedding_rows() const { return false; }
+
   // OK, or the sticky device error that makes every Forward fail from now on (a GPU in a failed
   // state). The server turns its health NOT_SERVING on it instead of serving garbage.
   virtual absl::Status Healthy() const { return absl::OkStatus(); }
@@ -97,8 +100,6 @@ class Backend {
  protected:
   // Shared argument checks for every backend.
   absl::Status ValidateBatch(std::span<const BatchEntry> batch);
-  // Whether BatchEntry::rows may carry rows (ValidateBatch refuses them otherwise).
-  virtual bool takes_embedding_rows() const { return false; }
 
  private:
   std::vector<bool> seen_slots_;

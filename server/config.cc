@@ -30,13 +30,14 @@ Setter String(std::string ServerConfig::*field) {
   };
 }
 
-Setter Int(int ServerConfig::*field, int64_t lo, int64_t hi) {
+template <typename T>
+Setter Int(T ServerConfig::*field, int64_t lo, int64_t hi) {
   return [=](ServerConfig& c, const std::string& flag, const std::string& v) {
     int64_t x;
     if (!absl::SimpleAtoi(AV(v), &x) || x < lo || x > hi) {
       return absl::InvalidArgumentError(absl::StrFormat("--%s is '%s'; it must be an integer in [%d, %d]", flag, v, lo, hi));
     }
-    c.*field = static_cast<int>(x);
+    c.*field = static_cast<T>(x);
     return absl::OkStatus();
   };
 }
@@ -151,6 +152,18 @@ const std::vector<Flag>& Flags() {
        Bytes(&ServerConfig::state_disk_bytes)},
       {"session-ttl", "seconds an idle session is kept; 0 = forever (default 3600)",
        Seconds(&ServerConfig::session_ttl, 1e9)},
+      {"image-tokens",
+       "a VisualRWKV-7 checkpoint (vit.* and proj.* tensors): prompt tokens an image is pooled to, a square "
+       "(default 16)",
+       Int(&ServerConfig::image_tokens, 1, 1 << 16)},
+      {"dino-heads", "VisualRWKV-7: attention heads of the DINOv2 tower (default 16, ViT-L)",
+       Int(&ServerConfig::dino_heads, 1, 1024)},
+      {"siglip-heads", "VisualRWKV-7: attention heads of the SigLIP tower (default 16, so400m)",
+       Int(&ServerConfig::siglip_heads, 1, 1024)},
+      {"max-images", "images in one request (default 8)", Int(&ServerConfig::max_images, 1, 1024)},
+      {"max-image-bytes", "bytes of one image file (default 20MiB)", Bytes(&ServerConfig::max_image_bytes)},
+      {"max-image-pixels", "width x height of one image, checked before decoding (default 40000000)",
+       Int(&ServerConfig::max_image_pixels, 1, int64_t{1} << 40)},
       {"max-prompt-tokens", "tokens in one prompt (default 65536)", Int(&ServerConfig::max_prompt_tokens, 1, kMax)},
       {"max-tokens", "tokens one request may generate (default 4096)", Int(&ServerConfig::max_tokens, 1, kMax)},
       {"default-deadline", "seconds for requests without a deadline; 0 = none (default 600)",

@@ -40,6 +40,13 @@ struct ServerConfig {
   std::string state_dir;       // The sessions' disk tier; empty = memory only.
   double persist_interval = 5;  // Seconds from a commit to its write; 0 = before the Final.
   int64_t state_disk_bytes = 0;  // Session files' budget; 0 = no bound.
+  // Images (a VisualRWKV-7 checkpoint: vit.* towers and proj.* beside the rwkv.* model).
+  int image_tokens = 16;        // Prompt tokens an image is pooled to (a square).
+  int dino_heads = 16;          // Attention heads of the DINOv2 tower (not in its shapes).
+  int siglip_heads = 16;        // Of the SigLIP tower.
+  int max_images = 8;           // Per request.
+  int64_t max_image_bytes = 20LL << 20;
+  int64_t max_image_pixels = 40'000'000;
   int max_prompt_tokens = 65536;
   int max_tokens = 4096;
   double default_deadline = 600;  // Seconds, for requests without a deadline; 0 = none.

@@ -8,9 +8,11 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +24,9 @@
 #include "absl/strings/str_join.h"
 #include "engine/backend.h"
 #include "engine/model.h"
+#include "engine/status.h"
+#include "engine/tensor_file.h"
+#include "engine/vision/encoder.h"
 #include "engine/tokenizer.h"
 #include "server/config.h"
 #include "server/core/log.h"
@@ -29,6 +34,7 @@
 #include "server/core/scheduler.h"
 #include "server/grpc/service.h"
 #include "server/core/state_codec.h"
+#include "server/core/vision.h"
 #include "server/grpc/tls_stage.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_api.h"
@@ -87,6 +93,33 @@ struct Engine {
   StartStates states;
   std::string backend;
 };
+
+// A VisualRWKV-7 checkpoint's vision encoder (vit.* towers, proj.*) for images in prompts.
+absl::Status LoadVision(const ServerConfig& cfg, Scheduler* scheduler) {
+  absl::StatusOr<std::unique_ptr<TensorFile>> file = TensorFile::Open(cfg.model);
+  if (!file.ok()) return file.status();
+  if ((*file)->Find("vit.dino_featurizer.patch_embed.proj.weight") == nullptr) return absl::OkStatus();  // Text only.
+  if (!scheduler->backend().takes_embedding_rows()) {
+    Log("warning", "images off",
+        absl::StrCat("reason=", LogValue(absl::StrCat("the ", std::string(scheduler->backend().name()),
+                                                      " backend does not take image rows yet; requests with images "
+                                                      "get INVALID_ARGUMENT"))));
+    return absl::OkStatus();
+  }
+  vision::VisionEncoderOptions vo;
+  vo.tokens_per_image = cfg.image_tokens;
+  vo.dino_heads = cfg.dino_heads;
+  vo.siglip_heads = cfg.siglip_heads;
+  absl::StatusOr<vision::VisionEncoder> enc = vision::VisionEncoder::Load(**file, vo);
+  if (!enc.ok()) return absl::Status(enc.status().code(), absl::StrCat("vision encoder: ", enc.status().message()));
+  const int threads = cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto worker = std::make_unique<ImageWorker>(std::make_shared<const vision::VisionEncoder>(std::move(*enc)), threads);
+  RWKV_RETURN_IF_ERROR(scheduler->SetImageWorker(std::move(worker)));
+  Log("info", "vision encoder loaded",
+      absl::StrFormat("image_tokens=%d max_images=%d max_image_bytes=%d max_image_pixels=%d", cfg.image_tokens,
+                      cfg.max_images, cfg.max_image_bytes, cfg.max_image_pixels));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* observer) {
   Engine e;
@@ -155,6 +188,7 @@ absl::StatusOr<Engine> LoadEngine(const ServerConfig& cfg, SchedulerObserver* ob
   if (!backend.ok()) return backend.status();
   e.backend = std::string((*backend)->name());
   e.scheduler = std::make_unique<Scheduler>(std::move(*backend), e.tokenizer.get(), so, observer);
+  if (absl::Status st = LoadVision(cfg, e.scheduler.get()); !st.ok()) return st;
   if (!cfg.state_dir.empty()) {
     if (absl::Status st = e.scheduler->OpenStateDir(cfg.state_dir, e.codec); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("--state-dir: ", st.message()));
@@ -246,6 +280,9 @@ int Run(int argc, char** argv) {
   fo.default_deadline = std::chrono::milliseconds(static_cast<int64_t>(cfg.default_deadline * 1000));
   fo.limits.max_prompt_tokens = cfg.max_prompt_tokens;
   fo.limits.max_tokens = cfg.max_tokens;
+  fo.vision.max_images = cfg.max_images;
+  fo.vision.image.max_bytes = cfg.max_image_bytes;
+  fo.vision.image.max_pixels = cfg.max_image_pixels;
   fo.tenant_limits = tenant_limits;
   if (!cfg.chat_template.empty()) {
     absl::StatusOr<ChatTemplate> t = ChatTemplate::Load(cfg.chat_template);
@@ -274,7 +311,10 @@ int Run(int argc, char** argv) {
     HttpServerOptions ho;
     ho.name = "http";
     // A prompt of max_prompt_tokens is at most 64 bytes a token, JSON escaping up to 6 per byte.
-    ho.max_body_bytes = std::min<size_t>(static_cast<size_t>(cfg.max_prompt_tokens) * 64 * 6 + (1 << 20), size_t{1} << 30);
+    // Images come base64-encoded: 4 bytes for 3.
+    ho.max_body_bytes = std::min<size_t>(static_cast<size_t>(cfg.max_prompt_tokens) * 64 * 6 + (1 << 20) +
+                                             static_cast<size_t>(cfg.max_images) * cfg.max_image_bytes / 3 * 4,
+                                         size_t{1} << 31);
     http = std::make_unique<HttpServer>(ho, [&api](std::shared_ptr<HttpExchange> ex) { api.Handle(std::move(ex)); });
     if (tls) {
       if (absl::Status st = http->SetTls(*tls); !st.ok()) {
@@ -300,6 +340,10 @@ int Run(int argc, char** argv) {
   // Without this gRPC binds with SO_REUSEPORT, and a second server on a port in use would start
   // and take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // A request may carry a prompt and its images (gRPC's default is 4 MiB).
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      static_cast<int64_t>(cfg.max_prompt_tokens) * 64 + (1 << 20) + cfg.max_images * cfg.max_image_bytes,
+      std::numeric_limits<int>::max())));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {

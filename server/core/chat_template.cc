@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/absl_compat.h"
 #include "nlohmann/json.hpp"
+#include "server/core/vision.h"
 
 namespace rwkv::server {
 
@@ -105,7 +106,7 @@ std::string ChatTemplate::Text(std::span<const ChatMessage> messages) const {
 }
 
 absl::StatusOr<ChatPrompt> ChatTemplate::Render(std::span<const ChatMessage> messages, const Tokenizer& tokenizer,
-                                                const char* field) const {
+                                                const char* field, int image_tokens) const {
   if (messages.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty: a chat needs a message"));
   ChatPrompt p;
   const auto append = [&](std::string_view text) {
@@ -120,8 +121,18 @@ absl::StatusOr<ChatPrompt> ChatTemplate::Render(std::span<const ChatMessage> mes
       return absl::InvalidArgumentError(absl::StrFormat("%s[%d].role '%s' is not one of the chat template's roles (%s)",
                                                         field, i, messages[i].role.substr(0, 64), known));
     }
-    const std::string text = absl::StrCat(r->prefix, Normalize(messages[i].content), r->suffix);
-    if (!generation_prompt_.empty() && absl::StartsWith(text, generation_prompt_)) {
+    std::string text = absl::StrCat(r->prefix, Normalize(messages[i].content), r->suffix);
+    if (messages[i].images > 0) {
+      // The prefix, then each image and the newline after it; the newline and the content are
+      // tokenized together (VisualRWKV's text pieces between "<image>" markers).
+      append(r->prefix);
+      for (int k = 0; k < messages[i].images; ++k) {
+        if (k > 0) append("\n");
+        p.images.push_back(static_cast<int>(p.tokens.size()));
+        p.tokens.insert(p.tokens.end(), static_cast<size_t>(image_tokens), kImagePlaceholder);
+      }
+      append("\n" + text.substr(r->prefix.size()));
+    } else if (!generation_prompt_.empty() && absl::StartsWith(text, generation_prompt_)) {
       append(generation_prompt_);  // As the model saw it before writing this reply.
       append(std::string_view(text).substr(generation_prompt_.size()));
     } else {

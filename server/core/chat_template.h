@@ -39,11 +39,15 @@ namespace rwkv::server {
 struct ChatMessage {
   std::string role;
   std::string content;
+  // Images of the message (VisualRWKV-7): before its content, each as image_tokens placeholder
+  // tokens and a newline, as the model was trained ("User: <image>\n<image>\nquestion").
+  int images = 0;
 };
 
 struct ChatPrompt {
   std::vector<int32_t> tokens;
   std::vector<int> boundaries;  // Token offsets where a message ends (the last = tokens.size()).
+  std::vector<int> images;      // Token offsets where an image's placeholders begin, in order.
 };
 
 class ChatTemplate {
@@ -56,8 +60,9 @@ class ChatTemplate {
   // The prompt for `messages`, then the generation prompt. INVALID_ARGUMENT naming
   // `field`[i].role for a role the template lacks, and `field` when there are no messages.
   // "developer" (OpenAI's newer name) is "system" when the template has no such role.
+  // Images take `image_tokens` placeholder tokens each (kImagePlaceholder).
   absl::StatusOr<ChatPrompt> Render(std::span<const ChatMessage> messages, const Tokenizer& tokenizer,
-                                    const char* field = "messages") const;
+                                    const char* field = "messages", int image_tokens = 0) const;
   // Every message's text as Render would write it (tests, docs).
   std::string Text(std::span<const ChatMessage> messages) const;
 

@@ -43,6 +43,7 @@ void Frontend::Attach(Scheduler* scheduler, const Tokenizer* tokenizer, StateCod
   codec_ = std::move(codec);
   states_ = std::move(states);
   options_.limits.vocab = codec_.config.vocab;
+  options_.vision.tokens = scheduler->image_tokens();  // Set before Start(); 0 = no images.
   backend_name_ = std::move(backend_name);
   slots_ = scheduler->backend().pool().capacity();  // Fixed at construction; read before the loop serves.
   scheduler->sessions().SetOwnerLimit([this](std::string_view tenant) { return SessionLimitOf(tenant); });

@@ -43,6 +43,8 @@ struct FrontendOptions {
   std::chrono::milliseconds default_deadline{0};  // For requests without one; 0 = none.
   TenantLimits tenant_limits;  // Defaults of keys-file lines; without API keys, the one tenant's.
   ChatTemplate chat = ChatTemplate::World();
+  // Images: the limits (vision.tokens is set by Attach from the scheduler's image worker).
+  VisionLimits vision;
 };
 
 // A stream's generated tokens, counted into its tenant's sliding window at most once a second (the
@@ -114,6 +116,7 @@ class Frontend {
   int slots() const { return slots_; }
   const FrontendOptions& options() const { return options_; }
   const RequestLimits& limits() const { return options_.limits; }
+  const VisionLimits& vision() const { return options_.vision; }
   const ChatTemplate& chat() const { return options_.chat; }
 
  private:

@@ -9,14 +9,16 @@ struct PrefixCache::Node {
   Node* parent = nullptr;
   std::map<int32_t, std::unique_ptr<Node>> children;  // By the first token of their label.
   bool has_entry = false;
-  std::vector<float> state;
+  std::shared_ptr<const std::vector<float>> state;  // Shared with hits that pin it (Hit::state).
   std::list<Node*>::iterator lru;
 };
 
 PrefixCache::PrefixCache(PrefixCacheOptions options) : options_(options) {}
 PrefixCache::~PrefixCache() = default;
 
-int64_t PrefixCache::EntryBytes(const Node& n) { return static_cast<int64_t>(n.state.size() * sizeof(float)); }
+int64_t PrefixCache::EntryBytes(const Node& n) {
+  return n.state == nullptr ? 0 : static_cast<int64_t>(n.state->size() * sizeof(float));
+}
 
 PrefixCache::Node* PrefixCache::Root(std::string_view scope, bool create) {
   auto it = roots_.find(scope);
@@ -61,7 +63,7 @@ PrefixCache::Hit PrefixCache::Lookup(std::string_view scope, std::span<const int
   }
   if (best == nullptr) return {};
   lru_.splice(lru_.begin(), lru_, best->lru);
-  hit.state = &best->state;
+  hit.state = best->state;
   return hit;
 }
 
@@ -116,7 +118,7 @@ void PrefixCache::Insert(std::string_view scope, std::span<const int32_t> tokens
     lru_.erase(node->lru);
   }
   node->has_entry = true;
-  node->state = std::move(state);
+  node->state = std::make_shared<const std::vector<float>>(std::move(state));
   bytes_ += EntryBytes(*node);
   lru_.push_front(node);
   node->lru = lru_.begin();
@@ -127,7 +129,7 @@ void PrefixCache::Evict(Node* n) {
   lru_.erase(n->lru);
   bytes_ -= EntryBytes(*n);
   n->has_entry = false;
-  std::vector<float>().swap(n->state);
+  n->state.reset();
   ++evictions_;
   Prune(n);
 }

@@ -42,7 +42,8 @@ class PrefixCache {
 
   struct Hit {
     size_t length = 0;                     // Tokens the state covers; 0 = no hit.
-    const std::vector<float>* state = nullptr;  // Valid until the next Insert.
+    // The entry's state; holding it keeps it alive after the entry is evicted or replaced.
+    std::shared_ptr<const std::vector<float>> state;
   };
   // The longest cached prefix of `tokens` no longer than `max_length`; a hit becomes the most
   // recently used entry.

@@ -39,6 +39,66 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view text, std::st
   return ids;
 }
 
+absl::StatusOr<std::vector<PromptImage>> ReadImages(std::span<const std::string_view> files, std::string_view field,
+                                                    const VisionLimits& vision) {
+  std::vector<PromptImage> out;
+  if (files.empty()) return out;
+  if (vision.tokens <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AV(field), ": this server's model takes no images (it has no VisualRWKV vision encoder)"));
+  }
+  if (files.size() > static_cast<size_t>(vision.max_images)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has %d images; the limit is %d a request", AV(field), files.size(), vision.max_images));
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string at = absl::StrFormat("%s[%d]", AV(field), i);
+    RWKV_ASSIGN_OR_RETURN(PromptImage im, ReadPromptImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
+                                                                                       files[i].data()),
+                                                                                   files[i].size()),
+                                                          at, vision));
+    out.push_back(std::move(im));
+  }
+  return out;
+}
+
+absl::Status EncodePromptWithImages(std::string_view text, std::string_view field, std::vector<PromptImage> images,
+                                    std::string_view images_field, const Tokenizer& tokenizer,
+                                    const RequestLimits& limits, const VisionLimits& vision, SequenceRequest* out) {
+  if (images.empty()) {
+    RWKV_ASSIGN_OR_RETURN(out->prompt, EncodePrompt(text, field, tokenizer, limits));
+    return absl::OkStatus();
+  }
+  std::vector<std::string_view> pieces;
+  for (size_t at = 0;;) {
+    const size_t m = text.find(kImageMarker, at);
+    pieces.push_back(text.substr(at, m == std::string_view::npos ? std::string_view::npos : m - at));
+    if (m == std::string_view::npos) break;
+    at = m + kImageMarker.size();
+  }
+  if (pieces.size() - 1 != images.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s has %d \"%s\" markers and %s has %d images; each image goes where a marker is", AV(field),
+        pieces.size() - 1, AV(kImageMarker), AV(images_field), images.size()));
+  }
+  if (text.size() > static_cast<size_t>(limits.max_prompt_tokens) * 64) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s is %d bytes; the limit is %d tokens", AV(field), text.size(), limits.max_prompt_tokens));
+  }
+  out->prompt.clear();
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const std::vector<int32_t> ids = tokenizer.Encode(pieces[i]);
+    out->prompt.insert(out->prompt.end(), ids.begin(), ids.end());
+    if (i + 1 == pieces.size()) break;
+    images[i].offset = static_cast<int>(out->prompt.size());
+    out->prompt.insert(out->prompt.end(), static_cast<size_t>(vision.tokens), kImagePlaceholder);
+    RWKV_RETURN_IF_ERROR(CheckPromptLength(out->prompt.size(), limits));
+  }
+  RWKV_RETURN_IF_ERROR(CheckPromptLength(out->prompt.size(), limits));
+  out->images = std::move(images);
+  return absl::OkStatus();
+}
+
 absl::Status CheckMaxTokens(int64_t max_tokens, std::string_view field, const RequestLimits& limits) {
   if (max_tokens < 1 || max_tokens > limits.max_tokens) {
     return absl::InvalidArgumentError(
@@ -75,7 +135,8 @@ absl::Status CheckStopStrings(std::span<const std::string> stops, std::string_vi
 }
 
 absl::Status ApplyChat(std::span<const ChatMessage> messages, std::string_view field, const ChatTemplate& chat,
-                       const Tokenizer& tokenizer, const RequestLimits& limits, SequenceRequest* out) {
+                       const Tokenizer& tokenizer, const RequestLimits& limits, SequenceRequest* out,
+                       std::vector<PromptImage> images, int image_tokens) {
   if (messages.size() > static_cast<size_t>(limits.max_messages)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s has %d messages; the limit is %d", AV(field), messages.size(), limits.max_messages));
@@ -87,8 +148,19 @@ absl::Status ApplyChat(std::span<const ChatMessage> messages, std::string_view f
         absl::StrFormat("%s are %d bytes; the limit is %d tokens", AV(field), bytes, limits.max_prompt_tokens));
   }
   const std::string f(field);
-  RWKV_ASSIGN_OR_RETURN(ChatPrompt p, chat.Render(messages, tokenizer, f.c_str()));
+  size_t image_count = 0;
+  for (const ChatMessage& m : messages) image_count += static_cast<size_t>(std::max(m.images, 0));
+  if (image_count != images.size()) {
+    return absl::InternalError(absl::StrFormat("%s: %d images counted in the messages, %d read", AV(field), image_count,
+                                               images.size()));
+  }
+  if (image_count * static_cast<size_t>(std::max(image_tokens, 0)) > static_cast<size_t>(limits.max_prompt_tokens)) {
+    return CheckPromptLength(image_count * static_cast<size_t>(image_tokens), limits);
+  }
+  RWKV_ASSIGN_OR_RETURN(ChatPrompt p, chat.Render(messages, tokenizer, f.c_str(), image_tokens));
   RWKV_RETURN_IF_ERROR(CheckPromptLength(p.tokens.size(), limits));
+  for (size_t i = 0; i < images.size(); ++i) images[i].offset = p.images[i];
+  out->images = std::move(images);
   out->prompt = std::move(p.tokens);
   out->cache_points = std::move(p.boundaries);
   out->cache_reply = true;

@@ -14,6 +14,7 @@
 #include "engine/tokenizer.h"
 #include "server/core/chat_template.h"
 #include "server/core/sequence.h"
+#include "server/core/vision.h"
 
 namespace rwkv::server {
 
@@ -38,6 +39,19 @@ absl::Status CheckTokenIds(std::span<const int32_t> ids, std::string_view field,
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view text, std::string_view field,
                                                   const Tokenizer& tokenizer, const RequestLimits& limits);
 absl::Status CheckPromptLength(size_t tokens, const RequestLimits& limits);
+// The image files a request carries, decoded and digested: at most vision.max_images, each
+// checked by ReadPromptImage; `field`[i] names one in errors.
+absl::StatusOr<std::vector<PromptImage>> ReadImages(std::span<const std::string_view> files, std::string_view field,
+                                                    const VisionLimits& vision);
+// The marker that places an image in a text prompt.
+inline constexpr std::string_view kImageMarker = "<image>";
+// `text` as out->prompt with out->images: one image where each "<image>" marker is (the text
+// around the markers tokenized piece by piece, as VisualRWKV's tokenize_with_image_token does).
+// Without images the text is tokenized whole, markers and all. INVALID_ARGUMENT when the counts of
+// markers and images differ, or for the prompt's length with vision.tokens per image.
+absl::Status EncodePromptWithImages(std::string_view text, std::string_view field, std::vector<PromptImage> images,
+                                    std::string_view images_field, const Tokenizer& tokenizer,
+                                    const RequestLimits& limits, const VisionLimits& vision, SequenceRequest* out);
 // max_tokens in [1, limit]: "field is X; it must be in [1, L]".
 absl::Status CheckMaxTokens(int64_t max_tokens, std::string_view field, const RequestLimits& limits);
 // top_logprobs in [0, limit].
@@ -46,8 +60,10 @@ absl::Status CheckTopLogprobs(int64_t top, std::string_view field, const Request
 absl::Status CheckStopStrings(std::span<const std::string> stops, std::string_view field, const RequestLimits& limits);
 // Chat messages through the template into `out`: prompt, message boundaries for the prefix
 // cache, the reply's cache entry, the template's stop strings (after the caller's), trimming.
+// `images` are the messages' images in order (ChatMessage::images of each, message by message).
 absl::Status ApplyChat(std::span<const ChatMessage> messages, std::string_view field, const ChatTemplate& chat,
-                       const Tokenizer& tokenizer, const RequestLimits& limits, SequenceRequest* out);
+                       const Tokenizer& tokenizer, const RequestLimits& limits, SequenceRequest* out,
+                       std::vector<PromptImage> images = {}, int image_tokens = 0);
 
 }  // namespace rwkv::server
 

@@ -62,6 +62,16 @@ struct Scheduler::Seq {
   std::vector<int32_t> sampled;  // Tokens sampled, kept for a reply's cache entry.
   bool fork = false;             // Made by Fork: its prompt was computed by its parent.
   bool text_began = false;       // Text other than leading whitespace was streamed.
+  // Images (req.images): `feed` position of prompt position 0, the prefix-cache key (feed with
+  // each image's positions replaced by its digest; empty without images), each image's rows once
+  // encoded (null while pending or when the cache covers it), the row fed at each position.
+  size_t prompt_at = 0;
+  std::vector<int32_t> key;
+  std::vector<std::shared_ptr<const std::vector<float>>> image_rows;
+  int images_pending = 0;
+  std::vector<const float*> rows;
+  PrefixCache::Hit pinned;  // The cache hit found at acceptance, held until admission.
+  std::shared_ptr<const std::vector<float>> hit;  // Admission: the state being written to the slot.
   // Tokens of `feed` that are the session's or the start's pending token, not the prompt's.
   size_t pending_fed() const { return feed.size() - std::min(feed.size(), req.prompt.size()); }
   int remaining() const { return decode ? 1 : static_cast<int>(feed.size() - fed); }
@@ -79,6 +89,7 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenize
 
 Scheduler::~Scheduler() {
   StopAccepting();
+  images_.reset();  // Waits for an image being encoded; its callback only posts a task.
   AbortAll(absl::UnavailableError("server is shutting down"));
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -93,6 +104,15 @@ Scheduler::~Scheduler() {
 
 absl::Status Scheduler::OpenStateDir(const std::string& dir, StateCodec codec) {
   return sessions_.OpenDisk(dir, std::move(codec), [this] { Wake(); }, clock_());
+}
+
+absl::Status Scheduler::SetImageWorker(std::unique_ptr<ImageWorker> worker) {
+  if (worker != nullptr && worker->width() != backend_->config().n_embd) {
+    return absl::InvalidArgumentError(absl::StrFormat("the vision encoder's rows have %d values; the model's embedding has %d",
+                                                      worker->width(), backend_->config().n_embd));
+  }
+  images_ = std::move(worker);
+  return absl::OkStatus();
 }
 
 void Scheduler::Start() { thread_ = std::thread([this] { Loop(); }); }
@@ -151,7 +171,7 @@ void Scheduler::Loop() {
   while (true) {
     const bool stepped = Iterate();
     std::unique_lock<std::mutex> lock(mu_);
-    if (stop_ && incoming_.empty() && tasks_.empty() && waiting_.empty() && running_.empty()) return;
+    if (stop_ && incoming_.empty() && tasks_.empty() && waiting_.empty() && running_.empty() && encoding_.empty()) return;
     if (!stepped) {
       // Idle, or every running sequence waits for its reader: sleep until woken. The timeout
       // bounds how late a deadline or an idle TTL is noticed.
@@ -175,6 +195,11 @@ bool Scheduler::Iterate() {
   for (auto& seq : incoming) Accept(std::move(seq));
   TimePoint now = clock_();
   if (abort) {
+    for (auto& s : encoding_) {
+      Finish(*s, Failed(*abort), now);
+      --queued_;
+    }
+    encoding_.clear();
     while (!waiting_.empty()) {
       Finish(*waiting_.front(), Failed(*abort), now);
       waiting_.pop_front();
@@ -252,6 +277,7 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
     // the last stays pending, so that the first turn can start generating from it.
     if (!r.prompt.empty()) {
       if (seq->session->pending) seq->feed.push_back(*seq->session->pending);
+      seq->prompt_at = seq->feed.size();
       seq->feed.insert(seq->feed.end(), r.prompt.begin(), r.prompt.end() - 1);
     }
   } else {
@@ -272,6 +298,7 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
     } else if (r.start != nullptr && r.start->pending) {
       seq->feed.push_back(*r.start->pending);
     }
+    seq->prompt_at = seq->feed.size();
     seq->feed.insert(seq->feed.end(), r.prompt.begin(), r.prompt.end());
     if (seq->feed.empty()) {
       --queued_;
@@ -292,7 +319,110 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
     // its first token from the prompt's logits); everything else samples where they are.
     seq->device_sampling = backend_->samples_on_device() && !r.want_logprobs && r.forks.empty();
   }
+  if (!r.images.empty()) return Enqueue(std::move(seq));
   waiting_.push_back(std::move(seq));
+}
+
+std::span<const int32_t> Scheduler::KeyOf(const Seq& s) { return s.key.empty() ? s.feed : s.key; }
+
+void Scheduler::Enqueue(std::unique_ptr<Seq> seq) {
+  const TimePoint now = clock_();
+  const SequenceRequest& r = seq->req;
+  const int T = image_tokens();
+  // The edges checked the images against the prompt; checked again here because a wrong offset
+  // would feed a placeholder's embedding or a row out of bounds.
+  const auto refuse = [&](std::string why) {
+    --queued_;
+    Finish(*seq, Failed(absl::InvalidArgumentError(std::move(why))), now);
+  };
+  if (T == 0) return refuse("images: this server's model takes no images (it has no VisualRWKV vision encoder)");
+  int end = 0;
+  for (size_t j = 0; j < r.images.size(); ++j) {
+    const PromptImage& im = r.images[j];
+    if (im.pixels == nullptr || im.offset < end || static_cast<size_t>(im.offset) + T > r.prompt.size()) {
+      return refuse(absl::StrFormat("images[%d] at prompt position %d does not fit the prompt of %d tokens (%d per image)",
+                                    j, im.offset, r.prompt.size(), T));
+    }
+    end = im.offset + T;
+  }
+  if (r.kind == SequenceRequest::Kind::kCreateSession && static_cast<size_t>(end) == r.prompt.size()) {
+    // The prompt's last token stays pending (a token id): it cannot be an image's row.
+    return refuse("the prompt of a new session ends with an image; it needs text after the image");
+  }
+  Seq& s = *seq;
+  s.image_rows.assign(r.images.size(), nullptr);
+  size_t covered = 0;
+  const bool cached = cache_.enabled() && s.session == nullptr && r.kind == SequenceRequest::Kind::kGenerate;
+  if (cached) {
+    s.key = s.feed;
+    for (const PromptImage& im : r.images) {
+      const std::vector<int32_t> k = ImageKey(im.digest, T);
+      std::copy(k.begin(), k.end(), s.key.begin() + static_cast<std::ptrdiff_t>(s.prompt_at + im.offset));
+    }
+    // Pinned until admission, so that an eviction in between cannot take the state of an image
+    // whose rows are not computed. The last token is always computed (as in Admit).
+    s.pinned = cache_.Lookup(r.cache_scope, s.key, s.feed.size() - 1);
+    covered = s.pinned.length;
+  }
+  for (size_t j = 0; j < r.images.size(); ++j) {
+    const PromptImage& im = r.images[j];
+    if (s.prompt_at + im.offset + T <= covered) {
+      if (observer_) observer_->OnImageCached();
+      continue;
+    }
+    ++s.images_pending;
+    auto [job, fresh] = image_jobs_.try_emplace(im.digest);
+    job->second.emplace_back(s.id, j);
+    if (!fresh) continue;  // Already being encoded for another request (or earlier in this one).
+    images_->Encode(im.pixels, [this, digest = im.digest](absl::StatusOr<std::vector<float>> rows, double seconds) {
+      Post([this, digest, rows = std::move(rows), seconds]() mutable { OnImageRows(digest, std::move(rows), seconds); });
+    });
+  }
+  if (s.images_pending > 0) {
+    encoding_.push_back(std::move(seq));
+  } else {
+    waiting_.push_back(std::move(seq));
+  }
+}
+
+void Scheduler::OnImageRows(const ImageDigest& digest, absl::StatusOr<std::vector<float>> rows, double seconds) {
+  auto job = image_jobs_.find(digest);
+  if (job == image_jobs_.end()) return;
+  const std::vector<std::pair<int64_t, size_t>> waiters = std::move(job->second);
+  image_jobs_.erase(job);
+  if (observer_) observer_->OnImageEncoded(seconds, rows.ok());
+  const int T = image_tokens();
+  const int C = backend_->config().n_embd;
+  if (rows.ok() && rows->size() != static_cast<size_t>(T) * C) {
+    rows = absl::InternalError(absl::StrFormat("the vision encoder made %d values for an image; expected %d x %d",
+                                               rows->size(), T, C));
+  }
+  std::shared_ptr<const std::vector<float>> shared;
+  if (rows.ok()) shared = std::make_shared<const std::vector<float>>(std::move(*rows));
+  const TimePoint now = clock_();
+  for (const auto& [id, j] : waiters) {
+    auto it = std::find_if(encoding_.begin(), encoding_.end(), [id = id](const auto& s) { return s->id == id; });
+    if (it == encoding_.end()) continue;  // Finished meanwhile (cancelled, deadline, another image failed).
+    Seq& s = **it;
+    if (!rows.ok()) {
+      Finish(s, Failed(absl::Status(rows.status().code(), absl::StrFormat("images[%d]: %s", j, rows.status().message()))), now);
+      encoding_.erase(it);
+      --queued_;
+      continue;
+    }
+    s.image_rows[j] = shared;
+    if (--s.images_pending > 0) continue;
+    s.rows.assign(s.feed.size(), nullptr);
+    for (size_t i = 0; i < s.req.images.size(); ++i) {
+      if (s.image_rows[i] == nullptr) continue;
+      for (int t = 0; t < T; ++t) {
+        const size_t p = s.prompt_at + s.req.images[i].offset + t;
+        if (p < s.rows.size()) s.rows[p] = s.image_rows[i]->data() + static_cast<size_t>(t) * C;
+      }
+    }
+    waiting_.push_back(std::move(*it));
+    encoding_.erase(it);
+  }
 }
 
 void Scheduler::Reap(TimePoint now) {
@@ -313,6 +443,11 @@ void Scheduler::Reap(TimePoint now) {
     }
     return false;
   };
+  std::erase_if(encoding_, [&](const std::unique_ptr<Seq>& s) {
+    if (!check(*s)) return false;
+    --queued_;
+    return true;
+  });
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (check(**it)) {
       --queued_;
@@ -333,9 +468,13 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
     const std::vector<float>* from = seq.req.start != nullptr ? &seq.req.start->state : nullptr;
     if (cache_.enabled() && seq.req.kind == SequenceRequest::Kind::kGenerate && !seq.decode) {
       // The last prompt token is always computed: its logits give the first sample.
-      const PrefixCache::Hit hit = cache_.Lookup(seq.req.cache_scope, seq.feed, seq.feed.size() - 1);
+      PrefixCache::Hit hit = cache_.Lookup(seq.req.cache_scope, KeyOf(seq), seq.feed.size() - 1);
+      // An image request keeps what it found at acceptance: the images it covers were not encoded.
+      if (seq.pinned.length > hit.length) hit = std::move(seq.pinned);
+      seq.pinned = {};
       if (hit.length > 0) {
-        from = hit.state;
+        from = hit.state.get();
+        seq.hit = std::move(hit.state);  // Alive until the slot is written below.
         seq.fed = seq.cached = hit.length;
       }
       const size_t offset = seq.pending_fed();
@@ -343,13 +482,32 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
       if (const int every = cache_.options().interval; every > 0) {
         for (size_t p = every; p <= seq.feed.size(); p += every) seq.captures.push_back(p);
       }
+      // The state after each image (the next question on it starts there), and none inside one:
+      // a hit then covers whole images only.
+      const size_t T = static_cast<size_t>(image_tokens());
+      for (const PromptImage& im : seq.req.images) seq.captures.push_back(seq.prompt_at + im.offset + T);
+      std::erase_if(seq.captures, [&](size_t p) {
+        for (const PromptImage& im : seq.req.images) {
+          if (p > seq.prompt_at + im.offset && p < seq.prompt_at + im.offset + T) return true;
+        }
+        return false;
+      });
       std::erase_if(seq.captures, [&](size_t p) { return p <= seq.fed || p > seq.feed.size(); });
       std::sort(seq.captures.begin(), seq.captures.end());
       seq.captures.erase(std::unique(seq.captures.begin(), seq.captures.end()), seq.captures.end());
       if (observer_) observer_->OnPrefixLookup(static_cast<int>(seq.feed.size()), static_cast<int>(seq.cached));
     }
     if (from != nullptr) {
-      if (absl::Status st = backend_->pool().Write(seq.slot, *from); !st.ok()) return Finish(seq, Failed(st), now);
+      absl::Status st = backend_->pool().Write(seq.slot, *from);
+      seq.hit.reset();
+      if (!st.ok()) return Finish(seq, Failed(st), now);
+    }
+  }
+  // Every image position still to feed has its row (a cache hit covers whole images only).
+  for (size_t j = 0; j < seq.req.images.size(); ++j) {
+    const size_t end = seq.prompt_at + seq.req.images[j].offset + static_cast<size_t>(image_tokens());
+    if (end > seq.fed && seq.image_rows[j] == nullptr) {
+      return Finish(seq, Failed(absl::InternalError(absl::StrFormat("images[%d] has no rows at admission", j))), now);
     }
   }
   if (observer_) observer_->OnAdmit(Seconds(seq.submitted, now), seq.fork ? 0 : static_cast<int>(seq.req.prompt.size()));
@@ -372,6 +530,7 @@ void Scheduler::RunStep(std::vector<std::pair<Seq*, int>>& work, TimePoint now) 
     BatchEntry e;
     e.slot = s->slot;
     e.tokens = s->decode ? std::span<const int32_t>(&s->next, 1) : std::span<const int32_t>(s->feed).subspan(s->fed, n);
+    if (!s->decode && !s->rows.empty()) e.rows = std::span<const float* const>(s->rows).subspan(s->fed, n);
     batch_.push_back(e);
     tokens += n;
     // A token is sampled for this entry when its prompt is through after this call.
@@ -480,7 +639,8 @@ void Scheduler::OnToken(Seq& s, int32_t token, std::span<const float> logits, Ti
 }
 
 void Scheduler::Capture(Seq& s, size_t length, std::span<const int32_t> extra) {
-  std::vector<int32_t> key(s.feed.begin(), s.feed.begin() + static_cast<std::ptrdiff_t>(length));
+  const std::span<const int32_t> feed_key = KeyOf(s);
+  std::vector<int32_t> key(feed_key.begin(), feed_key.begin() + static_cast<std::ptrdiff_t>(length));
   key.insert(key.end(), extra.begin(), extra.end());
   if (key.empty() || cache_.Contains(s.req.cache_scope, key)) return;
   std::vector<float> state(static_cast<size_t>(backend_->pool().slot_floats()));
@@ -576,6 +736,7 @@ Occupancy Scheduler::occupancy() {
   Occupancy o;
   o.running = static_cast<int>(running_.size());
   o.waiting = static_cast<int>(waiting_.size());
+  o.encoding = static_cast<int>(encoding_.size());
   o.slots_used = backend_->pool().used();
   o.slots_total = backend_->pool().capacity();
   o.sessions_device = sessions_.device_sessions();

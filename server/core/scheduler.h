@@ -15,6 +15,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -31,11 +32,13 @@
 #include "server/core/sequence.h"
 #include "server/core/session_store.h"
 #include "server/core/stop_matcher.h"
+#include "server/core/vision.h"
 
 namespace rwkv::server {
 
 struct Occupancy {
   int running = 0, waiting = 0;
+  int encoding = 0;  // Waiting for their images' rows (not yet in `waiting`).
   int slots_used = 0, slots_total = 0;
   int sessions_device = 0, sessions_host = 0, sessions_disk = 0;
   int64_t disk_bytes = 0;  // Session files (with a state directory).
@@ -51,6 +54,10 @@ class SchedulerObserver : public SessionObserver {
   virtual void OnAdmit(double queue_seconds, int prompt_tokens) {}
   // A stateless prompt looked up in the prefix cache: `cached` of its `tokens` came from it.
   virtual void OnPrefixLookup(int tokens, int cached) {}
+  // An image of a prompt: encoded (`seconds` on the vision worker, `ok` false when the encoder
+  // failed), or found in the prefix cache with the state after it (no vision work).
+  virtual void OnImageEncoded(double seconds, bool ok) {}
+  virtual void OnImageCached() {}
   // A token was sampled: `first` = the sequence's first (seconds since admission), else seconds
   // since its previous token.
   virtual void OnToken(bool first, double seconds) {}
@@ -81,6 +88,11 @@ class Scheduler {
 
   // Opens the sessions' disk tier on `dir` (SessionStore::OpenDisk). REQUIRES: before Start().
   absl::Status OpenStateDir(const std::string& dir, StateCodec codec);
+  // Images in prompts go through `worker` (its rows must be the model's n_embd wide); without
+  // one a request with images fails INVALID_ARGUMENT. REQUIRES: before Start().
+  absl::Status SetImageWorker(std::unique_ptr<ImageWorker> worker);
+  // Prompt positions per image; 0 without an image worker.
+  int image_tokens() const { return images_ ? images_->tokens() : 0; }
   // Starts the loop thread. Without it, tests drive the loop by calling Iterate().
   void Start();
   // Queues a sequence. UNAVAILABLE while draining, RESOURCE_EXHAUSTED when the queue is full;
@@ -111,6 +123,12 @@ class Scheduler {
   struct Seq;
   void Loop();
   void Accept(std::unique_ptr<Seq> seq);
+  // A sequence whose prompt has images: its cache key, the cache hit it pins, the images to
+  // encode. Then it waits in `encoding_` or in `waiting_`.
+  void Enqueue(std::unique_ptr<Seq> seq);
+  void OnImageRows(const ImageDigest& digest, absl::StatusOr<std::vector<float>> rows, double seconds);
+  // The prefix-cache key of `feed` (images by digest).
+  static std::span<const int32_t> KeyOf(const Seq& s);
   void Reap(TimePoint now);
   void Admit(Seq& seq, TimePoint now);
   // Shortens prefill chunks in `work` that would cross a cache point.
@@ -127,6 +145,7 @@ class Scheduler {
 
   std::unique_ptr<Backend> backend_;
   const Tokenizer* tokenizer_;
+  std::unique_ptr<ImageWorker> images_;  // Destroyed first (~Scheduler): its callbacks Post here.
   SchedulerOptions options_;
   SchedulerObserver* observer_;
   ClockFn clock_;
@@ -147,6 +166,9 @@ class Scheduler {
 
   // Loop thread.
   std::deque<std::unique_ptr<Seq>> waiting_;
+  std::vector<std::unique_ptr<Seq>> encoding_;  // Queued, waiting for image rows; counted in queued_.
+  // Images being encoded: who waits for each (sequence id, index of the image in its request).
+  std::map<ImageDigest, std::vector<std::pair<int64_t, size_t>>> image_jobs_;
   std::vector<std::unique_ptr<Seq>> running_;
   int64_t next_id_ = 1;
   TimePoint next_expiry_check_{};

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "engine/sampler.h"
 #include "server/core/state_codec.h"
+#include "server/core/vision.h"
 
 namespace rwkv::server {
 
@@ -32,6 +33,9 @@ struct SequenceRequest {
   std::string request_id;
   std::string session_id;  // Generate: empty = stateless. CreateSession: the new id.
   std::vector<int32_t> prompt;
+  // Images in the prompt (VisualRWKV), ascending and apart: each covers the scheduler's
+  // image_tokens() positions of `prompt` from its offset, whose ids are placeholders.
+  std::vector<PromptImage> images;
   SamplingParams sampling;
   int max_tokens = 256;
   std::vector<std::string> stop_strings;

@@ -340,7 +340,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::Call
   if (st.ok()) {
     sink->SetTenant(tenant->name);
     absl::StatusOr<SequenceRequest> seq =
-        ToSequenceRequest(*req, frontend_->tokenizer(), frontend_->limits(), frontend_->chat());
+        ToSequenceRequest(*req, frontend_->tokenizer(), frontend_->limits(), frontend_->chat(), frontend_->vision());
     st = seq.status();
     if (st.ok()) {
       seq->deadline = Deadline(ctx);
@@ -357,7 +357,7 @@ grpc::ServerUnaryReactor* RwkvService::CreateSession(grpc::CallbackServerContext
   absl::StatusOr<Tenant> tenant = Authenticate(ctx);
   if (!tenant.ok()) return Finish(ctx, "CreateSession", tenant.status());
   if (absl::Status st = frontend_->Ready(true); !st.ok()) return Finish(ctx, "CreateSession", st);
-  absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, frontend_->tokenizer(), frontend_->limits());
+  absl::StatusOr<SequenceRequest> seq = ToCreateRequest(*req, frontend_->tokenizer(), frontend_->limits(), frontend_->vision());
   if (!seq.ok()) return Finish(ctx, "CreateSession", seq.status());
   absl::StatusOr<std::shared_ptr<const ExportedState>> start = frontend_->states().Resolve(req->initial_state(), "initial_state");
   if (!start.ok()) return Finish(ctx, "CreateSession", start.status());
@@ -549,6 +549,11 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
   const SchedulerOptions& so = frontend_->scheduler().options();
   l->set_max_prompt_tokens(frontend_->limits().max_prompt_tokens);
   l->set_max_tokens(frontend_->limits().max_tokens);
+  if (frontend_->vision().tokens > 0) {
+    l->set_max_images(frontend_->vision().max_images);
+    l->set_max_image_bytes(frontend_->vision().image.max_bytes);
+    l->set_max_image_pixels(frontend_->vision().image.max_pixels);
+  }
   l->set_state_slots(frontend_->slots());
   l->set_step_token_budget(so.token_budget);
   l->set_max_running(so.max_running);
@@ -559,6 +564,7 @@ grpc::ServerUnaryReactor* RwkvService::GetModelInfo(grpc::CallbackServerContext*
   for (const std::string& n : frontend_->states().names()) resp->add_initial_states(n);
   resp->set_default_initial_state(frontend_->states().default_name());
   resp->set_tokenizer(std::string(frontend_->tokenizer().kind()));
+  resp->set_image_tokens(frontend_->vision().tokens);
   return Finish(ctx, "GetModelInfo", absl::OkStatus());
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status.h"
 #include "server/core/session_store.h"
@@ -14,20 +15,36 @@ absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids, const
   return CheckTokenIds(std::span<const int32_t>(ids.data(), ids.size()), field, limits.vocab);
 }
 
+absl::StatusOr<std::vector<PromptImage>> Images(const google::protobuf::RepeatedPtrField<v1::Image>& images,
+                                                const char* field, const VisionLimits& vision) {
+  std::vector<std::string_view> files;
+  for (const v1::Image& im : images) files.emplace_back(im.data());
+  return ReadImages(files, field, vision);
+}
+
+// The prompt (text with its images, or ids) into out->prompt and out->images.
 template <typename Req>
-absl::StatusOr<std::vector<int32_t>> Prompt(const Req& req, const Tokenizer& tokenizer, const RequestLimits& limits) {
+absl::Status Prompt(const Req& req, const Tokenizer& tokenizer, const RequestLimits& limits, const VisionLimits& vision,
+                    SequenceRequest* out) {
   if (req.has_token_ids()) {
+    if (req.images_size() > 0) {
+      return absl::InvalidArgumentError(
+          "images: a token_ids prompt takes no images; send text with \"<image>\" markers, or messages");
+    }
     RWKV_RETURN_IF_ERROR(CheckIds(req.token_ids().ids(), "token_ids.ids", limits));
     RWKV_RETURN_IF_ERROR(CheckPromptLength(req.token_ids().ids_size(), limits));
-    return std::vector<int32_t>(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    out->prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    return absl::OkStatus();
   }
-  return EncodePrompt(req.text(), "text", tokenizer, limits);
+  RWKV_ASSIGN_OR_RETURN(std::vector<PromptImage> images, Images(req.images(), "images", vision));
+  return EncodePromptWithImages(req.text(), "text", std::move(images), "images", tokenizer, limits, vision, out);
 }
 
 }  // namespace
 
 absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req, const Tokenizer& tokenizer,
-                                                  const RequestLimits& limits, const ChatTemplate& chat) {
+                                                  const RequestLimits& limits, const ChatTemplate& chat,
+                                                  const VisionLimits& vision) {
   SequenceRequest out;
   out.kind = SequenceRequest::Kind::kGenerate;
   if (req.request_id().size() > limits.max_request_id_bytes) {
@@ -39,8 +56,8 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
     RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(req.session_id(), "session_id"));
     out.session_id = req.session_id();
   }
-  if (!req.has_messages()) {
-    RWKV_ASSIGN_OR_RETURN(out.prompt, Prompt(req, tokenizer, limits));
+  if (req.has_messages() && req.images_size() > 0) {
+    return absl::InvalidArgumentError("images: with messages, each message carries its own (messages.messages[i].images)");
   }
 
   const v1::SamplingParams& p = req.sampling();
@@ -81,23 +98,42 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
   }
   out.top_logprobs = o.top_logprobs();
 
+  // The prompt last: images are the costly part to check.
   if (req.has_messages()) {
     std::vector<ChatMessage> messages;
-    for (const v1::ChatMessage& m : req.messages().messages()) messages.push_back({m.role(), m.content()});
-    RWKV_RETURN_IF_ERROR(ApplyChat(messages, "messages.messages", chat, tokenizer, limits, &out));
+    std::vector<PromptImage> images;
+    const auto& ms = req.messages().messages();
+    for (int i = 0; i < ms.size(); ++i) {
+      messages.push_back({ms[i].role(), ms[i].content(), ms[i].images_size()});
+      if (ms[i].images_size() == 0) continue;
+      if (images.size() + ms[i].images_size() > static_cast<size_t>(std::max(vision.max_images, 0)) && vision.tokens > 0) {
+        return absl::InvalidArgumentError(absl::StrFormat("messages.messages carry %d images or more; the limit is %d a request",
+                                                          images.size() + ms[i].images_size(), vision.max_images));
+      }
+      const std::string field = absl::StrFormat("messages.messages[%d].images", i);
+      RWKV_ASSIGN_OR_RETURN(std::vector<PromptImage> more, Images(ms[i].images(), field.c_str(), vision));
+      for (PromptImage& im : more) images.push_back(std::move(im));
+    }
+    RWKV_RETURN_IF_ERROR(
+        ApplyChat(messages, "messages.messages", chat, tokenizer, limits, &out, std::move(images), vision.tokens));
+  } else {
+    RWKV_RETURN_IF_ERROR(Prompt(req, tokenizer, limits, vision, &out));
   }
   return out;
 }
 
 absl::StatusOr<SequenceRequest> ToCreateRequest(const v1::CreateSessionRequest& req, const Tokenizer& tokenizer,
-                                                const RequestLimits& limits) {
+                                                const RequestLimits& limits, const VisionLimits& vision) {
   SequenceRequest out;
   out.kind = SequenceRequest::Kind::kCreateSession;
   if (!req.session_id().empty()) {
     RWKV_RETURN_IF_ERROR(SessionStore::ValidateId(req.session_id(), "session_id"));
     out.session_id = req.session_id();
   }
-  RWKV_ASSIGN_OR_RETURN(out.prompt, Prompt(req, tokenizer, limits));
+  RWKV_RETURN_IF_ERROR(Prompt(req, tokenizer, limits, vision, &out));
+  if (!out.images.empty() && out.images.back().offset + vision.tokens == static_cast<int>(out.prompt.size())) {
+    return absl::InvalidArgumentError("text ends with an image; a new session's prompt needs text after its last image");
+  }
   return out;
 }
 

@@ -19,10 +19,11 @@ namespace rwkv::server {
 // RPC's (or the server default), applied by the caller.
 // `chat` renders `messages` prompts.
 absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req, const Tokenizer& tokenizer,
-                                                  const RequestLimits& limits, const ChatTemplate& chat);
-// CreateSession with its optional first prompt.
+                                                  const RequestLimits& limits, const ChatTemplate& chat,
+                                                  const VisionLimits& vision = {});
+// CreateSession with its optional first prompt. `vision` bounds the images (tokens 0: none taken).
 absl::StatusOr<SequenceRequest> ToCreateRequest(const v1::CreateSessionRequest& req, const Tokenizer& tokenizer,
-                                                const RequestLimits& limits);
+                                                const RequestLimits& limits, const VisionLimits& vision = {});
 
 }  // namespace rwkv::server
 

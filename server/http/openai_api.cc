@@ -260,7 +260,8 @@ void OpenAiApi::Generate(std::shared_ptr<HttpExchange> ex, const Tenant& tenant,
     request_id = std::string(*rid);
   }
   absl::StatusOr<openai::Request> parsed =
-      openai::ParseRequest(req.body, endpoint, frontend_->tokenizer(), frontend_->limits(), frontend_->chat());
+      openai::ParseRequest(req.body, endpoint, frontend_->tokenizer(), frontend_->limits(), frontend_->chat(),
+                           frontend_->vision());
   openai::Envelope env;
   env.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", SessionStore::NewId());
   env.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -140,9 +142,36 @@ absl::Status CompletionPrompt(const json& body, const Tokenizer& tokenizer, cons
   return Tag(CheckPromptLength(out->prompt.size(), limits), "prompt");
 }
 
-// /v1/chat/completions' messages: role and content (a string, or text parts).
+// An image_url part: a data URL ("data:image/png;base64,...") decoded and read as an image.
+absl::StatusOr<PromptImage> ImagePart(const json& part, const std::string& at, const VisionLimits& vision) {
+  const json* iu = Field(part, "image_url");
+  const json* url = iu == nullptr ? nullptr : iu->is_object() ? Field(*iu, "url") : iu;
+  if (url == nullptr || !url->is_string()) return Bad("messages", absl::StrCat(at, ".image_url.url must be a string"));
+  const std::string& u = url->get_ref<const std::string&>();
+  const size_t comma = u.find(',');
+  if (!absl::StartsWith(u, "data:") || comma == std::string::npos ||
+      !absl::EndsWith(u.substr(0, comma), ";base64")) {
+    return Bad("messages", absl::StrCat(at, ".image_url.url: only base64 data URLs (data:image/png;base64,...) are "
+                                            "accepted; this server does not fetch remote images"));
+  }
+  const std::string_view payload = std::string_view(u).substr(comma + 1);
+  if (static_cast<int64_t>(payload.size() / 4 * 3) > vision.image.max_bytes + 3) {
+    return Bad("messages", absl::StrFormat("%s.image_url.url holds about %d bytes; the limit is %d bytes an image", at,
+                                           payload.size() / 4 * 3, vision.image.max_bytes));
+  }
+  std::string bytes;
+  if (!absl::Base64Unescape(AV(payload), &bytes)) {
+    return Bad("messages", absl::StrCat(at, ".image_url.url: the data after the comma is not valid base64"));
+  }
+  absl::StatusOr<PromptImage> im = ReadPromptImage(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), at + ".image_url", vision);
+  if (!im.ok()) return Bad("messages", std::string(im.status().message()));
+  return im;
+}
+
+// /v1/chat/completions' messages: role and content (a string, or text and image_url parts).
 absl::Status ChatPrompt(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits,
-                        const ChatTemplate& chat, SequenceRequest* out) {
+                        const ChatTemplate& chat, const VisionLimits& vision, SequenceRequest* out) {
   const json* m = Field(body, "messages");
   if (m == nullptr) return Bad("messages", "messages is required");
   if (!m->is_array()) return Bad("messages", absl::StrCat("messages must be an array, not ", TypeName(*m)));
@@ -150,6 +179,7 @@ absl::Status ChatPrompt(const json& body, const Tokenizer& tokenizer, const Requ
     return Bad("messages", absl::StrFormat("messages has %d entries; the limit is %d", m->size(), limits.max_messages));
   }
   std::vector<ChatMessage> messages;
+  std::vector<PromptImage> images;
   for (size_t i = 0; i < m->size(); ++i) {
     const json& msg = (*m)[i];
     const std::string at = absl::StrFormat("messages[%d]", i);
@@ -172,9 +202,20 @@ absl::Status ChatPrompt(const json& body, const Tokenizer& tokenizer, const Requ
         const std::string pat = absl::StrFormat("%s.content[%d]", at, k);
         const json* type = part.is_object() ? Field(part, "type") : nullptr;
         if (type == nullptr || !type->is_string()) return Bad("messages", absl::StrCat(pat, ".type must be a string"));
+        if (*type == "image_url") {
+          if (vision.tokens > 0 && images.size() >= static_cast<size_t>(vision.max_images)) {
+            return Bad("messages", absl::StrFormat("%s: more than %d images; the limit is %d a request", pat,
+                                                   vision.max_images, vision.max_images));
+          }
+          RWKV_ASSIGN_OR_RETURN(PromptImage im, ImagePart(part, pat, vision));
+          images.push_back(std::move(im));
+          ++cm.images;
+          continue;
+        }
         if (*type != "text") {
           return Bad("messages", absl::StrCat(pat, ".type is '", type->get<std::string>().substr(0, 32),
-                                              "'; this model reads text parts only"));
+                                              vision.tokens > 0 ? "'; parts are text or image_url"
+                                                                : "'; this model reads text parts only"));
         }
         const json* text = Field(part, "text");
         if (text == nullptr || !text->is_string()) return Bad("messages", absl::StrCat(pat, ".text must be a string"));
@@ -185,7 +226,7 @@ absl::Status ChatPrompt(const json& body, const Tokenizer& tokenizer, const Requ
     }
     messages.push_back(std::move(cm));
   }
-  return Tag(ApplyChat(messages, "messages", chat, tokenizer, limits, out), "messages");
+  return Tag(ApplyChat(messages, "messages", chat, tokenizer, limits, out, std::move(images), vision.tokens), "messages");
 }
 
 absl::Status Refusals(const json& body, Endpoint endpoint, int n) {
@@ -223,7 +264,7 @@ std::optional<std::string> ParamOf(const absl::Status& s) {
 }
 
 absl::StatusOr<Request> ParseRequest(std::string_view body, Endpoint endpoint, const Tokenizer& tokenizer,
-                                     const RequestLimits& limits, const ChatTemplate& chat) {
+                                     const RequestLimits& limits, const ChatTemplate& chat, const VisionLimits& vision) {
   const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad("", "the request body is not valid JSON");
   if (!j.is_object()) return Bad("", absl::StrCat("the request body must be a JSON object, not ", TypeName(j)));
@@ -372,7 +413,7 @@ absl::StatusOr<Request> ParseRequest(std::string_view body, Endpoint endpoint, c
   // The prompt last: its errors come after the cheap checks, and a chat adds its stop strings
   // after the caller's.
   if (endpoint == Endpoint::kChat) {
-    RWKV_RETURN_IF_ERROR(ChatPrompt(j, tokenizer, limits, chat, &seq));
+    RWKV_RETURN_IF_ERROR(ChatPrompt(j, tokenizer, limits, chat, vision, &seq));
   } else {
     RWKV_RETURN_IF_ERROR(CompletionPrompt(j, tokenizer, limits, &seq));
   }

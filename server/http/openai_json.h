@@ -36,9 +36,12 @@ struct Request {
 
 // INVALID_ARGUMENT naming the OpenAI field (also carried as the error's `param`, ParamOf) for a
 // body that is not a JSON object, a field of the wrong type or out of range, or a feature this
-// server does not have (tools, images, response formats other than text, echo, suffix).
+// server does not have (tools, response formats other than text, echo, suffix; images when
+// vision.tokens is 0). Chat image parts are {"type": "image_url", "image_url": {"url":
+// "data:image/...;base64,..."}}, placed before their message's text.
 absl::StatusOr<Request> ParseRequest(std::string_view body, Endpoint endpoint, const Tokenizer& tokenizer,
-                                     const RequestLimits& limits, const ChatTemplate& chat);
+                                     const RequestLimits& limits, const ChatTemplate& chat,
+                                     const VisionLimits& vision = {});
 
 // The field an INVALID_ARGUMENT from ParseRequest names, if any.
 std::optional<std::string> ParamOf(const absl::Status& s);

@@ -33,12 +33,13 @@ constexpr char kUsage[] = R"(usage: rwkv-client [--server HOST:PORT] [--timeout 
 
 commands:
   generate --prompt TEXT | --tokens 1,2,3      stream a completion to stdout
+           [--image FILE]... (a VisualRWKV model: one per "<image>" marker in --prompt)
            [--session ID | --state NAME] [--max-tokens 256] [--stop STR]... [--stop-token ID]... [--ignore-eos]
            [--temperature 1] [--top-p 0.85] [--top-k 0] [--min-p 0] [--presence-penalty 0]
            [--frequency-penalty 0] [--penalty-decay 1] [--seed 0] [--logprobs N] [--json]
   chat     [--session ID | --state NAME] [--max-tokens 500] [sampling flags]
            an interactive conversation on a session; each turn sends only the new message
-  session  create [--id ID] [--prompt TEXT] [--state NAME] | list | get ID | fork ID [--id NEW] | delete ID
+  session  create [--id ID] [--prompt TEXT] [--image FILE]... [--state NAME] | list | get ID | fork ID [--id NEW] | delete ID
            | export ID FILE | import FILE [--id ID]
   info                                          model, backend and limits
   health   [--service rwkv.v1.Rwkv]             grpc.health.v1 status; exit 0 only when SERVING
@@ -78,12 +79,13 @@ FlagTable CommandFlags(const std::string& cmd) {
     add({{"prompt", FlagType::kString}, {"tokens", FlagType::kIntList}, {"session", FlagType::kString},
          {"state", FlagType::kString}, {"max-tokens", FlagType::kInt}, {"stop", FlagType::kString},
          {"stop-token", FlagType::kInt}, {"ignore-eos", FlagType::kBool}, {"json", FlagType::kBool},
-         {"logprobs", FlagType::kInt}});
+         {"logprobs", FlagType::kInt}, {"image", FlagType::kString}});
   } else if (cmd == "chat") {
     add(kSamplingFlags);
     add({{"session", FlagType::kString}, {"state", FlagType::kString}, {"max-tokens", FlagType::kInt}});
   } else if (cmd == "session") {
-    add({{"id", FlagType::kString}, {"state", FlagType::kString}, {"prompt", FlagType::kString}});
+    add({{"id", FlagType::kString}, {"state", FlagType::kString}, {"prompt", FlagType::kString},
+         {"image", FlagType::kString}});
   } else if (cmd == "health") {
     add({{"service", FlagType::kString}});
   } else if (cmd == "bench") {
@@ -197,8 +199,19 @@ void PrintSession(const v1::Session& s) {
               s.last_used_unix_seconds());
 }
 
+// --image FILE (repeatable): the files, in order, for the "<image>" markers of --prompt.
+absl::Status AddImages(const Flags& f, google::protobuf::RepeatedPtrField<v1::Image>* out) {
+  for (const std::string& path : f.All("image")) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot open ", path));
+    out->Add()->set_data(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Generate(Client& c, const Flags& f) {
   v1::GenerateRequest g;
+  if (absl::Status st = AddImages(f, g.mutable_images()); !st.ok()) return st;
   if (f.Has("tokens")) {
     absl::StatusOr<std::vector<int32_t>> ids = Ids(f.Get("tokens"));
     if (!ids.ok()) return ids.status();
@@ -332,6 +345,7 @@ absl::Status SessionCmd(Client& c, const Flags& f) {
     req.set_session_id(f.Get("id"));
     req.set_initial_state(f.Get("state"));
     if (f.Has("prompt")) req.set_text(f.Get("prompt"));
+    if (absl::Status st = AddImages(f, req.mutable_images()); !st.ok()) return st;
     absl::StatusOr<v1::Session> s = c.CreateSession(req, o);
     if (!s.ok()) return Fail("create", s.status());
     PrintSession(*s);
@@ -390,6 +404,11 @@ absl::Status Info(Client& c, const Flags& f) {
               l.state_slots(), l.max_running(), l.step_token_budget(), l.queue_length(), l.max_sessions(),
               l.max_prompt_tokens(), l.max_tokens(), l.session_idle_ttl_seconds());
   std::printf("tokenizer:    %s\n", m->tokenizer().c_str());
+  if (m->image_tokens() > 0) {
+    std::printf("images:       %d tokens each; at most %d a request, %lld bytes, %lld pixels\n", m->image_tokens(),
+                m->limits().max_images(), static_cast<long long>(m->limits().max_image_bytes()),
+                static_cast<long long>(m->limits().max_image_pixels()));
+  }
   std::printf("start states: %s (default: %s)\n",
               m->initial_states().empty() ? "none" : absl::StrJoin(m->initial_states(), ", ").c_str(),
               m->default_initial_state().empty() ? "zeros" : m->default_initial_state().c_str());

@@ -20,6 +20,16 @@ Buckets Latency() {
 prometheus::Histogram& Histogram(prometheus::Registry& r, const char* name, const char* help, Buckets b) {
   return BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
 }
+// Images of prompts by where their state came from: encoded, failed (the encoder's error), or
+// cache (the prefix cache held the state after the image: no vision work).
+prometheus::Counter& ImageCounter(prometheus::Registry& r, const char* source) {
+  return prometheus::BuildCounter()
+      .Name("rwkv_images_total")
+      .Help("Images in prompts, by source: encoded, failed, or cache (the state after it was cached)")
+      .Register(r)
+      .Add({{"source", source}});
+}
+
 prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
   return BuildCounter().Name(name).Help(help).Register(r).Add({});
 }
@@ -99,7 +109,20 @@ Metrics::Metrics()
       prefix_bytes_(Gauge(*registry_, "rwkv_prefix_cache_bytes", "Bytes the prefix-state cache holds (states and keys)")),
       prefix_entries_(Gauge(*registry_, "rwkv_prefix_cache_entries", "States in the prefix-state cache")),
       prefix_evictions_(Counter(*registry_, "rwkv_prefix_cache_evictions_total",
-                                "Prefix-cache states dropped to keep --prefix-cache-bytes")) {}
+                                "Prefix-cache states dropped to keep --prefix-cache-bytes")),
+      images_encoded_(ImageCounter(*registry_, "encoded")),
+      images_failed_(ImageCounter(*registry_, "failed")),
+      images_cached_(ImageCounter(*registry_, "cache")),
+      image_encode_seconds_(Histogram(*registry_, "rwkv_image_encode_seconds",
+                                      "One image through the vision encoder (towers and projector)",
+                                      {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100})) {}
+
+void Metrics::OnImageEncoded(double seconds, bool ok) {
+  (ok ? images_encoded_ : images_failed_).Increment();
+  if (ok) image_encode_seconds_.Observe(seconds);
+}
+
+void Metrics::OnImageCached() { images_cached_.Increment(); }
 
 void Metrics::OnPrefixLookup(int tokens, int cached) {
   prefix_lookups_.Increment();

@@ -58,6 +58,8 @@ class Metrics final : public SchedulerObserver, public EdgeObserver {
   void SetLive(bool live) { live_ = live; }
   void OnAdmit(double queue_seconds, int prompt_tokens) override;
   void OnPrefixLookup(int tokens, int cached) override;
+  void OnImageEncoded(double seconds, bool ok) override;
+  void OnImageCached() override;
   void OnToken(bool first, double seconds) override;
   void OnStep(int sequences, int tokens, double seconds) override;
   void OnFinish(const FinalEvent& final) override;
@@ -107,6 +109,10 @@ class Metrics final : public SchedulerObserver, public EdgeObserver {
   prometheus::Gauge& prefix_entries_;
   prometheus::Counter& prefix_evictions_;
   std::atomic<int64_t> prefix_evictions_seen_{0};
+  prometheus::Counter& images_encoded_;
+  prometheus::Counter& images_failed_;
+  prometheus::Counter& images_cached_;
+  prometheus::Histogram& image_encode_seconds_;
   std::atomic<bool> tenant_label_{false};
   std::atomic<bool> live_{true};  // For /livez (/readyz reads serving_).
 };

@@ -144,6 +144,10 @@ absl::Status CompletionPrompt(const json& body, const Tokenizer& tokenizer, cons
 
 // An image_url part: a data URL ("data:image/png;base64,...") decoded and read as an image.
 absl::StatusOr<PromptImage> ImagePart(const json& part, const std::string& at, const VisionLimits& vision) {
+  if (vision.tokens <= 0) {
+    return Bad("messages", absl::StrCat(at, ".type is 'image_url'; this model takes no images (it has no VisualRWKV "
+                                            "vision encoder)"));
+  }
   const json* iu = Field(part, "image_url");
   const json* url = iu == nullptr ? nullptr : iu->is_object() ? Field(*iu, "url") : iu;
   if (url == nullptr || !url->is_string()) return Bad("messages", absl::StrCat(at, ".image_url.url must be a string"));

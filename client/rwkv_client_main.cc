@@ -274,6 +274,7 @@ absl::Status Generate(Client& c, const Flags& f) {
                           {"usage",
                            {{"prompt_tokens", u.prompt_tokens()},
                             {"generated_tokens", u.generated_tokens()},
+                            {"cached_prompt_tokens", u.cached_prompt_tokens()},
                             {"queue_seconds", u.queue_seconds()},
                             {"first_token_seconds", u.first_token_seconds()},
                             {"total_seconds", u.total_seconds()}}}};

@@ -53,6 +53,8 @@ class ServerObserver final : public SchedulerObserver {
   void SetHealth(grpc::HealthCheckServiceInterface* h) { health_ = h; }
   void OnAdmit(double q, int p) override { m_->OnAdmit(q, p); }
   void OnPrefixLookup(int tokens, int cached) override { m_->OnPrefixLookup(tokens, cached); }
+  void OnImageEncoded(double seconds, bool ok) override { m_->OnImageEncoded(seconds, ok); }
+  void OnImageCached() override { m_->OnImageCached(); }
   void OnToken(bool first, double s) override { m_->OnToken(first, s); }
   void OnStep(int seqs, int tokens, double s) override { m_->OnStep(seqs, tokens, s); }
   void OnFinish(const FinalEvent& f) override { m_->OnFinish(f); }

@@ -19,17 +19,23 @@ absl::StatusOr<PromptImage> ReadPromptImage(std::span<const uint8_t> bytes, std:
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(AV(field), " is empty"));
   absl::StatusOr<vision::Image> image = vision::DecodeImage(bytes, limits.image);
   if (!image.ok()) return absl::InvalidArgumentError(absl::StrCat(AV(field), ": ", image.status().message()));
+  absl::StatusOr<PromptImage> out = PromptImageOf(std::move(*image));
+  if (!out.ok()) return absl::Status(out.status().code(), absl::StrCat(AV(field), ": ", out.status().message()));
+  return out;
+}
+
+absl::StatusOr<PromptImage> PromptImageOf(vision::Image image) {
   PromptImage out;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  const uint32_t dims[2] = {static_cast<uint32_t>(image->width), static_cast<uint32_t>(image->height)};
+  const uint32_t dims[2] = {static_cast<uint32_t>(image.width), static_cast<uint32_t>(image.height)};
   unsigned int len = 0;
   const bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
                   EVP_DigestUpdate(ctx, dims, sizeof(dims)) == 1 &&
-                  EVP_DigestUpdate(ctx, image->rgb.data(), image->rgb.size()) == 1 &&
+                  EVP_DigestUpdate(ctx, image.rgb.data(), image.rgb.size()) == 1 &&
                   EVP_DigestFinal_ex(ctx, out.digest.data(), &len) == 1 && len == out.digest.size();
   EVP_MD_CTX_free(ctx);
-  if (!ok) return absl::InternalError(absl::StrCat(AV(field), ": SHA-256 of the pixels failed"));
-  out.pixels = std::make_shared<const vision::Image>(std::move(*image));
+  if (!ok) return absl::InternalError("SHA-256 of the pixels failed");
+  out.pixels = std::make_shared<const vision::Image>(std::move(image));
   return out;
 }
 

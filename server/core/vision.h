@@ -53,6 +53,9 @@ struct PromptImage {
 absl::StatusOr<PromptImage> ReadPromptImage(std::span<const uint8_t> bytes, std::string_view field,
                                             const VisionLimits& limits);
 
+// An image already decoded, with its digest.
+absl::StatusOr<PromptImage> PromptImageOf(vision::Image image);
+
 // The prefix-cache key of an image's `tokens` positions: negative numbers (never a token id) that
 // carry the digest, 31 bits a position, folded when there are fewer than 8 positions.
 std::vector<int32_t> ImageKey(const ImageDigest& digest, int tokens);

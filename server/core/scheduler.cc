@@ -506,7 +506,7 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
   // Every image position still to feed has its row (a cache hit covers whole images only).
   for (size_t j = 0; j < seq.req.images.size(); ++j) {
     const size_t end = seq.prompt_at + seq.req.images[j].offset + static_cast<size_t>(image_tokens());
-    if (end > seq.fed && seq.image_rows[j] == nullptr) {
+    if (end > seq.fed && (j >= seq.image_rows.size() || seq.image_rows[j] == nullptr)) {
       return Finish(seq, Failed(absl::InternalError(absl::StrFormat("images[%d] has no rows at admission", j))), now);
     }
   }
@@ -662,6 +662,8 @@ void Scheduler::Fork(Seq& parent, std::span<const float> logits, TimePoint now) 
     c->id = next_id_++;
     c->fork = true;
     c->feed = parent.feed;
+    c->key = parent.key;  // Its reply's cache entry is keyed as the parent's prompt (images by digest).
+    c->prompt_at = parent.prompt_at;
     c->fed = c->feed.size();
     c->cached = parent.cached;
     c->decode = true;

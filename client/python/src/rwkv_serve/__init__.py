@@ -92,16 +92,22 @@ class Client:
                 frequency_penalty: Optional[float] = None, penalty_decay: Optional[float] = None,
                 seed: Optional[int] = None, stop: Iterable[str] = (), stop_token_ids: Iterable[int] = (),
                 ignore_eos: bool = False, logprobs: bool = False, top_logprobs: int = 0,
-                initial_state: str = "", request_id: str = "") -> pb.GenerateRequest:
+                initial_state: str = "", request_id: str = "", images: Sequence[bytes] = ()) -> pb.GenerateRequest:
         """A GenerateRequest: `prompt` text or token ids, or chat `messages` as (role, content)
-        pairs or {"role", "content"} dicts. Unset sampling fields take the server's defaults."""
+        pairs or {"role", "content"[, "images"]} dicts. `images` (PNG, JPEG or WebP bytes) fill the
+        "<image>" markers of a text prompt in order (a VisualRWKV model); a message's "images" go
+        before its text. Unset sampling fields take the server's defaults."""
         r = pb.GenerateRequest(session_id=session_id, initial_state=initial_state, request_id=request_id)
         if messages is not None:
             for m in messages:
                 role, content = (m["role"], m["content"]) if isinstance(m, dict) else m
-                r.messages.messages.add(role=role, content=content)
+                msg = r.messages.messages.add(role=role, content=content)
+                for data in (m.get("images", ()) if isinstance(m, dict) else ()):
+                    msg.images.add(data=data)
         elif isinstance(prompt, str):
             r.text = prompt
+            for data in images:
+                r.images.add(data=data)
         elif prompt is not None:
             r.token_ids.ids.extend(prompt)
         s = r.sampling
@@ -153,10 +159,13 @@ class Client:
 
     # Sessions.
 
-    def create_session(self, session_id: str = "", prompt: Prompt = None, initial_state: str = "") -> pb.Session:
+    def create_session(self, session_id: str = "", prompt: Prompt = None, initial_state: str = "",
+                       images: Sequence[bytes] = ()) -> pb.Session:
         r = pb.CreateSessionRequest(session_id=session_id, initial_state=initial_state)
         if isinstance(prompt, str):
             r.text = prompt
+            for data in images:
+                r.images.add(data=data)
         elif prompt is not None:
             r.token_ids.ids.extend(prompt)
         return self._call(self._stub.CreateSession, r)

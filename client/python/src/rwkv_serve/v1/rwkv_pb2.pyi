@@ -81,7 +81,7 @@ class OutputOptions(_message.Message):
     def __init__(self, token_ids: _Optional[bool] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("text", "token_ids", "messages", "session_id", "sampling", "stop", "output", "request_id", "initial_state")
+    __slots__ = ("text", "token_ids", "messages", "session_id", "sampling", "stop", "output", "request_id", "initial_state", "images")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class GenerateRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     text: str
     token_ids: TokenIds
     messages: ChatMessages
@@ -100,7 +101,14 @@ class GenerateRequest(_message.Message):
     output: OutputOptions
     request_id: str
     initial_state: str
-    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., messages: _Optional[_Union[ChatMessages, _Mapping]] = ..., session_id: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Union[StopConditions, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., initial_state: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., messages: _Optional[_Union[ChatMessages, _Mapping]] = ..., session_id: _Optional[str] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stop: _Optional[_Union[StopConditions, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., initial_state: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)
@@ -109,12 +117,14 @@ class TokenIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content")
+    __slots__ = ("role", "content", "images")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class ChatMessages(_message.Message):
     __slots__ = ("messages",)
@@ -205,16 +215,18 @@ class Session(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., token_count: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., busy: _Optional[bool] = ..., created_unix_seconds: _Optional[float] = ..., last_used_unix_seconds: _Optional[float] = ..., expires_unix_seconds: _Optional[float] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "text", "token_ids", "initial_state")
+    __slots__ = ("session_id", "text", "token_ids", "initial_state", "images")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     text: str
     token_ids: TokenIds
     initial_state: str
-    def __init__(self, session_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., initial_state: _Optional[str] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, session_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., initial_state: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -299,7 +311,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("architecture", "description", "n_layer", "n_embd", "n_head", "head_size", "ffn_dim", "vocab_size", "parameters", "state_bytes", "backend", "model_fingerprint", "limits", "initial_states", "default_initial_state", "tokenizer")
+    __slots__ = ("architecture", "description", "n_layer", "n_embd", "n_head", "head_size", "ffn_dim", "vocab_size", "parameters", "state_bytes", "backend", "model_fingerprint", "limits", "initial_states", "default_initial_state", "tokenizer", "image_tokens")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     N_LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +328,7 @@ class ModelInfo(_message.Message):
     INITIAL_STATES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     description: str
     n_layer: int
@@ -332,10 +345,11 @@ class ModelInfo(_message.Message):
     initial_states: _containers.RepeatedScalarFieldContainer[str]
     default_initial_state: str
     tokenizer: str
-    def __init__(self, architecture: _Optional[str] = ..., description: _Optional[str] = ..., n_layer: _Optional[int] = ..., n_embd: _Optional[int] = ..., n_head: _Optional[int] = ..., head_size: _Optional[int] = ..., ffn_dim: _Optional[int] = ..., vocab_size: _Optional[int] = ..., parameters: _Optional[int] = ..., state_bytes: _Optional[int] = ..., backend: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., initial_states: _Optional[_Iterable[str]] = ..., default_initial_state: _Optional[str] = ..., tokenizer: _Optional[str] = ...) -> None: ...
+    image_tokens: int
+    def __init__(self, architecture: _Optional[str] = ..., description: _Optional[str] = ..., n_layer: _Optional[int] = ..., n_embd: _Optional[int] = ..., n_head: _Optional[int] = ..., head_size: _Optional[int] = ..., ffn_dim: _Optional[int] = ..., vocab_size: _Optional[int] = ..., parameters: _Optional[int] = ..., state_bytes: _Optional[int] = ..., backend: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., initial_states: _Optional[_Iterable[str]] = ..., default_initial_state: _Optional[str] = ..., tokenizer: _Optional[str] = ..., image_tokens: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_prompt_tokens", "max_tokens", "state_slots", "step_token_budget", "max_running", "queue_length", "max_sessions", "host_state_bytes", "session_idle_ttl_seconds")
+    __slots__ = ("max_prompt_tokens", "max_tokens", "state_slots", "step_token_budget", "max_running", "queue_length", "max_sessions", "host_state_bytes", "session_idle_ttl_seconds", "max_images", "max_image_bytes", "max_image_pixels")
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STATE_SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +359,9 @@ class Limits(_message.Message):
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     HOST_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SESSION_IDLE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     max_prompt_tokens: int
     max_tokens: int
     state_slots: int
@@ -354,4 +371,7 @@ class Limits(_message.Message):
     max_sessions: int
     host_state_bytes: int
     session_idle_ttl_seconds: float
-    def __init__(self, max_prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., state_slots: _Optional[int] = ..., step_token_budget: _Optional[int] = ..., max_running: _Optional[int] = ..., queue_length: _Optional[int] = ..., max_sessions: _Optional[int] = ..., host_state_bytes: _Optional[int] = ..., session_idle_ttl_seconds: _Optional[float] = ...) -> None: ...
+    max_images: int
+    max_image_bytes: int
+    max_image_pixels: int
+    def __init__(self, max_prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., state_slots: _Optional[int] = ..., step_token_budget: _Optional[int] = ..., max_running: _Optional[int] = ..., queue_length: _Optional[int] = ..., max_sessions: _Optional[int] = ..., host_state_bytes: _Optional[int] = ..., session_idle_ttl_seconds: _Optional[float] = ..., max_images: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ...) -> None: ...

@@ -2,6 +2,7 @@
 """Writes the fuzz seed corpus (tests/fuzz/corpus/TARGET/) from the repo's fixtures and a few
 hand-made inputs. Standard library only; run from anywhere. The corpus is committed; rerun after
 a format changes."""
+import base64
 import io
 import json
 import os
@@ -126,6 +127,12 @@ def main():
         return key + (bytes([len(data)]) + data if wire == 2 else data)
     put("fuzz_request", "generate_text", b"\1" + field(1, 2, b"hello") + field(3, 2, b"chat"))  # text, session_id
     put("fuzz_request", "create_text", b"\0" + field(2, 2, b"hello"))
+    tiny_png = png(2, 2, 2, 8, bytes(range(12)))
+    image = field(1, 2, tiny_png)  # Image.data
+    put("fuzz_request", "generate_image", b"\1" + field(1, 2, b"User: <image>\nWhat?") + field(10, 2, image))
+    put("fuzz_request", "chat_image", b"\1" + field(9, 2, field(1, 2, field(1, 2, b"user") + field(2, 2, b"Hi") +
+                                                                    field(3, 2, image))))
+    put("fuzz_request", "create_image", b"\0" + field(2, 2, b"<image>Hi") + field(5, 2, image))
 
     # OpenAI bodies: byte 0 = 0 chat, 1 completions, 2 a --chat-template file; then the JSON.
     put("fuzz_openai_request", "chat", b"\0" + json.dumps({
@@ -134,6 +141,10 @@ def main():
         "max_tokens": 8, "temperature": 0.5, "top_p": 0.9, "stop": ["END"], "n": 2, "stream": True,
         "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 2,
         "logit_bias": {"5": -10}, "seed": 3}).encode())
+    put("fuzz_openai_request", "chat_image", b"\0" + json.dumps({
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(tiny_png).decode()}},
+            {"type": "text", "text": "What is it?"}]}], "max_tokens": 4}).encode())
     put("fuzz_openai_request", "completion_ids", b"\1" + json.dumps({
         "prompt": [[1, 2, 3]], "max_tokens": 4, "logprobs": 1, "top_k": 5, "min_p": 0.1,
         "session_id": "abc", "stop_token_ids": [7], "ignore_eos": True}).encode())

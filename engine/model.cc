@@ -369,16 +369,17 @@ absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value
                                                  "'; it must be auto, f32, bf16, f16, int8 or int4"));
 }
 
-void Model::ApplyLn0(const float* row, float* out) const {
+void ApplyLn0Row(const float* ln0_w, const float* ln0_b, int C, const float* row, float* out) {
   // In double, so the fold adds no error of its own.
-  const int C = config_.n_embd;
   double mean = 0, var = 0;
   for (int i = 0; i < C; ++i) mean += row[i];
   mean /= C;
   for (int i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
   const double inv = 1.0 / std::sqrt(var / C + 1e-5);
-  for (int i = 0; i < C; ++i) out[i] = static_cast<float>((row[i] - mean) * inv * ln0_w_[i] + ln0_b_[i]);
+  for (int i = 0; i < C; ++i) out[i] = static_cast<float>((row[i] - mean) * inv * ln0_w[i] + ln0_b[i]);
 }
+
+void Model::ApplyLn0(const float* row, float* out) const { ApplyLn0Row(ln0_w_, ln0_b_, config_.n_embd, row, out); }
 
 void Model::FoldLn0(const float* w, const float* b) {
   ln0_w_ = w;

@@ -98,6 +98,10 @@ struct ModelOptions {
 // "auto" (nullopt), "f32", "bf16", "f16", "int8", "int4"; INVALID_ARGUMENT naming `flag` otherwise.
 absl::StatusOr<std::optional<MatrixType>> ParseMatrixType(std::string_view value, std::string_view flag);
 
+// blocks.0.ln0 (LayerNorm, eps 1e-5, in double) on one row of C floats: how the embedding table is
+// folded, and how a backend feeds embedding rows (BatchEntry::rows) through ln0.
+void ApplyLn0Row(const float* ln0_w, const float* ln0_b, int C, const float* row, float* out);
+
 class Model {
  public:
   // Opens a checkpoint (.pth or .safetensors, official or fla-hub names), detects its config and
@@ -119,6 +123,9 @@ class Model {
   // blocks.0.ln0 on one row of C floats, as the embedding table was folded with it (bit for bit):
   // rows from outside the table (image features) enter the model through it.
   void ApplyLn0(const float* row, float* out) const;
+  // blocks.0.ln0's weight and bias, C floats each (for backends that apply it to rows themselves).
+  const float* ln0_w() const { return ln0_w_; }
+  const float* ln0_b() const { return ln0_b_; }
   const float* ln_out_w() const { return ln_out_w_; }
   const float* ln_out_b() const { return ln_out_b_; }
   const PackedMatrix& head() const { return head_; }  // V x C

@@ -40,6 +40,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(std::shared_ptr<con
     return b.status();
   }
   (*b)->stream_owner_.stream = stream;
+  if (model->ln0_w() != nullptr && model->ln0_b() != nullptr) {
+    (*b)->ln0_w_.assign(model->ln0_w(), model->ln0_w() + c.n_embd);
+    (*b)->ln0_b_.assign(model->ln0_b(), model->ln0_b() + c.n_embd);
+  }
   return std::unique_ptr<Backend>(std::move(*b));
 }
 
@@ -61,6 +65,7 @@ CudaBackend::~CudaBackend() {
   if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
   if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
   if (pinned_lists_ != nullptr) cudaFreeHost(pinned_lists_);
+  if (pinned_rows_ != nullptr) cudaFreeHost(pinned_rows_);
   // The members follow, the stream last (stream_owner_).
 }
 
@@ -103,6 +108,7 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_RETURN_IF_ERROR(tables_.Allocate(table_ints * 4, "step tables"));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_tables_, table_ints * 4));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_jobs_, T * sizeof(SampleJob)));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_rows_, T * C * 4));
   graphs_enabled_ = options.cuda_graphs;
   return absl::OkStatus();
 }
@@ -153,10 +159,16 @@ absl::Status CudaBackend::Run(std::span<const BatchEntry> batch, Logits* out, st
   RWKV_RETURN_IF_ERROR(ValidateBatch(batch));
   out->Prepare(batch, config().vocab);
   done_.assign(batch.size(), 0);
+  batch_ = batch;
   while (plan_.Next(batch, done_, max_tokens_, *out)) {
-    RWKV_RETURN_IF_ERROR(Check(Step(out, sampling)));
+    const absl::Status st = Check(Step(out, sampling));
+    if (!st.ok()) {
+      batch_ = {};
+      return st;
+    }
     plan_.Advance(&done_);
   }
+  batch_ = {};
   return Check([&]() -> absl::Status {
     RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
@@ -190,10 +202,34 @@ absl::Status CudaBackend::UploadLists() {
   return absl::OkStatus();
 }
 
+void CudaBackend::StageRows() {
+  row_runs_.clear();
+  const int C = config().n_embd;
+  int staged = 0;
+  for (int p = 0; p < plan_.pieces(); ++p) {
+    const BatchEntry& e = batch_[plan_.piece_entry[p]];
+    if (e.rows.empty()) continue;
+    for (int i = 0; i < plan_.piece_count[p]; ++i) {
+      const float* src = e.rows[plan_.piece_begin[p] + i];
+      if (src == nullptr) continue;
+      // As the CPU backend does (Model::ApplyLn0), bit for bit.
+      ApplyLn0Row(ln0_w_.data(), ln0_b_.data(), C, src, pinned_rows_ + static_cast<int64_t>(staged) * C);
+      const int row = plan_.piece_row[p] + i;
+      if (!row_runs_.empty() && row_runs_.back().row + row_runs_.back().count == row) {
+        ++row_runs_.back().count;
+      } else {
+        row_runs_.push_back({row, staged, 1});
+      }
+      ++staged;
+    }
+  }
+}
+
 absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampling) {
   const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
   // The staging buffers are rewritten below: whatever still reads them must be done.
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  StageRows();
   plan_.Pack(&packed_);
   std::copy(packed_.begin(), packed_.end(), pinned_tables_);
   auto on_device = [&](int i) {
@@ -214,7 +250,7 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
   // A decode step whose every sequence samples on the device has a shape fixed by its batch size
   // alone (the bias and ban tables are uploaded above, outside the graph, at fixed addresses): it
   // replays as a CUDA graph (captured on the size's second use, after cuBLAS has loaded its kernels).
-  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows;
+  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows && row_runs_.empty();
   if (graphable) {
     GraphSlot& g = graphs_[rows];
     if (g.exec == nullptr && !g.failed && ++g.uses >= 2 && graphs_.size() <= kMaxGraphs) {
@@ -262,6 +298,12 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
   dt_.head_rows = dt_.piece_count + pieces;
 
   RWKV_CUDA_LAUNCH(Embed, weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
+  for (const RowRun& run : row_runs_) {  // Image rows over their placeholders' embeddings.
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_ + static_cast<int64_t>(run.row) * c.n_embd,
+                                              pinned_rows_ + static_cast<int64_t>(run.staged) * c.n_embd,
+                                              static_cast<size_t>(run.count) * c.n_embd * 4, cudaMemcpyHostToDevice,
+                                              stream_));
+  }
   for (int l = 0; l < c.n_layer; ++l) {
     switch (c.arch) {
       case Architecture::kRwkv7:

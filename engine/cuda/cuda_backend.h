@@ -43,6 +43,9 @@ class CudaBackend final : public Backend {
   absl::Status ForwardSample(std::span<const BatchEntry> batch, std::span<const DeviceSample> sampling,
                              std::span<int32_t> tokens, Logits* out) override;
   absl::Status Healthy() const override { return broken_; }
+  // Image rows (BatchEntry::rows): blocks.0.ln0 applied on the host as the CPU backend does, the
+  // float32 rows copied over the step's embeddings. Not for weights-only backends (benchmarks).
+  bool takes_embedding_rows() const override { return !ln0_w_.empty(); }
   // Kernel launches (cuBLAS calls count one) of the last engine step, replayed graphs included.
   int64_t last_step_launches() const { return last_step_launches_; }
 
@@ -110,6 +113,18 @@ class CudaBackend final : public Backend {
   void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
   void *yt_, *head_typed_;
   std::vector<int> done_;
+  // Embedding rows: ln0's weight and bias (host), the batch of the running Forward, the step's
+  // rows after ln0 in page-locked staging [max_tokens_, C], and where each run of them goes
+  // (first row of x_, first staged row, count).
+  std::vector<float> ln0_w_, ln0_b_;
+  std::span<const BatchEntry> batch_;
+  float* pinned_rows_ = nullptr;
+  struct RowRun {
+    int row, staged, count;
+  };
+  std::vector<RowRun> row_runs_;
+  // Stages the current step's embedding rows (row_runs_ empty when it has none).
+  void StageRows();
   // Device sampling: penalty counts and seen flags [slots, V], the step's jobs, the bias and ban
   // tables (max_jobs_ rows of kMaxLogitBias / kMaxBannedTokens entries), the tokens.
   DeviceBuffer counts_, seen_, jobs_, bias_ids_, bias_values_, ban_ids_, tokens_;

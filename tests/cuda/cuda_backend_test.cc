@@ -635,6 +635,76 @@ TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
   EXPECT_EQ(decode(true), decode(false));
 }
 
+// Embedding rows (a VisualRWKV image's rows) through blocks.0.ln0 on the device backend: the
+// tiny VisualRWKV-7's language model with 4 rows, then 6 tokens, against the CPU backend at every
+// position and chunking (fp32 weights: 1e-4, the GEMM summation order, as the text-only parity).
+// Then one-token steps that carry a row and sample on the device, repeated past the graph
+// capture threshold: a step with rows must run eagerly (a replayed graph would drop the copy).
+TEST(CudaRows, ImageRowsMatchTheCpuBackend) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("vision/tiny-visualrwkv7.safetensors"));
+  const int C = model->config().n_embd;
+  std::vector<float> image(4 * C);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& v : image) v = nd(rng);
+  std::vector<int32_t> tokens(4, 0);
+  const std::vector<int32_t> text = testing::ManifestTokens();
+  tokens.insert(tokens.end(), text.begin(), text.begin() + 6);
+  std::vector<const float*> rows(tokens.size(), nullptr);
+  for (int i = 0; i < 4; ++i) rows[i] = image.data() + i * C;
+  BackendOptions cpu_opts;
+  cpu_opts.pool_slots = 2;
+  BackendOptions gpu_opts = cpu_opts;
+  gpu_opts.kind = "cuda";
+  gpu_opts.dtype = "f32";
+  auto cpu = *CreateBackend(model, cpu_opts);
+  auto gpu = *CreateBackend(model, gpu_opts);
+  ASSERT_TRUE(gpu->takes_embedding_rows());
+  auto all = [&](Backend& b, int chunk) {
+    const int slot = *b.pool().Acquire();
+    std::vector<float> out;
+    Logits logits;
+    for (size_t i = 0; i < tokens.size(); i += chunk) {
+      const size_t n = std::min<size_t>(chunk, tokens.size() - i);
+      BatchEntry e{slot, std::span<const int32_t>(tokens).subspan(i, n), true,
+                   std::span<const float* const>(rows).subspan(i, n)};
+      EXPECT_TRUE(b.Forward({&e, 1}, &logits).ok());
+      for (int r = 0; r < logits.rows(0); ++r) out.insert(out.end(), logits.Row(0, r).begin(), logits.Row(0, r).end());
+    }
+    EXPECT_TRUE(b.pool().Release(slot).ok());
+    return out;
+  };
+  const std::vector<float> want = all(*cpu, static_cast<int>(tokens.size()));
+  for (int chunk : {1, 3, static_cast<int>(tokens.size())}) {
+    EXPECT_LT(RelL2(all(*gpu, chunk), want), 1e-4) << "chunk " << chunk;
+  }
+
+  // One-row steps with a row each, sampled greedily on the device, three times over.
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  for (int round = 0; round < 3; ++round) {
+    const int cs = *cpu->pool().Acquire(), gs = *gpu->pool().Acquire();
+    for (int i = 0; i < 4; ++i) {
+      BatchEntry ce{cs, std::span<const int32_t>(tokens).subspan(i, 1), false, std::span<const float* const>(rows).subspan(i, 1)};
+      BatchEntry ge = ce;
+      ge.slot = gs;
+      Logits cl, gl;
+      ASSERT_TRUE(cpu->Forward({&ce, 1}, &cl).ok());
+      DeviceSample d;
+      d.sample = true;
+      d.params = &greedy;
+      d.first = true;
+      std::vector<int32_t> got(1);
+      ASSERT_TRUE(gpu->ForwardSample({&ge, 1}, {&d, 1}, got, &gl).ok());
+      const std::span<const float> l = cl.Last(0);
+      EXPECT_EQ(got[0], std::max_element(l.begin(), l.end()) - l.begin()) << "round " << round << " row " << i;
+    }
+    EXPECT_TRUE(cpu->pool().Release(cs).ok());
+    EXPECT_TRUE(gpu->pool().Release(gs).ok());
+  }
+}
+
 TEST(CudaPool, CopyReadWriteRoundTrip) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));

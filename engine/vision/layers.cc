@@ -1,5 +1,7 @@
 #include "engine/vision/layers.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -102,6 +104,80 @@ std::vector<float> PatchRows(const float* pixels, int S, int P) {
   return cols;
 }
 
+namespace {
+
+bool HaveAvx2Fma() {
+  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return have;
+}
+
+// exp of 8 floats: x = n ln2 + r (ln2 in two parts, Cody-Waite), a degree-6 polynomial for exp(r)
+// on |r| <= ln2/2 (Cephes expf's coefficients), times 2^n built in the exponent bits.
+__attribute__((target("avx2,fma"))) inline __m256 Exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f);  // exp(lo) = 2^-126, the smallest normal float.
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), lo);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(pow2)));
+}
+
+__attribute__((target("avx2,fma"))) void SoftmaxRowAvx2(float* row, int n) {
+  int j = 0;
+  __m256 vmx = _mm256_set1_ps(row[0]);
+  for (; j + 8 <= n; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(row + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmx);
+  float mx = lanes[0];
+  for (int i = 1; i < 8; ++i) mx = std::max(mx, lanes[i]);
+  for (; j < n; ++j) mx = std::max(mx, row[j]);
+  const __m256 vm = _mm256_set1_ps(mx);
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm));
+    _mm256_storeu_ps(row + j, e);
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  alignas(32) double d[4];
+  _mm256_store_pd(d, _mm256_add_pd(s0, s1));
+  double sum = d[0] + d[1] + d[2] + d[3];
+  if (j < n) {  // The tail through the same exp.
+    alignas(32) float tail[8];
+    for (int i = 0; i < 8; ++i) tail[i] = j + i < n ? row[j + i] - mx : -1e30f;
+    _mm256_store_ps(tail, Exp8(_mm256_load_ps(tail)));
+    for (int i = 0; j + i < n; ++i) sum += row[j + i] = tail[i];
+  }
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+  j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+  for (; j < n; ++j) row[j] *= static_cast<float>(1.0 / sum);
+}
+
+}  // namespace
+
+void SoftmaxRow(float* row, int n) {
+  if (n <= 0) return;
+  if (HaveAvx2Fma()) return SoftmaxRowAvx2(row, n);
+  float mx = row[0];
+  for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+  double sum = 0;
+  for (int j = 0; j < n; ++j) sum += row[j] = std::exp(row[j] - mx);
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int j = 0; j < n; ++j) row[j] *= inv;
+}
+
 void HeadAttention(const float* q, const float* k, const float* v, int ld, int T, int hd, float scale,
                    const std::function<void(float* scores)>& add_to_scores, float* out, int ld_out, int threads,
                    AttentionScratch* s) {
@@ -127,15 +203,7 @@ void HeadAttention(const float* q, const float* k, const float* v, int ld, int T
   cpu::Linear(s->q.data(), T, PackedMatrix{s->kpack.data(), T, hd}, s->scores.data(), T, false, threads);
   if (add_to_scores) add_to_scores(s->scores.data());
 #pragma omp parallel for schedule(static) num_threads(threads) if (T >= 16)
-  for (int t = 0; t < T; ++t) {
-    float* row = s->scores.data() + static_cast<size_t>(t) * T;
-    float mx = row[0];
-    for (int j = 1; j < T; ++j) mx = std::max(mx, row[j]);
-    double sum = 0;
-    for (int j = 0; j < T; ++j) sum += row[j] = std::exp(row[j] - mx);
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int j = 0; j < T; ++j) row[j] *= inv;
-  }
+  for (int t = 0; t < T; ++t) SoftmaxRow(s->scores.data() + static_cast<size_t>(t) * T, T);
   cpu::Pack(s->vt.data(), hd, T, s->vpack.data());
   cpu::Linear(s->scores.data(), T, PackedMatrix{s->vpack.data(), hd, T}, s->out.data(), hd, false, threads);
   for (int t = 0; t < T; ++t) {

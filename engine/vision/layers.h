@@ -43,6 +43,11 @@ std::vector<float> PatchRows(const float* pixels, int S, int P);
 // Softmax attention of one head over T tokens. q, k, v: [T][hd] views with row stride `ld` (into
 // a qkv buffer); scores = (q * scale) k^T, then `add_to_scores` (may be empty) adds to them, a
 // softmax by row, and out[t] = sum_j p[t][j] v[j], written with row stride `ld_out`.
+// softmax of one row in place: exp(x - max) / sum, the sum in double. AVX2 + FMA when the CPU has
+// them (a Cephes-style exp, within 2 ulp of the correctly rounded one; exp below -87.3 is 0),
+// std::exp otherwise.
+void SoftmaxRow(float* row, int n);
+
 struct AttentionScratch {
   std::vector<float> q, k, vt, kpack, vpack, scores, out;
 };

@@ -10,6 +10,7 @@
 #include "engine/vision/sam.h"
 
 #include <cmath>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -43,6 +44,33 @@ double RelL2(const std::vector<float>& got, const double* want, size_t n) {
 // scale or position offset moves the result by O(1); GELU's tanh form instead of erf by 6e-5
 // (dino) and 1.4e-4 (siglip), measured: caught here, not at 1e-4.
 constexpr double kTol = 1e-5;
+
+// The attention's softmax against float64 on rows of every tail length, spreads up to 200 (exps
+// that underflow to 0) and equal scores. Each exp is within 2 ulp and the sum is in double, so
+// every probability is within 1e-6 of float64 relative to the row's largest (1 at the max).
+TEST(SoftmaxTest, RowsMatchFloat64) {
+  std::mt19937 rng(11);
+  for (int n : {1, 2, 7, 8, 9, 15, 16, 17, 100, 1029, 4096}) {
+    for (float spread : {0.0f, 1.0f, 10.0f, 200.0f}) {
+      std::uniform_real_distribution<float> u(-spread, spread);
+      std::vector<float> row(n);
+      for (float& x : row) x = u(rng) + 3.0f;
+      std::vector<double> want(n);
+      const double mx = *std::max_element(row.begin(), row.end());
+      double sum = 0;
+      for (int j = 0; j < n; ++j) sum += want[j] = std::exp(double{row[j]} - mx);
+      for (double& w : want) w /= sum;
+      SoftmaxRow(row.data(), n);
+      double worst = 0, total = 0;
+      for (int j = 0; j < n; ++j) {
+        worst = std::max(worst, std::abs(row[j] - want[j]) / *std::max_element(want.begin(), want.end()));
+        total += row[j];
+      }
+      EXPECT_LT(worst, 1e-6) << "n " << n << " spread " << spread;
+      EXPECT_NEAR(total, 1.0, 1e-5) << "n " << n << " spread " << spread;
+    }
+  }
+}
 
 TEST(VitTest, TinyTowersMatchTimmInFloat64) {
   const nlohmann::json manifest = nlohmann::json::parse(testing::ReadFile(testing::Fixture("vision/towers.json")));

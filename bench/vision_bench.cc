@@ -33,6 +33,7 @@
 #include "engine/tensor_file.h"
 #include "engine/tokenizer.h"
 #include "engine/vision/encoder.h"
+#include "engine/vision/layers.h"
 #include "nlohmann/json.hpp"
 #include "server/core/requests.h"
 #include "server/core/scheduler.h"
@@ -328,6 +329,38 @@ int Main(int argc, char** argv) {
   nlohmann::json j = {{"threads", threads}, {"rounds", rounds},      {"load_s", load_s},
                       {"preprocess_s", Median(pre)}, {"dino_s", Median(dino)}, {"siglip_s", Median(siglip)},
                       {"sam_s", Median(sam)},       {"project_s", Median(proj)}, {"total_s", Median(total)}};
+  {
+    // The attention's softmax alone, one thread: SAM's global block size (4096 x 4096 scores of
+    // one head), the scalar std::exp loop it replaced against SoftmaxRow, interleaved, medians.
+    const int n = 4096;
+    std::vector<float> base(static_cast<size_t>(n) * n), rows;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (float& x : base) x = nd(rng);
+    std::vector<double> scalar, vec;
+    for (int r = 0; r < 3; ++r) {
+      rows = base;
+      auto s0 = std::chrono::steady_clock::now();
+      for (int t = 0; t < n; ++t) {
+        float* row = rows.data() + static_cast<size_t>(t) * n;
+        float mx = row[0];
+        for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+        double sum = 0;
+        for (int j = 0; j < n; ++j) sum += row[j] = std::exp(row[j] - mx);
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int j = 0; j < n; ++j) row[j] *= inv;
+      }
+      scalar.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+      rows = base;
+      s0 = std::chrono::steady_clock::now();
+      for (int t = 0; t < n; ++t) vision::SoftmaxRow(rows.data() + static_cast<size_t>(t) * n, n);
+      vec.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+    }
+    std::printf("\nsoftmax of 4096 rows of 4096 scores, 1 thread, medians of 3: std::exp loop %.3f s, SoftmaxRow %.3f s "
+                "(%.1fx)\n", Median(scalar), Median(vec), Median(scalar) / Median(vec));
+    j["softmax_scalar_s"] = Median(scalar);
+    j["softmax_vector_s"] = Median(vec);
+  }
   if (ttft) {
     const Ttft t = MeasureTtft(std::make_shared<const vision::VisionEncoder>(std::move(*enc)), img, rounds, threads);
     std::printf("\nTime to first token, random RWKV-7 0.1B (L12 C768 V65536, f32), the scheduler without gRPC, "

@@ -170,6 +170,11 @@ __attribute__((target("avx2,fma"))) void SoftmaxRowAvx2(float* row, int n) {
 void SoftmaxRow(float* row, int n) {
   if (n <= 0) return;
   if (HaveAvx2Fma()) return SoftmaxRowAvx2(row, n);
+  SoftmaxRowScalar(row, n);
+}
+
+void SoftmaxRowScalar(float* row, int n) {
+  if (n <= 0) return;
   float mx = row[0];
   for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
   double sum = 0;

@@ -47,6 +47,8 @@ std::vector<float> PatchRows(const float* pixels, int S, int P);
 // them (a Cephes-style exp, within 2 ulp of the correctly rounded one; exp below -87.3 is 0),
 // std::exp otherwise.
 void SoftmaxRow(float* row, int n);
+// The same with std::exp, whatever the CPU (the fallback; benchmarks compare the two).
+void SoftmaxRowScalar(float* row, int n);
 
 struct AttentionScratch {
   std::vector<float> q, k, vt, kpack, vpack, scores, out;

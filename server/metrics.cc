@@ -62,6 +62,8 @@ Metrics::Metrics()
       step_duration_(Histogram(*registry_, "rwkv_step_duration_seconds", "One engine step", Latency())),
       running_(Gauge(*registry_, "rwkv_requests_running", "Sequences holding a state slot")),
       waiting_(Gauge(*registry_, "rwkv_requests_waiting", "Sequences waiting for admission")),
+      encoding_(Gauge(*registry_, "rwkv_requests_encoding",
+                      "Sequences waiting for their images' encoding, before they wait for admission")),
       slots_used_(Gauge(*registry_, "rwkv_state_slots_used", "State pool slots in use")),
       slots_total_(Gauge(*registry_, "rwkv_state_slots_total", "State pool slots")),
       sessions_(BuildGauge()
@@ -186,6 +188,7 @@ void Metrics::OnFinish(const FinalEvent& final) { request_duration_.Observe(fina
 void Metrics::OnOccupancy(const Occupancy& o) {
   running_.Set(o.running);
   waiting_.Set(o.waiting);
+  encoding_.Set(o.encoding);
   slots_used_.Set(o.slots_used);
   slots_total_.Set(o.slots_total);
   sessions_device_.Set(o.sessions_device);

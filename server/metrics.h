@@ -85,6 +85,7 @@ class Metrics final : public SchedulerObserver, public EdgeObserver {
   prometheus::Histogram& step_duration_;
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
+  prometheus::Gauge& encoding_;
   prometheus::Gauge& slots_used_;
   prometheus::Gauge& slots_total_;
   prometheus::Family<prometheus::Gauge>& sessions_;

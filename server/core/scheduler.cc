@@ -196,6 +196,7 @@ bool Scheduler::Iterate() {
   TimePoint now = clock_();
   if (abort) {
     for (auto& s : encoding_) {
+      StopWaitingForImages(*s);
       Finish(*s, Failed(*abort), now);
       --queued_;
     }
@@ -323,6 +324,17 @@ void Scheduler::Accept(std::unique_ptr<Seq> seq) {
   waiting_.push_back(std::move(seq));
 }
 
+void Scheduler::StopWaitingForImages(const Seq& seq) {
+  for (const PromptImage& im : seq.req.images) {
+    auto job = image_jobs_.find(im.digest);
+    if (job == image_jobs_.end()) continue;
+    std::erase_if(job->second.waiters, [&](const auto& w) { return w.first == seq.id; });
+    if (!job->second.waiters.empty()) continue;
+    job->second.cancelled->store(true);
+    image_jobs_.erase(job);
+  }
+}
+
 std::span<const int32_t> Scheduler::KeyOf(const Seq& s) { return s.key.empty() ? s.feed : s.key; }
 
 void Scheduler::Enqueue(std::unique_ptr<Seq> seq) {
@@ -372,11 +384,14 @@ void Scheduler::Enqueue(std::unique_ptr<Seq> seq) {
     }
     ++s.images_pending;
     auto [job, fresh] = image_jobs_.try_emplace(im.digest);
-    job->second.emplace_back(s.id, j);
+    job->second.waiters.emplace_back(s.id, j);
     if (!fresh) continue;  // Already being encoded for another request (or earlier in this one).
-    images_->Encode(im.pixels, [this, digest = im.digest](absl::StatusOr<std::vector<float>> rows, double seconds) {
-      Post([this, digest, rows = std::move(rows), seconds]() mutable { OnImageRows(digest, std::move(rows), seconds); });
-    });
+    images_->Encode(
+        im.pixels,
+        [this, digest = im.digest](absl::StatusOr<std::vector<float>> rows, double seconds) {
+          Post([this, digest, rows = std::move(rows), seconds]() mutable { OnImageRows(digest, std::move(rows), seconds); });
+        },
+        job->second.cancelled);
   }
   if (s.images_pending > 0) {
     encoding_.push_back(std::move(seq));
@@ -386,11 +401,11 @@ void Scheduler::Enqueue(std::unique_ptr<Seq> seq) {
 }
 
 void Scheduler::OnImageRows(const ImageDigest& digest, absl::StatusOr<std::vector<float>> rows, double seconds) {
-  auto job = image_jobs_.find(digest);
-  if (job == image_jobs_.end()) return;
-  const std::vector<std::pair<int64_t, size_t>> waiters = std::move(job->second);
-  image_jobs_.erase(job);
   if (observer_) observer_->OnImageEncoded(seconds, rows.ok());
+  auto job = image_jobs_.find(digest);
+  if (job == image_jobs_.end()) return;  // Its waiters left while it was being encoded.
+  const std::vector<std::pair<int64_t, size_t>> waiters = std::move(job->second.waiters);
+  image_jobs_.erase(job);
   const int T = image_tokens();
   const int C = backend_->config().n_embd;
   if (rows.ok() && rows->size() != static_cast<size_t>(T) * C) {
@@ -405,6 +420,7 @@ void Scheduler::OnImageRows(const ImageDigest& digest, absl::StatusOr<std::vecto
     if (it == encoding_.end()) continue;  // Finished meanwhile (cancelled, deadline, another image failed).
     Seq& s = **it;
     if (!rows.ok()) {
+      StopWaitingForImages(s);
       Finish(s, Failed(absl::Status(rows.status().code(), absl::StrFormat("images[%d]: %s", j, rows.status().message()))), now);
       encoding_.erase(it);
       --queued_;
@@ -445,6 +461,7 @@ void Scheduler::Reap(TimePoint now) {
   };
   std::erase_if(encoding_, [&](const std::unique_ptr<Seq>& s) {
     if (!check(*s)) return false;
+    StopWaitingForImages(*s);
     --queued_;
     return true;
   });

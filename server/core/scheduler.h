@@ -127,6 +127,9 @@ class Scheduler {
   // encode. Then it waits in `encoding_` or in `waiting_`.
   void Enqueue(std::unique_ptr<Seq> seq);
   void OnImageRows(const ImageDigest& digest, absl::StatusOr<std::vector<float>> rows, double seconds);
+  // A sequence leaves `encoding_` before its rows came: it stops waiting for its images, and an
+  // image nobody else waits for is not encoded (if the worker has not begun it).
+  void StopWaitingForImages(const Seq& seq);
   // The prefix-cache key of `feed` (images by digest).
   static std::span<const int32_t> KeyOf(const Seq& s);
   void Reap(TimePoint now);
@@ -167,8 +170,13 @@ class Scheduler {
   // Loop thread.
   std::deque<std::unique_ptr<Seq>> waiting_;
   std::vector<std::unique_ptr<Seq>> encoding_;  // Queued, waiting for image rows; counted in queued_.
-  // Images being encoded: who waits for each (sequence id, index of the image in its request).
-  std::map<ImageDigest, std::vector<std::pair<int64_t, size_t>>> image_jobs_;
+  // Images being encoded: who waits for each (sequence id, index of the image in its request),
+  // and the flag that drops the encoding once nobody does.
+  struct ImageJob {
+    std::vector<std::pair<int64_t, size_t>> waiters;
+    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  };
+  std::map<ImageDigest, ImageJob> image_jobs_;
   std::vector<std::unique_ptr<Seq>> running_;
   int64_t next_id_ = 1;
   TimePoint next_expiry_check_{};

@@ -70,17 +70,18 @@ ImageWorker::~ImageWorker() {
   thread_.join();
 }
 
-void ImageWorker::Encode(std::shared_ptr<const vision::Image> image, Done done) {
+void ImageWorker::Encode(std::shared_ptr<const vision::Image> image, Done done,
+                         std::shared_ptr<const std::atomic<bool>> cancelled) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.emplace_back(std::move(image), std::move(done));
+    queue_.push_back({std::move(image), std::move(done), std::move(cancelled)});
   }
   cv_.notify_one();
 }
 
 void ImageWorker::Loop() {
   while (true) {
-    std::pair<std::shared_ptr<const vision::Image>, Done> job;
+    Job job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
@@ -88,10 +89,14 @@ void ImageWorker::Loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
+    if (job.cancelled != nullptr && job.cancelled->load()) {
+      ++skipped_;
+      continue;
+    }
     const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::vector<float>> rows = encoder_->Encode(*job.first, threads_);
+    absl::StatusOr<std::vector<float>> rows = encoder_->Encode(*job.image, threads_);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    job.second(std::move(rows), seconds);
+    job.done(std::move(rows), seconds);
   }
 }
 

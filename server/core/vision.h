@@ -13,6 +13,7 @@
 #define RWKV_SERVER_CORE_VISION_H_
 
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -72,8 +73,13 @@ class ImageWorker {
 
   int tokens() const { return encoder_->tokens(); }
   int width() const { return encoder_->width(); }
-  // Queues an image; `done` gets its rows ([tokens()][width()]) or the encoder's error.
-  void Encode(std::shared_ptr<const vision::Image> image, Done done);
+  // Queues an image; `done` gets its rows ([tokens()][width()]) or the encoder's error. An image
+  // whose `cancelled` is set before the worker reaches it is dropped without a callback (nobody
+  // waits for it any more).
+  void Encode(std::shared_ptr<const vision::Image> image, Done done,
+              std::shared_ptr<const std::atomic<bool>> cancelled = nullptr);
+  // Images dropped that way since start.
+  int64_t skipped() const { return skipped_.load(); }
 
  private:
   void Loop();
@@ -81,7 +87,13 @@ class ImageWorker {
   int threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<std::shared_ptr<const vision::Image>, Done>> queue_;  // Guarded by mu_.
+  struct Job {
+    std::shared_ptr<const vision::Image> image;
+    Done done;
+    std::shared_ptr<const std::atomic<bool>> cancelled;
+  };
+  std::deque<Job> queue_;  // Guarded by mu_.
+  std::atomic<int64_t> skipped_{0};
   bool stop_ = false;                                                         // Guarded by mu_.
   std::thread thread_;
 };

@@ -6,7 +6,9 @@
 // one Forward, then greedy decoding. Both run the same float32 kernels, so tokens must be equal.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -349,6 +351,26 @@ TEST(VisionServerTest, ARequestThatEndsBeforeItsImageIsEncodedLeavesNothingBehin
   const Result r = Call(*h.client, Greedy("User: <image>\nHi\n\nAssistant:", {a}));
   ASSERT_TRUE(r.final.ok()) << r.final.status();
   EXPECT_EQ(r.ids, DirectGreedy({{"User: "}, {"", &a}, {"\nHi\n\nAssistant:"}}, *h.tokenizer, 6));
+}
+
+// The worker drops an image nobody waits for any more (the scheduler sets the flag when the last
+// request waiting for it leaves) and encodes the next one.
+TEST(ImageWorkerTest, AnImageNobodyWaitsForIsNotEncoded) {
+  ImageWorker worker(LoadEncoder(), 1);
+  const std::string bytes = ImageA();
+  VisionLimits v;
+  v.tokens = kImageTokens;
+  absl::StatusOr<PromptImage> im =
+      ReadPromptImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), "image", v);
+  ASSERT_TRUE(im.ok()) << im.status();
+  std::atomic<int> dropped_called{0};
+  auto cancelled = std::make_shared<std::atomic<bool>>(true);
+  worker.Encode(im->pixels, [&](absl::StatusOr<std::vector<float>>, double) { ++dropped_called; }, cancelled);
+  std::promise<size_t> rows;
+  worker.Encode(im->pixels, [&](absl::StatusOr<std::vector<float>> r, double) { rows.set_value(r.ok() ? r->size() : 0); });
+  EXPECT_EQ(rows.get_future().get(), static_cast<size_t>(kImageTokens) * worker.width());
+  EXPECT_EQ(dropped_called.load(), 0);
+  EXPECT_EQ(worker.skipped(), 1);
 }
 
 TEST(VisionKeyTest, DigestsBecomeNegativeKeysThatTellImagesApart) {

@@ -338,15 +338,16 @@ TEST(VisionServerTest, BadImagesAreInvalidArgumentNamingTheImage) {
   EXPECT_THAT(std::string(r.final.status().message()), HasSubstr("images: this server's model takes no images"));
 }
 
-// A client that leaves while its image is being encoded: its sequence ends, nothing leaks, and a
-// later request on the same image is served.
+// A client whose deadline (1 ms, for 4,000 tokens: it cannot finish in time) passes while its
+// image is encoded or its tokens run: its sequence ends, nothing leaks, and a later request on the
+// same image is served.
 TEST(VisionServerTest, ARequestThatEndsBeforeItsImageIsEncodedLeavesNothingBehind) {
   VisionHarness h;
   const std::string a = ImageA();
   client::CallOptions o;
   o.timeout = std::chrono::milliseconds(1);
   const absl::StatusOr<v1::Final> f =
-      h.client->Generate(Greedy("User: <image>\nHi\n\nAssistant:", {a}), [](const v1::Chunk&) { return true; }, o);
+      h.client->Generate(Greedy("User: <image>\nHi\n\nAssistant:", {a}, /*n=*/4000), [](const v1::Chunk&) { return true; }, o);
   EXPECT_FALSE(f.ok());
   const Result r = Call(*h.client, Greedy("User: <image>\nHi\n\nAssistant:", {a}));
   ASSERT_TRUE(r.final.ok()) << r.final.status();

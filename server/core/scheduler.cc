@@ -89,7 +89,6 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const Tokenizer* tokenize
 
 Scheduler::~Scheduler() {
   StopAccepting();
-  images_.reset();  // Waits for an image being encoded; its callback only posts a task.
   AbortAll(absl::UnavailableError("server is shutting down"));
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -100,6 +99,9 @@ Scheduler::~Scheduler() {
   // Without a loop thread (tests), finish what is left here.
   Iterate();
   sessions_.Shutdown(clock_());
+  // The loop is gone: stop the image worker (it finishes an image in progress) while the task
+  // queue its callback posts to is still alive.
+  images_.reset();
 }
 
 absl::Status Scheduler::OpenStateDir(const std::string& dir, StateCodec codec) {
@@ -111,6 +113,7 @@ absl::Status Scheduler::SetImageWorker(std::unique_ptr<ImageWorker> worker) {
     return absl::InvalidArgumentError(absl::StrFormat("the vision encoder's rows have %d values; the model's embedding has %d",
                                                       worker->width(), backend_->config().n_embd));
   }
+  image_tokens_ = worker != nullptr ? worker->tokens() : 0;
   images_ = std::move(worker);
   return absl::OkStatus();
 }

@@ -92,7 +92,7 @@ class Scheduler {
   // one a request with images fails INVALID_ARGUMENT. REQUIRES: before Start().
   absl::Status SetImageWorker(std::unique_ptr<ImageWorker> worker);
   // Prompt positions per image; 0 without an image worker.
-  int image_tokens() const { return images_ ? images_->tokens() : 0; }
+  int image_tokens() const { return image_tokens_; }
   // Starts the loop thread. Without it, tests drive the loop by calling Iterate().
   void Start();
   // Queues a sequence. UNAVAILABLE while draining, RESOURCE_EXHAUSTED when the queue is full;
@@ -148,7 +148,8 @@ class Scheduler {
 
   std::unique_ptr<Backend> backend_;
   const Tokenizer* tokenizer_;
-  std::unique_ptr<ImageWorker> images_;  // Destroyed first (~Scheduler): its callbacks Post here.
+  std::unique_ptr<ImageWorker> images_;  // Reset at the end of ~Scheduler: its callbacks Post here.
+  int image_tokens_ = 0;
   SchedulerOptions options_;
   SchedulerObserver* observer_;
   ClockFn clock_;

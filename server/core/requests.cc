@@ -39,18 +39,23 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view text, std::st
   return ids;
 }
 
-absl::StatusOr<std::vector<PromptImage>> ReadImages(std::span<const std::string_view> files, std::string_view field,
-                                                    const VisionLimits& vision) {
-  std::vector<PromptImage> out;
-  if (files.empty()) return out;
+absl::Status CheckImageCount(size_t images, std::string_view field, const VisionLimits& vision) {
+  if (images == 0) return absl::OkStatus();
   if (vision.tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(AV(field), ": this server's model takes no images (it has no VisualRWKV vision encoder)"));
   }
-  if (files.size() > static_cast<size_t>(vision.max_images)) {
+  if (images > static_cast<size_t>(vision.max_images)) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%s has %d images; the limit is %d a request", AV(field), files.size(), vision.max_images));
+        absl::StrFormat("%s has %d images; the limit is %d a request", AV(field), images, vision.max_images));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PromptImage>> ReadImages(std::span<const std::string_view> files, std::string_view field,
+                                                    const VisionLimits& vision) {
+  std::vector<PromptImage> out;
+  RWKV_RETURN_IF_ERROR(CheckImageCount(files.size(), field, vision));
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string at = absl::StrFormat("%s[%d]", AV(field), i);
     RWKV_ASSIGN_OR_RETURN(PromptImage im, ReadPromptImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
@@ -92,7 +97,6 @@ absl::Status EncodePromptWithImages(std::string_view text, std::string_view fiel
     if (i + 1 == pieces.size()) break;
     images[i].offset = static_cast<int>(out->prompt.size());
     out->prompt.insert(out->prompt.end(), static_cast<size_t>(vision.tokens), kImagePlaceholder);
-    RWKV_RETURN_IF_ERROR(CheckPromptLength(out->prompt.size(), limits));
   }
   RWKV_RETURN_IF_ERROR(CheckPromptLength(out->prompt.size(), limits));
   out->images = std::move(images);
@@ -153,9 +157,6 @@ absl::Status ApplyChat(std::span<const ChatMessage> messages, std::string_view f
   if (image_count != images.size()) {
     return absl::InternalError(absl::StrFormat("%s: %d images counted in the messages, %d read", AV(field), image_count,
                                                images.size()));
-  }
-  if (image_count * static_cast<size_t>(std::max(image_tokens, 0)) > static_cast<size_t>(limits.max_prompt_tokens)) {
-    return CheckPromptLength(image_count * static_cast<size_t>(image_tokens), limits);
   }
   RWKV_ASSIGN_OR_RETURN(ChatPrompt p, chat.Render(messages, tokenizer, f.c_str(), image_tokens));
   RWKV_RETURN_IF_ERROR(CheckPromptLength(p.tokens.size(), limits));

@@ -39,6 +39,9 @@ absl::Status CheckTokenIds(std::span<const int32_t> ids, std::string_view field,
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view text, std::string_view field,
                                                   const Tokenizer& tokenizer, const RequestLimits& limits);
 absl::Status CheckPromptLength(size_t tokens, const RequestLimits& limits);
+// A request's image count: INVALID_ARGUMENT naming `field` when the model takes no images or past
+// vision.max_images.
+absl::Status CheckImageCount(size_t images, std::string_view field, const VisionLimits& vision);
 // The image files a request carries, decoded and digested: at most vision.max_images, each
 // checked by ReadPromptImage; `field`[i] names one in errors.
 absl::StatusOr<std::vector<PromptImage>> ReadImages(std::span<const std::string_view> files, std::string_view field,

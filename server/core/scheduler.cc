@@ -71,7 +71,6 @@ struct Scheduler::Seq {
   int images_pending = 0;
   std::vector<const float*> rows;
   PrefixCache::Hit pinned;  // The cache hit found at acceptance, held until admission.
-  std::shared_ptr<const std::vector<float>> hit;  // Admission: the state being written to the slot.
   // Tokens of `feed` that are the session's or the start's pending token, not the prompt's.
   size_t pending_fed() const { return feed.size() - std::min(feed.size(), req.prompt.size()); }
   int remaining() const { return decode ? 1 : static_cast<int>(feed.size() - fed); }
@@ -486,6 +485,7 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
   seq.slot = *slot;
   if (seq.session == nullptr) {
     const std::vector<float>* from = seq.req.start != nullptr ? &seq.req.start->state : nullptr;
+    std::shared_ptr<const std::vector<float>> held;  // A cache hit's state, alive until the slot is written.
     if (cache_.enabled() && seq.req.kind == SequenceRequest::Kind::kGenerate && !seq.decode) {
       // The last prompt token is always computed: its logits give the first sample.
       PrefixCache::Hit hit = cache_.Lookup(seq.req.cache_scope, KeyOf(seq), seq.feed.size() - 1);
@@ -494,7 +494,7 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
       seq.pinned = {};
       if (hit.length > 0) {
         from = hit.state.get();
-        seq.hit = std::move(hit.state);  // Alive until the slot is written below.
+        held = std::move(hit.state);
         seq.fed = seq.cached = hit.length;
       }
       const size_t offset = seq.pending_fed();
@@ -518,9 +518,7 @@ void Scheduler::Admit(Seq& seq, TimePoint now) {
       if (observer_) observer_->OnPrefixLookup(static_cast<int>(seq.feed.size()), static_cast<int>(seq.cached));
     }
     if (from != nullptr) {
-      absl::Status st = backend_->pool().Write(seq.slot, *from);
-      seq.hit.reset();
-      if (!st.ok()) return Finish(seq, Failed(st), now);
+      if (absl::Status st = backend_->pool().Write(seq.slot, *from); !st.ok()) return Finish(seq, Failed(st), now);
     }
   }
   // Every image position still to feed has its row (a cache hit covers whole images only).

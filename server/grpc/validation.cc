@@ -103,13 +103,12 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::GenerateRequest& req
     std::vector<ChatMessage> messages;
     std::vector<PromptImage> images;
     const auto& ms = req.messages().messages();
+    size_t count = 0;
+    for (const v1::ChatMessage& m : ms) count += m.images_size();
+    RWKV_RETURN_IF_ERROR(CheckImageCount(count, "messages.messages", vision));
     for (int i = 0; i < ms.size(); ++i) {
       messages.push_back({ms[i].role(), ms[i].content(), ms[i].images_size()});
       if (ms[i].images_size() == 0) continue;
-      if (images.size() + ms[i].images_size() > static_cast<size_t>(std::max(vision.max_images, 0)) && vision.tokens > 0) {
-        return absl::InvalidArgumentError(absl::StrFormat("messages.messages carry %d images or more; the limit is %d a request",
-                                                          images.size() + ms[i].images_size(), vision.max_images));
-      }
       const std::string field = absl::StrFormat("messages.messages[%d].images", i);
       RWKV_ASSIGN_OR_RETURN(std::vector<PromptImage> more, Images(ms[i].images(), field.c_str(), vision));
       for (PromptImage& im : more) images.push_back(std::move(im));

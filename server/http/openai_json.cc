@@ -207,9 +207,10 @@ absl::Status ChatPrompt(const json& body, const Tokenizer& tokenizer, const Requ
         const json* type = part.is_object() ? Field(part, "type") : nullptr;
         if (type == nullptr || !type->is_string()) return Bad("messages", absl::StrCat(pat, ".type must be a string"));
         if (*type == "image_url") {
-          if (vision.tokens > 0 && images.size() >= static_cast<size_t>(vision.max_images)) {
-            return Bad("messages", absl::StrFormat("%s: more than %d images; the limit is %d a request", pat,
-                                                   vision.max_images, vision.max_images));
+          if (vision.tokens > 0) {  // Counted before decoding (ImagePart refuses images on a text-only model).
+            if (absl::Status st = CheckImageCount(images.size() + 1, "messages", vision); !st.ok()) {
+              return Bad("messages", std::string(st.message()));
+            }
           }
           RWKV_ASSIGN_OR_RETURN(PromptImage im, ImagePart(part, pat, vision));
           images.push_back(std::move(im));

@@ -100,7 +100,7 @@ struct Engine {
 absl::Status LoadVision(const ServerConfig& cfg, Scheduler* scheduler) {
   absl::StatusOr<std::unique_ptr<TensorFile>> file = TensorFile::Open(cfg.model);
   if (!file.ok()) return file.status();
-  if ((*file)->Find("vit.dino_featurizer.patch_embed.proj.weight") == nullptr) return absl::OkStatus();  // Text only.
+  if (!vision::VisionEncoder::Present(**file)) return absl::OkStatus();  // Text only.
   if (!scheduler->backend().takes_embedding_rows()) {
     Log("warning", "images off",
         absl::StrCat("reason=", LogValue(absl::StrCat("the ", std::string(scheduler->backend().name()),

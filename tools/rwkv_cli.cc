@@ -182,7 +182,7 @@ absl::StatusOr<std::vector<float>> ImageRows(const Flags& f, const std::string& 
   RWKV_ASSIGN_OR_RETURN(o.dino_heads, Number<int>(f, "dino-heads", o.dino_heads));
   RWKV_ASSIGN_OR_RETURN(o.siglip_heads, Number<int>(f, "siglip-heads", o.siglip_heads));
   RWKV_ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, TensorFile::Open(model_path));
-  if (file->Find("vit.dino_featurizer.patch_embed.proj.weight") == nullptr) {
+  if (!vision::VisionEncoder::Present(*file)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--image: ", model_path, " is not a VisualRWKV-7 checkpoint (no vit.* vision towers)"));
   }

@@ -19,6 +19,10 @@ double Since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+bool VisionEncoder::Present(const TensorFile& file, const std::string& prefix) {
+  return file.Find(prefix + "vit.dino_featurizer.patch_embed.proj.weight") != nullptr;
+}
+
 absl::StatusOr<VisionEncoder> VisionEncoder::Load(const TensorFile& f, const VisionEncoderOptions& o) {
   VisionEncoder e;
   VitOptions dino;

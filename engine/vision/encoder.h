@@ -33,6 +33,9 @@ class VisionEncoder {
   // "proj.". INVALID_ARGUMENT naming what is missing or inconsistent (towers on different grids,
   // a token count that is not a square no larger than the grid).
   static absl::StatusOr<VisionEncoder> Load(const TensorFile& file, const VisionEncoderOptions& options);
+  // Whether `file` carries a VisualRWKV-7 encoder (vit.* towers) under `prefix`: a text-only
+  // checkpoint does not.
+  static bool Present(const TensorFile& file, const std::string& prefix = "");
 
   int tokens() const { return pooled_ * pooled_; }
   int width() const { return proj_->out_dim(); }

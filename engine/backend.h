@@ -118,6 +118,7 @@ struct BackendOptions {
   // what the model was loaded with (ModelOptionsFor; auto = as the checkpoint stores them).
   std::string dtype = "auto";
   bool cuda_graphs = true;    // CUDA: replay decode steps as graphs.
+  int cuda_gemv_rows = 8;     // CUDA: projections of at most this many rows (0-8) skip cuBLAS for our GEMV kernel.
 };
 
 // How to load the model for a backend: CPU, its matrices in options.dtype (auto: as stored);

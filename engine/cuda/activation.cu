@@ -1,31 +1,15 @@
+#include "engine/cuda/act.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/type_cast.cuh"
 
 namespace rwkv::cuda {
 namespace {
 
-__device__ __forceinline__ float Apply(float x, Act act) {
-  switch (act) {
-    case Act::kTanh:
-      return tanhf(x);
-    case Act::kSigmoid:
-      return 1.0f / (1.0f + __expf(-x));
-    case Act::kSilu:
-      return x / (1.0f + __expf(-x));
-    case Act::kReluSquare: {
-      const float r = fmaxf(x, 0.0f);
-      return r * r;
-    }
-    default:
-      return x;
-  }
-}
-
 template <typename T>
 __global__ void ActivateKernel(const float* in, int64_t n, Act act, T* out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = FromFloat<T>(Apply(in[i], act));
+    out[i] = FromFloat<T>(ApplyAct(in[i], act));
   }
 }
 

@@ -72,15 +72,18 @@ CudaBackend::~CudaBackend() {
 absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   const ModelConfig& c = config();
   const int64_t T = max_tokens_, C = c.n_embd, F = c.ffn_dim, V = c.vocab;
-  const int64_t rank = std::max({c.lora_decay, c.lora_iclr, c.lora_value, c.lora_gate, 5 * c.lora_mix, 1});
+  // The LoRA hidden rows: RWKV-7's four side by side (each in a region of its own, read by the
+  // up-projections after), RWKV-6's five mix terms, or its decay's.
+  const int64_t lora = std::max({int64_t{c.lora_decay} + c.lora_iclr + c.lora_value + c.lora_gate, 5 * int64_t{c.lora_mix},
+                                 int64_t{1}});
   const size_t tb = WeightTypeBytes(weights_->type());
   RWKV_ASSIGN_OR_RETURN(pool_, CudaStatePool::Create(options.pool_slots, c.StateFloats(), stream_));
   RWKV_RETURN_IF_ERROR(cublas_.Init(stream_));
   RWKV_RETURN_IF_ERROR(f32_.Allocate(12 * T * C * 4, "step scratch"));
   RWKV_RETURN_IF_ERROR(typed_.Allocate(8 * T * C * tb, "step scratch"));
-  RWKV_RETURN_IF_ERROR(lora_f32_.Allocate(T * rank * 4, "step scratch"));
-  RWKV_RETURN_IF_ERROR(lora_typed_.Allocate(T * rank * tb, "step scratch"));
-  RWKV_RETURN_IF_ERROR(ffn_f32_.Allocate(T * F * 4, "step scratch"));
+  RWKV_RETURN_IF_ERROR(lora_typed_.Allocate(T * lora * tb, "step scratch"));
+  // float32 results of GEMMs whose output is typed (then activated and cast): at most F wide.
+  RWKV_RETURN_IF_ERROR(scratch_f32_.Allocate(T * std::max({F, C, lora}) * 4, "step scratch"));
   RWKV_RETURN_IF_ERROR(ffn_typed_.Allocate(T * F * tb, "step scratch"));
   RWKV_RETURN_IF_ERROR(logits_.Allocate(T * V * 4, "logits"));
   RWKV_RETURN_IF_ERROR(counts_.Allocate(int64_t{options.pool_slots} * V * 4, "sampling counts"));
@@ -110,6 +113,7 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_jobs_, T * sizeof(SampleJob)));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_rows_, T * C * 4));
   graphs_enabled_ = options.cuda_graphs;
+  gemv_rows_ = std::clamp(options.cuda_gemv_rows, 0, kGemvMaxRows);
   return absl::OkStatus();
 }
 
@@ -121,6 +125,51 @@ absl::Status CudaBackend::Check(absl::Status s) {
     broken_.Update(failed);
   }
   return s;
+}
+
+absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
+  if (rows == 0) return absl::OkStatus();
+  const WeightType wt = weights_->type();
+  if (rows <= gemv_rows_) {
+    GemvBatch b;
+    auto flush = [&]() -> absl::Status {
+      if (b.jobs == 0) return absl::OkStatus();
+      RWKV_RETURN_IF_ERROR(PlanGemv(&b, static_cast<int>(WeightTypeBytes(wt))));
+      RWKV_CUDA_LAUNCH(Gemv, b, rows, wt, stream_);
+      b = GemvBatch();
+      return absl::OkStatus();
+    };
+    for (const Proj& p : ps) {
+      if (b.jobs == kGemvMaxJobs) RWKV_RETURN_IF_ERROR(flush());
+      GemvJob& j = b.job[b.jobs++];
+      j.x = p.x;
+      j.w = p.w->data;
+      j.y = p.y;
+      j.n = p.w->n;
+      j.k = p.w->k;
+      j.ldx = p.ldx;
+      j.ldy = p.ldy;
+      j.act = p.act;
+      j.out = p.out;
+    }
+    return flush();
+  }
+  for (const Proj& p : ps) {
+    const int n = p.w->n;
+    if ((p.out == GemvOut::kTyped || p.act != Act::kNone) && p.ldy != n) {
+      return absl::InternalError(absl::StrFormat("projection to %d outputs with leading dimension %d: an activated or "
+                                                 "typed result must be dense",
+                                                 n, p.ldy));
+    }
+    if (p.out == GemvOut::kTyped) {
+      RWKV_RETURN_IF_ERROR(Gemm(p.x, rows, *p.w, scratch_f32_.as<float>(), n, false, p.ldx));
+      RWKV_CUDA_LAUNCH(Activate, scratch_f32_.as<float>(), int64_t{rows} * n, p.act, p.y, wt, stream_);
+      continue;
+    }
+    RWKV_RETURN_IF_ERROR(Gemm(p.x, rows, *p.w, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx));
+    if (p.act != Act::kNone) RWKV_CUDA_LAUNCH(ActivateInPlace, static_cast<float*>(p.y), int64_t{rows} * n, p.act, stream_);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Forward(std::span<const BatchEntry> batch, Logits* out) { return Run(batch, out, {}); }
@@ -326,7 +375,7 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
     RWKV_CUDA_LAUNCH(LayerNorm, x_, dt_.head_rows, heads, c.n_embd, weights_->ln_out_w(), weights_->ln_out_b(), cpu::kLayerNormEps,
               head_in_, stream_);
     RWKV_CUDA_LAUNCH(Activate, head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
-    RWKV_RETURN_IF_ERROR(Gemm(head_typed_, heads, weights_->head(), logits_.as<float>(), c.vocab, false));
+    RWKV_RETURN_IF_ERROR(Project(heads, {{head_typed_, c.n_embd, &weights_->head(), logits_.get(), c.vocab}}));
   }
   if (out != nullptr) {
     // Rows sampled on the host come back: runs of consecutive destinations in one copy each.
@@ -384,29 +433,41 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
   void *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
 
-  RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xk, rows, w.key, k_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xv, rows, w.value, v_, C, false));
-  // LoRA: down-projection, activation (and the cast back to the GEMM type), up-projection.
-  auto lora = [&](const void* in, const DeviceMatrix& down, const DeviceMatrix& up, Act act, float* dst) {
-    RWKV_RETURN_IF_ERROR(Gemm(in, rows, down, lora_f32_.as<float>(), down.n, false));
-    RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * down.n, act, lora_typed_.get(), wt, stream_);
-    return Gemm(lora_typed_.get(), rows, up, dst, C, false);
+  // r, k, v and the LoRA down-projections (activated, in the weight type, each hidden row in its
+  // own region of lora_typed_) read only the mixes: one group; the up-projections a second.
+  const size_t tb = WeightTypeBytes(wt);
+  const int64_t T = max_tokens_;
+  char* hw = lora_typed_.as<char>();
+  char* ha = hw + T * w.w1.n * tb;
+  char* hg = ha + T * w.a1.n * tb;
+  char* hv = hg + T * w.g1.n * tb;
+  const bool value_lora = l > 0;  // Layer 0's value is v_first itself.
+  const Proj down[] = {
+      {xr, C, &w.receptance, r_, C},
+      {xk, C, &w.key, k_, C},
+      {xv, C, &w.value, v_, C},
+      {xw, C, &w.w1, hw, w.w1.n, Act::kTanh, GemvOut::kTyped},
+      {xa, C, &w.a1, ha, w.a1.n, Act::kNone, GemvOut::kTyped},
+      {xg, C, &w.g1, hg, w.g1.n, Act::kSigmoid, GemvOut::kTyped},
+      {xv, C, &w.v1, hv, w.v1.n, Act::kNone, GemvOut::kTyped},
   };
-  RWKV_RETURN_IF_ERROR(lora(xw, w.w1, w.w2, Act::kTanh, d_));
-  RWKV_RETURN_IF_ERROR(lora(xa, w.a1, w.a2, Act::kNone, alpha_));
-  RWKV_RETURN_IF_ERROR(lora(xg, w.g1, w.g2, Act::kSigmoid, g_));
-  if (l == 0) {
+  RWKV_RETURN_IF_ERROR(Project(rows, std::span(down, value_lora ? 7 : 6)));
+  const Proj up[] = {
+      {hw, w.w1.n, &w.w2, d_, C},
+      {ha, w.a1.n, &w.a2, alpha_, C},
+      {hg, w.g1.n, &w.g2, g_, C},
+      {hv, w.v1.n, &w.v2, vg_, C},
+  };
+  RWKV_RETURN_IF_ERROR(Project(rows, std::span(up, value_lora ? 4 : 3)));
+  if (!value_lora) {
     RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(v_first_, v_, int64_t{rows} * C * 4, cudaMemcpyDeviceToDevice, stream_));
-  } else {
-    RWKV_RETURN_IF_ERROR(lora(xv, w.v1, w.v2, Act::kNone, vg_));
   }
   RWKV_CUDA_LAUNCH(TimeMixPrep, PrepArgs{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a}, rows, C,
               N, stream_);
   const StateView S{pool_->device_data(), pool_->slot_floats(), layer_off + C};
   RWKV_CUDA_LAUNCH(Wkv7, S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
   RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, wt, stream_);
-  return Gemm(yt_, rows, w.output, x_, C, true);
+  return Project(rows, {{yt_, C, &w.output, x_, C, Act::kNone, GemvOut::kF32Add}});
 }
 
 absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
@@ -415,10 +476,9 @@ absl::Status CudaBackend::ChannelMix(int l, int rows, int pieces) {
   const int C = c.n_embd;
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
   RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln2_w, w.ln2_b, shift, MixSet{{w.ffn_x_k}, {mix_[2]}, 1}));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
-  RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), weights_->type(),
-           stream_);
-  return Gemm(ffn_typed_.get(), rows, w.ffn_value, x_, C, true);
+  RWKV_RETURN_IF_ERROR(
+      Project(rows, {{mix_[2], C, &w.ffn_key, ffn_typed_.get(), c.ffn_dim, Act::kReluSquare, GemvOut::kTyped}}));
+  return Project(rows, {{ffn_typed_.get(), c.ffn_dim, &w.ffn_value, x_, C, Act::kNone, GemvOut::kF32Add}});
 }
 
 int64_t CudaBackend::LayerOffset(int l) const { return l * (config().StateFloats() / config().n_layer); }
@@ -435,27 +495,27 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   // with xx = z + (prev - z) maa_x. Each m_j sits in the buffer its own projection fills later
   // (d k v r g), so that one token-shift pass makes all five mixes.
   RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, MixSet{{w.maa_x}, {mix_[5]}, 1}, wt, stream_);
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[5], rows, w.maa_w1, lora_f32_.as<float>(), 5 * Dm, false));
-  RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * 5 * Dm, Act::kTanh, lora_typed_.get(), wt, stream_);
+  char* h = lora_typed_.as<char>();
+  RWKV_RETURN_IF_ERROR(Project(rows, {{mix_[5], C, &w.maa_w1, h, 5 * Dm, Act::kTanh, GemvOut::kTyped}}));
   float* m[] = {d_, k_, v_, r_, g_};
-  for (int j = 0; j < 5; ++j) {
-    RWKV_RETURN_IF_ERROR(
-        Gemm(lora_typed_.as<char>() + j * Dm * tb, rows, w.maa_w2[j], m[j], C, false, /*ldx=*/5 * Dm));
-  }
+  Proj terms[5];
+  for (int j = 0; j < 5; ++j) terms[j] = {h + j * Dm * tb, 5 * Dm, &w.maa_w2[j], m[j], C};
+  RWKV_RETURN_IF_ERROR(Project(rows, terms));
   MixSet mixes{{w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4]}, 5};
   for (int j = 0; j < 5; ++j) mixes.add[j] = m[j];
   RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
   RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   void *xw = mix_[0], *xk = mix_[1], *xv = mix_[2], *xr = mix_[3], *xg = mix_[4];
-  RWKV_RETURN_IF_ERROR(Gemm(xr, rows, w.receptance, r_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xk, rows, w.key, k_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xv, rows, w.value, v_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xg, rows, w.gate, g_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(xw, rows, w.decay_w1, lora_f32_.as<float>(), c.lora_decay, false));
-  RWKV_CUDA_LAUNCH(Activate, lora_f32_.as<float>(), int64_t{rows} * c.lora_decay, Act::kTanh, lora_typed_.get(), wt, stream_);
-  RWKV_RETURN_IF_ERROR(Gemm(lora_typed_.get(), rows, w.decay_w2, d_, C, false));
+  const Proj projections[] = {
+      {xr, C, &w.receptance, r_, C},
+      {xk, C, &w.key, k_, C},
+      {xv, C, &w.value, v_, C},
+      {xg, C, &w.gate, g_, C, Act::kSilu},
+      {xw, C, &w.decay_w1, h, c.lora_decay, Act::kTanh, GemvOut::kTyped},
+  };
+  RWKV_RETURN_IF_ERROR(Project(rows, projections));
+  RWKV_RETURN_IF_ERROR(Project(rows, {{h, c.lora_decay, &w.decay_w2, d_, C}}));
   RWKV_CUDA_LAUNCH(Rwkv6Decay, d_, w.decay, rows, C, stream_);
-  RWKV_CUDA_LAUNCH(ActivateInPlace, g_, int64_t{rows} * C, Act::kSilu, stream_);
   return Wkv6Block(l, rows, pieces, /*d_stride=*/C);
 }
 
@@ -468,13 +528,13 @@ absl::Status CudaBackend::TimeMix5(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
   MixSet mixes{{w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3]}, gated ? 4 : 3};
   RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
-  if (gated) {
-    RWKV_RETURN_IF_ERROR(Gemm(mix_[3], rows, w.gate, g_, C, false));
-    RWKV_CUDA_LAUNCH(ActivateInPlace, g_, int64_t{rows} * C, Act::kSilu, stream_);
-  }
+  const Proj projections[] = {
+      {mix_[2], C, &w.receptance, r_, C},
+      {mix_[0], C, &w.key, k_, C},
+      {mix_[1], C, &w.value, v_, C},
+      {mix_[3], C, &w.gate, g_, C, Act::kSilu},
+  };
+  RWKV_RETURN_IF_ERROR(Project(rows, std::span(projections, gated ? 4 : 3)));
   // RWKV-5's decay is one vector per layer: stride 0 over the rows.
   return Wkv6Block(l, rows, pieces, /*d_stride=*/0);
 }
@@ -487,7 +547,7 @@ absl::Status CudaBackend::Wkv6Block(int l, int rows, int pieces, int64_t d_strid
   RWKV_CUDA_LAUNCH(Wkv6, S, dt_, pieces, c.n_head, N, C, r_, d_stride == 0 ? w.decay : d_, d_stride, k_, v_, w.bonus, y_, stream_);
   RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, nullptr, nullptr, nullptr, w.mix_g != nullptr ? g_ : nullptr, /*r_k=*/nullptr, w.ln_x_w,
                      w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, weights_->type(), stream_);
-  return Gemm(yt_, rows, w.output, x_, C, true);
+  return Project(rows, {{yt_, C, &w.output, x_, C, Act::kNone, GemvOut::kF32Add}});
 }
 
 absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
@@ -498,13 +558,15 @@ absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
   RWKV_RETURN_IF_ERROR(
       NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[2], rows, w.receptance, r_, C, false));
-  RWKV_CUDA_LAUNCH(ActivateInPlace, r_, int64_t{rows} * C, Act::kSigmoid, stream_);
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.key, k_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.value, v_, C, false));
+  const Proj projections[] = {
+      {mix_[2], C, &w.receptance, r_, C, Act::kSigmoid},
+      {mix_[0], C, &w.key, k_, C},
+      {mix_[1], C, &w.value, v_, C},
+  };
+  RWKV_RETURN_IF_ERROR(Project(rows, projections));
   const StateView S{pool_->device_data(), pool_->slot_floats(), LayerOffset(l) + C};  // aa bb pp
   RWKV_CUDA_LAUNCH(Wkv4, S, dt_, pieces, C, r_, k_, v_, w.decay, w.bonus, yt_, wt, stream_);
-  return Gemm(yt_, rows, w.output, x_, C, true);
+  return Project(rows, {{yt_, C, &w.output, x_, C, Act::kNone, GemvOut::kF32Add}});
 }
 
 absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
@@ -515,10 +577,12 @@ absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
   RWKV_RETURN_IF_ERROR(
       NormShift(rows, pieces, w.ln2_w, w.ln2_b, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[0], rows, w.ffn_key, ffn_f32_.as<float>(), c.ffn_dim, false));
-  RWKV_CUDA_LAUNCH(Activate, ffn_f32_.as<float>(), int64_t{rows} * c.ffn_dim, Act::kReluSquare, ffn_typed_.get(), wt, stream_);
-  RWKV_RETURN_IF_ERROR(Gemm(ffn_typed_.get(), rows, w.ffn_value, y_, C, false));
-  RWKV_RETURN_IF_ERROR(Gemm(mix_[1], rows, w.ffn_receptance, r_, C, false));
+  const Proj in[] = {
+      {mix_[0], C, &w.ffn_key, ffn_typed_.get(), c.ffn_dim, Act::kReluSquare, GemvOut::kTyped},
+      {mix_[1], C, &w.ffn_receptance, r_, C},
+  };
+  RWKV_RETURN_IF_ERROR(Project(rows, in));
+  RWKV_RETURN_IF_ERROR(Project(rows, {{ffn_typed_.get(), c.ffn_dim, &w.ffn_value, y_, C}}));
   RWKV_CUDA_LAUNCH(AddGated, x_, r_, y_, int64_t{rows} * C, stream_);
   return absl::OkStatus();
 }

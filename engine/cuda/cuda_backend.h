@@ -8,14 +8,17 @@
 
 #include <cuda_runtime.h>
 
+#include <initializer_list>
 #include <map>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/backend.h"
 #include "engine/cuda/cublas_gemm.h"
 #include "engine/cuda/cuda_state_pool.h"
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/gemv.h"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/sample_jobs.h"
 #include "engine/cuda/step_plan.h"
@@ -78,6 +81,22 @@ class CudaBackend final : public Backend {
   absl::Status Wkv6Block(int l, int rows, int pieces, int64_t d_stride);
   // Float offset of layer l's state inside a slot (l == n_layer: the slot's end).
   int64_t LayerOffset(int l) const;
+  // A projection of the step's rows: y (+)= act(x W^T), the result float32 or in the weight type.
+  struct Proj {
+    const void* x = nullptr;
+    int ldx = 0;
+    const DeviceMatrix* w = nullptr;
+    void* y = nullptr;
+    int ldy = 0;
+    Act act = Act::kNone;
+    GemvOut out = GemvOut::kF32;
+  };
+  // Independent projections (none reads another's output). Up to gemv_rows_ rows: one GEMV launch
+  // for every kGemvMaxJobs of them, activation and cast applied as results are written. More
+  // rows: a cuBLAS GEMM each, a typed or activated result through scratch_f32_ and an activation
+  // kernel (so it must be dense: ldy == n).
+  absl::Status Project(int rows, std::span<const Proj> ps);
+  absl::Status Project(int rows, std::initializer_list<Proj> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
   }
@@ -108,7 +127,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer tables_;
   DeviceTables dt_;
   // Scratch, sized for max_tokens_ rows. float32: x z r k v d alpha g vg y v_first head_in.
-  DeviceBuffer f32_, typed_, lora_f32_, lora_typed_, ffn_f32_, ffn_typed_, logits_;
+  DeviceBuffer f32_, typed_, lora_typed_, scratch_f32_, ffn_typed_, logits_;
   float *x_, *z_, *r_, *k_, *v_, *d_, *alpha_, *g_, *vg_, *y_, *v_first_, *head_in_;
   void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
   void *yt_, *head_typed_;
@@ -143,6 +162,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kMaxGraphs = 256;
   std::map<int, GraphSlot> graphs_;
   bool graphs_enabled_ = true;
+  int gemv_rows_ = kGemvMaxRows;  // Projections of at most this many rows run as GEMVs (0: never).
 };
 
 }  // namespace rwkv::cuda

@@ -1,5 +1,7 @@
 // The CUDA backend against the CPU backend (the oracle), op by op and for the whole model. Every
 // test skips itself when no CUDA device is visible.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/cuda_util.h"
+#include "engine/cuda/gemv.h"
 #include "engine/cuda/ops.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -308,6 +311,170 @@ TEST(CudaOps, NormShiftMixSaveEqualsTheThreeKernelsItFuses) {
   }
 }
 
+// Our GEMV (projections of 1 to 8 rows) against float64 over the same operands: one launch of
+// six jobs with every output kind and activation, rows with 16-byte loads and without (ldx of
+// 1003, k = 8 below a warp), short LoRA-like rows; f32, f16 and bf16; 1, 2, 3, 5 and 8 rows.
+// Operands are multiples of 1/256 in [-0.5, 0.5], exact in every type, so the products are exact
+// and only the float32 sums and the output rounding differ from float64. Columns between n and
+// ldy must be left as they were.
+TEST(CudaOps, GemvMatchesFloat64ForEveryOutputAndType) {
+  SKIP_WITHOUT_GPU();
+  struct Shape {
+    int n, k, ldx;
+    cuda::Act act;
+    cuda::GemvOut out;
+  };
+  const Shape shapes[] = {{300, 512, 512, cuda::Act::kNone, cuda::GemvOut::kF32},
+                          {77, 1000, 1003, cuda::Act::kTanh, cuda::GemvOut::kTyped},
+                          {129, 40, 40, cuda::Act::kSigmoid, cuda::GemvOut::kTyped},
+                          {64, 256, 264, cuda::Act::kNone, cuda::GemvOut::kF32Add},
+                          {200, 64, 64, cuda::Act::kReluSquare, cuda::GemvOut::kTyped},
+                          {33, 8, 8, cuda::Act::kSilu, cuda::GemvOut::kF32}};
+  auto act = [](double v, cuda::Act a) {
+    switch (a) {
+      case cuda::Act::kTanh:
+        return std::tanh(v);
+      case cuda::Act::kSigmoid:
+        return 1 / (1 + std::exp(-v));
+      case cuda::Act::kSilu:
+        return v / (1 + std::exp(-v));
+      case cuda::Act::kReluSquare:
+        return v > 0 ? v * v : 0.0;
+      default:
+        return v;
+    }
+  };
+  std::mt19937 rng(91);
+  std::uniform_int_distribution<int> q(-128, 128);
+  for (cuda::WeightType wt : {cuda::WeightType::kF32, cuda::WeightType::kF16, cuda::WeightType::kBF16}) {
+    const size_t eb = cuda::WeightTypeBytes(wt);
+    // Host values in the weight type's bytes, and back.
+    auto to_bytes = [&](const std::vector<float>& v) {
+      std::vector<char> out(v.size() * eb);
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (wt == cuda::WeightType::kF32) {
+          std::memcpy(out.data() + i * 4, &v[i], 4);
+        } else if (wt == cuda::WeightType::kF16) {
+          const __half h = __float2half_rn(v[i]);
+          std::memcpy(out.data() + i * 2, &h, 2);
+        } else {
+          const __nv_bfloat16 h = __float2bfloat16_rn(v[i]);
+          std::memcpy(out.data() + i * 2, &h, 2);
+        }
+      }
+      return out;
+    };
+    auto from_bytes = [&](const char* p) {
+      if (wt == cuda::WeightType::kF32) {
+        float f;
+        std::memcpy(&f, p, 4);
+        return f;
+      }
+      if (wt == cuda::WeightType::kF16) {
+        __half h;
+        std::memcpy(&h, p, 2);
+        return __half2float(h);
+      }
+      __nv_bfloat16 h;
+      std::memcpy(&h, p, 2);
+      return __bfloat162float(h);
+    };
+    for (int rows : {1, 2, 3, 5, 8}) {
+      cuda::GemvBatch b;
+      std::vector<void*> bufs;
+      auto put = [&](const std::vector<char>& bytes) {
+        void* p = nullptr;
+        EXPECT_EQ(cudaMalloc(&p, bytes.size()), cudaSuccess);
+        EXPECT_EQ(cudaMemcpy(p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
+        bufs.push_back(p);
+        return p;
+      };
+      struct Host {
+        std::vector<float> x, w, y0;
+        int ldy;
+      };
+      std::vector<Host> host;
+      for (const Shape& sh : shapes) {
+        Host h;
+        auto fill = [&](size_t n) {
+          std::vector<float> v(n);
+          for (float& f : v) f = q(rng) / 256.0f;
+          return v;
+        };
+        h.x = fill(static_cast<size_t>(rows) * sh.ldx);
+        h.w = fill(static_cast<size_t>(sh.n) * sh.k);
+        h.ldy = sh.n + 3;
+        h.y0 = fill(static_cast<size_t>(rows) * h.ldy);  // The sentinels and the accumulated term.
+        const bool typed = sh.out == cuda::GemvOut::kTyped;
+        cuda::GemvJob& j = b.job[b.jobs++];
+        j.x = put(to_bytes(h.x));
+        j.w = put(to_bytes(h.w));
+        std::vector<char> y0(h.y0.size() * 4);
+        std::memcpy(y0.data(), h.y0.data(), y0.size());
+        j.y = put(typed ? to_bytes(h.y0) : y0);
+        j.n = sh.n;
+        j.k = sh.k;
+        j.ldx = sh.ldx;
+        j.ldy = h.ldy;
+        j.act = sh.act;
+        j.out = sh.out;
+        host.push_back(std::move(h));
+      }
+      ASSERT_TRUE(cuda::PlanGemv(&b, static_cast<int>(eb)).ok());
+      cuda::Gemv(b, rows, wt, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      for (int ji = 0; ji < b.jobs; ++ji) {
+        const Shape& sh = shapes[ji];
+        const Host& h = host[ji];
+        const bool typed = sh.out == cuda::GemvOut::kTyped;
+        const size_t ob = typed ? eb : 4;
+        std::vector<char> got(static_cast<size_t>(rows) * h.ldy * ob);
+        ASSERT_EQ(cudaMemcpy(got.data(), b.job[ji].y, got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+        int bad = 0;
+        for (int r = 0; r < rows; ++r) {
+          for (int o = 0; o < h.ldy; ++o) {
+            const size_t at = static_cast<size_t>(r) * h.ldy + o;
+            float g;
+            if (typed) {
+              g = from_bytes(got.data() + at * eb);
+            } else {
+              std::memcpy(&g, got.data() + at * 4, 4);
+            }
+            const float before = typed ? from_bytes(to_bytes({h.y0[at]}).data()) : h.y0[at];
+            if (o >= sh.n) {
+              bad += g != before;  // Past n: untouched.
+              continue;
+            }
+            double dot = 0, mag = 0;
+            for (int i = 0; i < sh.k; ++i) {
+              const double t = double{h.x[static_cast<size_t>(r) * sh.ldx + i]} * h.w[static_cast<size_t>(o) * sh.k + i];
+              dot += t;
+              mag += std::abs(t);
+            }
+            double want = act(dot, sh.act);
+            if (sh.out == cuda::GemvOut::kF32Add) want += h.y0[at];
+            // float32 sums: at most k / lanes + 5 additions in sequence per term, 2^-24 each, so
+            // 1e-5 of the terms' magnitudes bounds them; __expf-based activations: 1e-5 absolute
+            // (with the slope of relu^2, 2|v| times the sum's error). A typed result is rounded
+            // once more: half an ulp, 2^-11 (f16) or 2^-8 (bf16) relative, plus f16's subnormal step.
+            double tol = 1e-5 * mag * (sh.act == cuda::Act::kReluSquare ? 1 + 2 * std::abs(dot) : 1) + 1e-5;
+            if (typed && wt == cuda::WeightType::kF16) tol += std::abs(want) * std::ldexp(1.0, -11) + 6e-8;
+            if (typed && wt == cuda::WeightType::kBF16) tol += std::abs(want) * std::ldexp(1.0, -8);
+            if (!(std::abs(g - want) <= tol)) {
+              if (++bad <= 3) {
+                ADD_FAILURE() << cuda::WeightTypeName(wt) << " rows " << rows << " job " << ji << " [" << r << ","
+                              << o << "]: got " << g << " want " << want << " tol " << tol;
+              }
+            }
+          }
+        }
+        EXPECT_EQ(bad, 0) << cuda::WeightTypeName(wt) << " rows " << rows << " job " << ji;
+      }
+      for (void* p : bufs) cudaFree(p);
+    }
+  }
+}
+
 TEST(CudaOps, TimeMixPrepMatchesTheCpuBackendsRowLoop) {
   SKIP_WITHOUT_GPU();
   const int rows = 3, H = 2, N = 16, C = H * N;
@@ -389,17 +556,24 @@ TEST_P(CudaModel, LogitsMatchTheCpuBackendAtEveryPosition) {
   gpu_opts.kind = "cuda";
   gpu_opts.dtype = GetParam().dtype;
   auto cpu = *CreateBackend(model, cpu_opts);
-  absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateBackend(model, gpu_opts);
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
   const std::vector<int32_t> tokens = FixtureTokens(GetParam().file);
+  ASSERT_GT(tokens.size(), cuda::kGemvMaxRows);
   const std::vector<float> want = AllLogits(*cpu, tokens, static_cast<int>(tokens.size()));
-  for (int chunk : {1, 3, static_cast<int>(tokens.size())}) {
-    const std::vector<float> got = AllLogits(**gpu, tokens, chunk);
-    // Tolerances from the issue: fp32 weights 1e-4 (GEMM summation order), fp16/bf16 1e-2
-    // (weights and GEMM inputs rounded to 11 or 8 significant bits).
-    EXPECT_LT(RelL2(got, want), GetParam().tol) << GetParam().file << " " << GetParam().dtype << " chunk " << chunk;
+  // Chunks of 1 and 3 rows go through our GEMV, the whole prompt through cuBLAS; with the GEMV
+  // turned off every chunk goes through cuBLAS.
+  for (int gemv_rows : {cuda::kGemvMaxRows, 0}) {
+    gpu_opts.cuda_gemv_rows = gemv_rows;
+    absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateBackend(model, gpu_opts);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    for (int chunk : {1, 3, static_cast<int>(tokens.size())}) {
+      const std::vector<float> got = AllLogits(**gpu, tokens, chunk);
+      // Tolerances from the issue: fp32 weights 1e-4 (GEMM summation order), fp16/bf16 1e-2
+      // (weights and GEMM inputs rounded to 11 or 8 significant bits).
+      EXPECT_LT(RelL2(got, want), GetParam().tol)
+          << GetParam().file << " " << GetParam().dtype << " chunk " << chunk << " gemv rows " << gemv_rows;
+    }
+    EXPECT_TRUE((*gpu)->Healthy().ok());
   }
-  EXPECT_TRUE((*gpu)->Healthy().ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(

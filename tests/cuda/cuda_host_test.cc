@@ -5,6 +5,7 @@
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_util.h"
+#include "engine/cuda/gemv.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
 
@@ -47,6 +48,52 @@ TEST(CudaHost, UnsupportedHeadSizesAreRefusedAtCreation) {
   EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b.status().message(),
             "head size 24 is not supported by the cuda backend (16, 32, 64 or 128); the cpu backend runs it");
+}
+
+// The GEMV launch plan: 16-byte loads only where every row starts aligned and holds whole vectors,
+// enough lanes per output to cover its row once (up to a warp), blocks laid end to end.
+TEST(CudaHost, GemvPlanCoversEveryJobWithAlignedLoadsWhereTheyFit) {
+  alignas(16) static char x[64], w[64], y[64];
+  GemvBatch b;
+  b.jobs = 4;
+  b.job[0] = {x, w, y, /*n=*/2048, /*k=*/2048, /*ldx=*/2048, /*ldy=*/2048};  // fp16: 256 vectors a row
+  b.job[1] = {x, w, y, 96, 64, 64, 96, Act::kTanh, GemvOut::kTyped};         // 8 vectors a row
+  b.job[2] = {x, w, y, 10, 1000, 1003, 10};                                   // ldx not whole vectors
+  b.job[3] = {x + 2, w, y, 5, 16, 16, 5};                                     // x misaligned
+  ASSERT_TRUE(PlanGemv(&b, 2).ok());
+  EXPECT_EQ(b.job[0].vec, 1);
+  EXPECT_EQ(b.job[0].lanes, 32);
+  EXPECT_EQ(b.job[0].block_end, 2048 / (kGemvThreads / 32));  // 8 outputs a block
+  EXPECT_EQ(b.job[1].vec, 1);
+  EXPECT_EQ(b.job[1].lanes, 8);
+  EXPECT_EQ(b.job[1].block_end, 256 + 3);  // 32 outputs a block: 96 in 3
+  EXPECT_EQ(b.job[2].vec, 0);
+  EXPECT_EQ(b.job[2].lanes, 32);
+  EXPECT_EQ(b.job[2].block_end, 259 + 2);  // 10 outputs, 8 a block
+  EXPECT_EQ(b.job[3].vec, 0);
+  EXPECT_EQ(b.job[3].lanes, 16);
+  EXPECT_EQ(b.job[3].block_end, 261 + 1);
+  EXPECT_EQ(GemvBlocks(b), 262);
+  // float32: 4 elements a vector, so k = 1000 fits them when ldx does.
+  b.job[2].ldx = 1000;
+  ASSERT_TRUE(PlanGemv(&b, 4).ok());
+  EXPECT_EQ(b.job[2].vec, 1);
+  EXPECT_EQ(b.job[1].lanes, 16);  // 16 vectors of 4
+}
+
+TEST(CudaHost, GemvPlanRefusesShapesTheKernelCannotRun) {
+  alignas(16) static char x[64], w[64], y[64];
+  GemvBatch b;
+  EXPECT_EQ(PlanGemv(&b, 2).message(), "gemv: 0 jobs; 1 to 8");
+  b.jobs = 1;
+  b.job[0] = {x, w, y, 4, 8, 4, 4};
+  EXPECT_EQ(PlanGemv(&b, 2).message(),
+            "gemv job 0: n 4, k 8, ldx 4, ldy 4 (need n, k >= 1, ldx >= k, ldy >= n, no null pointer)");
+  b.job[0] = {x, w, y, 4, 8, 8, 4, Act::kTanh, GemvOut::kF32Add};
+  EXPECT_EQ(PlanGemv(&b, 2).message(), "gemv job 0: an activation on an accumulated output");
+  b.job[0].act = Act::kNone;
+  EXPECT_EQ(PlanGemv(&b, 3).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(PlanGemv(&b, 2).ok());
 }
 
 }  // namespace

@@ -54,14 +54,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr
   b->stream_ = stream;
   b->max_tokens_ = options.max_step_tokens;
   RWKV_RETURN_IF_ERROR(b->Allocate(options));
+  if (b->graphs_enabled_) RWKV_RETURN_IF_ERROR(b->Check(b->CaptureGraphs()));
   return b;
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);  // Nothing in flight reads what goes next.
-  for (auto& [rows, g] : graphs_) {
-    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
-  }
+  DestroyGraphs();
   if (pinned_tables_ != nullptr) cudaFreeHost(pinned_tables_);
   if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
   if (pinned_lists_ != nullptr) cudaFreeHost(pinned_lists_);
@@ -275,77 +274,122 @@ void CudaBackend::StageRows() {
 }
 
 absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampling) {
-  const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
   // The staging buffers are rewritten below: whatever still reads them must be done.
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   StageRows();
-  plan_.Pack(&packed_);
-  std::copy(packed_.begin(), packed_.end(), pinned_tables_);
-  auto on_device = [&](int i) {
-    return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
-  };
+  // A decode step runs the graph captured for the smallest ladder size that holds it, padded with
+  // rows on the scratch slot. Steps with image rows copy them between kernels: eager.
+  const GraphSlot* graph = nullptr;
+  if (plan_.IsDecode() && row_runs_.empty()) {
+    const auto it = graphs_.find(LadderSize(ladder_, plan_.rows()));
+    if (it != graphs_.end() && it->second.exec != nullptr) {
+      graph = &it->second;
+      plan_.Pad(it->first, pool_->scratch_slot());
+    }
+  }
+  const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
   sample_jobs_.Clear();
   for (int i = 0; i < heads; ++i) {
-    if (!on_device(i)) continue;
     const int piece = plan_.row_piece[plan_.head_rows[i]];
     const int e = plan_.piece_entry[piece];
-    const DeviceSample& d = sampling[e];
-    sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
+    if (e >= 0 && OnDevice(sampling, e)) {
+      const DeviceSample& d = sampling[e];
+      sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
+    } else if (graph != nullptr) {
+      sample_jobs_.AddSkip(i);  // A graph samples a job for every row it was captured with.
+    }
   }
   const int jobs = static_cast<int>(sample_jobs_.jobs.size());
-  std::copy(sample_jobs_.jobs.begin(), sample_jobs_.jobs.end(), pinned_jobs_);
-  RWKV_RETURN_IF_ERROR(UploadLists());
-
-  // A decode step whose every sequence samples on the device has a shape fixed by its batch size
-  // alone (the bias and ban tables are uploaded above, outside the graph, at fixed addresses): it
-  // replays as a CUDA graph (captured on the size's second use, after cuBLAS has loaded its kernels).
-  const bool graphable = graphs_enabled_ && rows == pieces && heads == rows && jobs == rows && row_runs_.empty();
-  if (graphable) {
-    GraphSlot& g = graphs_[rows];
-    if (g.exec == nullptr && !g.failed && ++g.uses >= 2 && graphs_.size() <= kMaxGraphs) {
-      cudaGraph_t graph = nullptr;
-      auto capture = [&]() -> absl::Status {
-        RWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-        const int64_t before = KernelLaunches();
-        const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs, nullptr, sampling);
-        g.launches = KernelLaunches() - before;
-        RWKV_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
-        RWKV_RETURN_IF_ERROR(enqueued);
-        RWKV_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec, graph, 0));
-        return absl::OkStatus();
-      };
-      const absl::Status st = capture();
-      if (graph != nullptr) cudaGraphDestroy(graph);
-      if (!st.ok()) {
-        cudaGetLastError();  // A failed capture is not the device's failure: run this size eagerly.
-        g.exec = nullptr;
-        g.failed = true;
-      }
-    }
-    if (g.exec != nullptr) {
-      RWKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
-      last_step_launches_ = g.launches;
-      return absl::OkStatus();
-    }
+  RWKV_RETURN_IF_ERROR(Upload(rows, pieces, jobs));
+  if (graph != nullptr) {
+    RWKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graph->exec, stream_));
+    last_step_launches_ = graph->launches;
+  } else {
+    const int64_t before = KernelLaunches();
+    const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs);
+    last_step_launches_ = KernelLaunches() - before;
+    RWKV_RETURN_IF_ERROR(enqueued);
   }
-  const int64_t before = KernelLaunches();
-  const absl::Status enqueued = Enqueue(rows, pieces, heads, jobs, out, sampling);
-  last_step_launches_ = KernelLaunches() - before;
-  return enqueued;
+  return CopyLogits(out, sampling);
 }
 
-absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Logits* out,
-                                  std::span<const DeviceSample> sampling) {
-  const ModelConfig& c = config();
+absl::Status CudaBackend::Upload(int rows, int pieces, int jobs) {
+  plan_.Pack(&packed_);
+  std::copy(packed_.begin(), packed_.end(), pinned_tables_);
   int32_t* dev = tables_.as<int32_t>();
   RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, pinned_tables_, packed_.size() * 4, cudaMemcpyHostToDevice, stream_));
+  Carve(rows, pieces);
+  if (jobs > 0) {
+    std::copy(sample_jobs_.jobs.begin(), sample_jobs_.jobs.end(), pinned_jobs_);
+    RWKV_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(jobs_.get(), pinned_jobs_, jobs * sizeof(SampleJob), cudaMemcpyHostToDevice, stream_));
+  }
+  return UploadLists();
+}
+
+void CudaBackend::Carve(int rows, int pieces) {
+  int32_t* dev = tables_.as<int32_t>();
   dt_.tokens = dev;
   dt_.row_piece = dev + rows;
   dt_.piece_slot = dev + 2 * rows;
   dt_.piece_row = dt_.piece_slot + pieces;
   dt_.piece_count = dt_.piece_row + pieces;
   dt_.head_rows = dt_.piece_count + pieces;
+}
 
+absl::Status CudaBackend::CaptureGraphs() {
+  ladder_ = GraphLadder(static_cast<int>(std::min<int64_t>({pool_->capacity(), max_tokens_, max_jobs_})));
+  for (int size : ladder_) {
+    // A step of padding rows only, run once eagerly (kernels load, cuBLAS picks its algorithms for
+    // the size), then captured. Nothing of a slot in use is touched.
+    plan_ = StepPlan();
+    plan_.Pad(size, pool_->scratch_slot());
+    sample_jobs_.Clear();
+    for (int i = 0; i < size; ++i) sample_jobs_.AddSkip(i);
+    RWKV_RETURN_IF_ERROR(Upload(size, size, size));
+    RWKV_RETURN_IF_ERROR(Enqueue(size, size, size, size));
+    RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    GraphSlot& g = graphs_[size];
+    cudaGraph_t graph = nullptr;
+    auto capture = [&]() -> absl::Status {
+      RWKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+      const int64_t before = KernelLaunches();
+      const absl::Status enqueued = Enqueue(size, size, size, size);
+      g.launches = KernelLaunches() - before;
+      RWKV_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
+      RWKV_RETURN_IF_ERROR(enqueued);
+      RWKV_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec, graph, 0));
+      return absl::OkStatus();
+    };
+    const absl::Status st = capture();
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (!st.ok()) {
+      // A failed capture is not the device's failure: that size runs eagerly.
+      cudaGetLastError();
+      g.exec = nullptr;
+      g.capture_error = st;
+    }
+  }
+  plan_ = StepPlan();
+  return absl::OkStatus();
+}
+
+void CudaBackend::DestroyGraphs() {
+  for (auto& [rows, g] : graphs_) {
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+  }
+  graphs_.clear();
+}
+
+absl::Status CudaBackend::SetGemvRows(int rows) {
+  RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  gemv_rows_ = std::clamp(rows, 0, kGemvMaxRows);
+  DestroyGraphs();
+  return graphs_enabled_ ? CaptureGraphs() : absl::OkStatus();
+}
+
+absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs) {
+  const ModelConfig& c = config();
   RWKV_CUDA_LAUNCH(Embed, weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
   for (const RowRun& run : row_runs_) {  // Image rows over their placeholders' embeddings.
     RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_ + static_cast<int64_t>(run.row) * c.n_embd,
@@ -377,31 +421,33 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs, Log
     RWKV_CUDA_LAUNCH(Activate, head_in_, int64_t{heads} * c.n_embd, Act::kNone, head_typed_, weights_->type(), stream_);
     RWKV_RETURN_IF_ERROR(Project(heads, {{head_typed_, c.n_embd, &weights_->head(), logits_.get(), c.vocab}}));
   }
-  if (out != nullptr) {
-    // Rows sampled on the host come back: runs of consecutive destinations in one copy each.
-    auto on_device = [&](int i) {
-      return !sampling.empty() && sampling[plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]]].sample;
-    };
-    for (int i = 0; i < heads;) {
-      if (on_device(i)) {
-        ++i;
-        continue;
-      }
-      int j = i + 1;
-      while (j < heads && !on_device(j) && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
-      RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * c.vocab,
-                                                logits_.as<float>() + int64_t{i} * c.vocab,
-                                                int64_t{j - i} * c.vocab * 4, cudaMemcpyDeviceToHost, stream_));
-      i = j;
-    }
-  }
   if (jobs > 0) {
-    RWKV_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(jobs_.get(), pinned_jobs_, jobs * sizeof(SampleJob), cudaMemcpyHostToDevice, stream_));
     RWKV_CUDA_LAUNCH(SampleRows, jobs_.as<SampleJob>(), jobs, bias_ids_.as<int32_t>(), bias_values_.as<float>(), ban_ids_.as<int32_t>(),
                logits_.as<float>(), c.vocab, counts_.as<float>(), seen_.as<uint8_t>(), tokens_.as<int32_t>(), stream_);
   }
   RWKV_CUDA_RETURN_IF_ERROR(cudaGetLastError());  // Launch errors of this step's kernels.
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyLogits(Logits* out, std::span<const DeviceSample> sampling) {
+  // Rows sampled on the host come back: runs of consecutive destinations in one copy each.
+  const int V = config().vocab, heads = static_cast<int>(plan_.head_rows.size());
+  auto to_host = [&](int i) {
+    const int e = plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]];
+    return e >= 0 && !OnDevice(sampling, e);
+  };
+  for (int i = 0; i < heads;) {
+    if (!to_host(i)) {
+      ++i;
+      continue;
+    }
+    int j = i + 1;
+    while (j < heads && to_host(j) && plan_.head_dest[j] == plan_.head_dest[j - 1] + 1) ++j;
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->MutableRow(0, 0) + int64_t{plan_.head_dest[i]} * V,
+                                              logits_.as<float>() + int64_t{i} * V, int64_t{j - i} * V * 4,
+                                              cudaMemcpyDeviceToHost, stream_));
+    i = j;
+  }
   return absl::OkStatus();
 }
 

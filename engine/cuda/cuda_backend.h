@@ -51,6 +51,16 @@ class CudaBackend final : public Backend {
   bool takes_embedding_rows() const override { return !ln0_w_.empty(); }
   // Kernel launches (cuBLAS calls count one) of the last engine step, replayed graphs included.
   int64_t last_step_launches() const { return last_step_launches_; }
+  // Benchmarks: projections of at most `rows` rows through the GEMV (0: none); graphs recaptured.
+  absl::Status SetGemvRows(int rows);
+  // The batch sizes with a captured decode graph (a size whose capture failed runs eagerly).
+  std::vector<int> graph_sizes() const {
+    std::vector<int> sizes;
+    for (const auto& [size, g] : graphs_) {
+      if (g.exec != nullptr) sizes.push_back(size);
+    }
+    return sizes;
+  }
 
   const CudaWeights& weights() const { return *weights_; }
   cudaStream_t stream() const { return stream_; }
@@ -61,9 +71,21 @@ class CudaBackend final : public Backend {
   // One internal step of plan_: logits to `out` (host), or, with `sampling`, sampled on the device.
   absl::Status Step(Logits* out, std::span<const DeviceSample> sampling);
   absl::Status Run(std::span<const BatchEntry> batch, Logits* out, std::span<const DeviceSample> sampling);
-  // The device work of a step whose tables and jobs are staged: on the stream, or into a graph
-  // being captured. `out` null: no logits to the host.
-  absl::Status Enqueue(int rows, int pieces, int heads, int jobs, Logits* out, std::span<const DeviceSample> sampling);
+  // Copies the step's tables, sampling jobs and bias/ban lists to the device (outside any graph:
+  // a replayed graph reads them where they always are) and points dt_ at the tables.
+  absl::Status Upload(int rows, int pieces, int jobs);
+  void Carve(int rows, int pieces);
+  // The device work of an uploaded step: on the stream, or into a graph being captured.
+  absl::Status Enqueue(int rows, int pieces, int heads, int jobs);
+  // The logits of rows sampled on the host, to `out`.
+  absl::Status CopyLogits(Logits* out, std::span<const DeviceSample> sampling);
+  static bool OnDevice(std::span<const DeviceSample> sampling, int entry) {
+    return !sampling.empty() && sampling[entry].sample;
+  }
+  // Captures a decode graph for every size of the ladder (up to the pool's capacity): each size
+  // is run once over padding rows on the scratch slot, then captured.
+  absl::Status CaptureGraphs();
+  void DestroyGraphs();
   // RWKV-7 (spec 6.2).
   // LayerNorm of x_ (ln_w, ln_b), the token-shift mixes of it against `shift`, and the save of
   // each piece's last row: one kernel in decode steps, three otherwise.
@@ -151,15 +173,14 @@ class CudaBackend final : public Backend {
   SampleJobs sample_jobs_;
   SampleJob* pinned_jobs_ = nullptr;    // Page-locked staging of the step's jobs.
   int32_t* pinned_lists_ = nullptr;     // ... and of its bias ids, bias values and ban ids.
-  // Decode steps replayed as CUDA graphs, by batch size.
+  // Decode steps replayed as CUDA graphs, by ladder size (GraphLadder), captured at creation.
   struct GraphSlot {
     cudaGraphExec_t exec = nullptr;
-    int uses = 0;
-    bool failed = false;
-    int64_t launches = 0;  // Kernels in the graph.
+    absl::Status capture_error;  // Why this size runs eagerly, if it does.
+    int64_t launches = 0;        // Kernels in the graph.
   };
   int64_t last_step_launches_ = 0;
-  static constexpr size_t kMaxGraphs = 256;
+  std::vector<int> ladder_;
   std::map<int, GraphSlot> graphs_;
   bool graphs_enabled_ = true;
   int gemv_rows_ = kGemvMaxRows;  // Projections of at most this many rows run as GEMVs (0: never).

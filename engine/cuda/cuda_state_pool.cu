@@ -6,7 +6,7 @@ namespace rwkv::cuda {
 absl::StatusOr<std::unique_ptr<CudaStatePool>> CudaStatePool::Create(int capacity, int64_t slot_floats,
                                                                      cudaStream_t s) {
   std::unique_ptr<CudaStatePool> p(new CudaStatePool(capacity, slot_floats, s));
-  RWKV_RETURN_IF_ERROR(p->data_.Allocate(static_cast<size_t>(capacity) * slot_floats * 4, "state pool"));
+  RWKV_RETURN_IF_ERROR(p->data_.Allocate(static_cast<size_t>(capacity + 1) * slot_floats * 4, "state pool"));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p->data_.get(), 0, p->data_.bytes(), s));
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
   return p;

@@ -16,9 +16,12 @@ namespace rwkv::cuda {
 
 class CudaStatePool final : public StatePool {
  public:
-  // RESOURCE_EXHAUSTED when the device cannot hold `capacity` slots.
+  // RESOURCE_EXHAUSTED when the device cannot hold `capacity` slots and the scratch slot.
   static absl::StatusOr<std::unique_ptr<CudaStatePool>> Create(int capacity, int64_t slot_floats, cudaStream_t s);
   float* device_data() const { return data_.as<float>(); }
+  // One slot past the capacity that is never acquired: the padding rows of a decode step that
+  // runs a larger graph than its batch write their garbage there.
+  int scratch_slot() const { return capacity(); }
 
  private:
   CudaStatePool(int capacity, int64_t slot_floats, cudaStream_t s) : StatePool(capacity, slot_floats), stream_(s) {}

@@ -155,6 +155,7 @@ __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, con
                              const int32_t* ban_ids, float* logits, int V, float* counts, uint8_t* seen,
                              int32_t* tokens) {
   const SampleJob j = jobs[blockIdx.x];
+  if (j.out < 0) return;  // The whole block: no barrier is left waiting.
   float* x = logits + static_cast<int64_t>(j.logits_row) * V;
   float* occ = counts + static_cast<int64_t>(j.slot) * V;
   uint8_t* was = seen + static_cast<int64_t>(j.slot) * V;

@@ -29,4 +29,11 @@ void SampleJobs::Add(int logits_row, int slot, int out, bool first, const Sampli
   jobs.push_back(j);
 }
 
+void SampleJobs::AddSkip(int logits_row) {
+  SampleJob j;
+  j.logits_row = logits_row;
+  j.out = -1;
+  jobs.push_back(j);
+}
+
 }  // namespace rwkv::cuda

@@ -13,7 +13,7 @@ namespace rwkv::cuda {
 struct SampleJob {         // Copied to the device as is: plain data only.
   int32_t logits_row = 0;  // Row of the step's device logits.
   int32_t slot = 0;        // Whose penalty counts.
-  int32_t out = 0;         // Index in the tokens output.
+  int32_t out = 0;         // Index in the tokens output; < 0: no draw (a padding row or one sampled on the host).
   int32_t first = 0;       // Counts start at zero.
   float temperature = 1, top_p = 1, min_p = 0, presence = 0, frequency = 0, decay = 1;
   int32_t top_k = 0;
@@ -34,6 +34,8 @@ struct SampleJobs {
     bias_values.clear();
   }
   void Add(int logits_row, int slot, int out, bool first, const SamplingParams& p, double uniform);
+  // A job that draws nothing, holding a place in a graph's fixed-size job list.
+  void AddSkip(int logits_row);
 };
 
 }  // namespace rwkv::cuda

@@ -35,7 +35,51 @@ bool StepPlan::Next(std::span<const BatchEntry> batch, const std::vector<int>& d
 }
 
 void StepPlan::Advance(std::vector<int>* done) const {
-  for (int p = 0; p < pieces(); ++p) (*done)[piece_entry[p]] += piece_count[p];
+  for (int p = 0; p < pieces(); ++p) {
+    if (piece_entry[p] >= 0) (*done)[piece_entry[p]] += piece_count[p];
+  }
+}
+
+void StepPlan::Pad(int target, int scratch_slot) {
+  while (rows() < target) {
+    const int row = rows();
+    row_piece.push_back(pieces());
+    piece_entry.push_back(-1);
+    piece_slot.push_back(scratch_slot);
+    piece_row.push_back(row);
+    piece_count.push_back(1);
+    piece_begin.push_back(0);
+    head_rows.push_back(row);
+    head_dest.push_back(-1);
+    tokens.push_back(0);
+  }
+}
+
+int StepPlan::real_rows() const {
+  int n = 0;
+  for (int p = 0; p < pieces(); ++p) {
+    if (piece_entry[p] >= 0) n += piece_count[p];
+  }
+  return n;
+}
+
+std::vector<int> GraphLadder(int max) {
+  std::vector<int> ladder;
+  for (int n = 1; n <= std::min(max, 8); ++n) ladder.push_back(n);
+  for (int base = 8; base < max; base *= 2) {
+    for (int q = 1; q <= 4; ++q) {
+      const int n = base + base * q / 4;
+      if (n >= max) break;
+      ladder.push_back(n);
+    }
+  }
+  if (ladder.empty() || ladder.back() != max) ladder.push_back(std::max(max, 1));
+  return ladder;
+}
+
+int LadderSize(const std::vector<int>& ladder, int rows) {
+  const auto it = std::lower_bound(ladder.begin(), ladder.end(), rows);
+  return it == ladder.end() ? 0 : *it;
 }
 
 void StepPlan::Pack(std::vector<int32_t>* out) const {

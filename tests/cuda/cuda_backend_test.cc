@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "engine/backend.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/cuda_util.h"
 #include "engine/cuda/gemv.h"
@@ -773,6 +774,10 @@ TEST(CudaSamplingParity, DeviceAndHostDrawTheSameTokensOnEveryCombination) {
   EXPECT_EQ(differing, 0) << "of " << n << " combinations";
 }
 
+// Decode graphs are captured at creation for the ladder of batch sizes up to the pool's capacity.
+// Batches of 1 to 8 (our GEMV, whose per-row sums do not depend on the batch, so padding changes
+// no bit) replayed as graphs give the tokens eager steps give, with one entry sampled on the
+// host every third step (its logits copied out after the graph) and the others on the device.
 TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
@@ -780,28 +785,40 @@ TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
     BackendOptions o;
     o.kind = "cuda";
     o.dtype = "f32";
-    o.pool_slots = 3;
+    o.pool_slots = 12;
     o.cuda_graphs = graphs;
     auto b = *CreateBackend(model, o);
+    auto* cb = dynamic_cast<cuda::CudaBackend*>(b.get());
+    EXPECT_EQ(cb->graph_sizes(), graphs ? std::vector<int>({1, 2, 3, 4, 5, 6, 7, 8, 10, 12}) : std::vector<int>());
     SamplingParams greedy;
     greedy.temperature = 0;
-    std::vector<int> slots = {*b->pool().Acquire(), *b->pool().Acquire(), *b->pool().Acquire()};
-    std::vector<int32_t> next = {1, 2, 3}, out;
+    std::vector<int> slots;
+    for (int i = 0; i < 5; ++i) slots.push_back(*b->pool().Acquire());
+    std::vector<int32_t> next = {1, 2, 3, 4, 5}, out;
     Logits logits;
-    for (int step = 0; step < 12; ++step) {
-      // Batch sizes 3, 2, 3, 2, ...: both sizes get captured and replayed.
-      const int n = step % 2 == 0 ? 3 : 2;
+    for (int step = 0; step < 16; ++step) {
+      const int n = std::vector<int>{3, 2, 5, 1}[step % 4];
       std::vector<BatchEntry> batch;
       std::vector<DeviceSample> ds(n);
       for (int e = 0; e < n; ++e) {
         batch.push_back({slots[e], std::span<const int32_t>(&next[e], 1), false});
-        ds[e].sample = true;
+        ds[e].sample = !(e == 1 && step % 3 == 0);
         ds[e].params = &greedy;
-        ds[e].first = step < 2;
+        ds[e].first = step < 4;
       }
       std::vector<int32_t> tokens(n);
       EXPECT_TRUE(b->ForwardSample(batch, ds, tokens, &logits).ok());
-      for (int e = 0; e < n; ++e) next[e] = tokens[e];
+      if (graphs) {
+        EXPECT_GT(cb->last_step_launches(), 0);
+      }
+      for (int e = 0; e < n; ++e) {
+        if (!ds[e].sample) {
+          EXPECT_EQ(tokens[e], -1) << "a row sampled on the host gets no device token";
+          const auto row = logits.Last(e);
+          tokens[e] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+        }
+        next[e] = tokens[e];
+      }
       out.insert(out.end(), tokens.begin(), tokens.end());
     }
     return out;
@@ -809,11 +826,49 @@ TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
   EXPECT_EQ(decode(true), decode(false));
 }
 
+// Past 8 rows the projections are cuBLAS GEMMs, whose algorithm may change with the row count: a
+// batch of 9 padded to the ladder's 10 gives the eager step's logits within float32 summation
+// order (1e-5 relative L2), and the padding rows leave every slot in use as eager steps do.
+TEST(CudaGraphs, APaddedBatchMatchesTheEagerStep) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  auto run = [&](bool graphs) {
+    BackendOptions o;
+    o.kind = "cuda";
+    o.dtype = "f32";
+    o.pool_slots = 12;
+    o.cuda_graphs = graphs;
+    auto b = *CreateBackend(model, o);
+    std::vector<BatchEntry> batch;
+    std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    std::vector<float> all;
+    for (int step = 0; step < 3; ++step) {
+      batch.clear();
+      for (int e = 0; e < 9; ++e) batch.push_back({e, std::span<const int32_t>(&tokens[e], 1), false});
+      if (step == 0) {
+        for (int e = 0; e < 9; ++e) EXPECT_EQ(*b->pool().Acquire(), e);
+      }
+      Logits logits;
+      EXPECT_TRUE(b->Forward(batch, &logits).ok());
+      for (int e = 0; e < 9; ++e) all.insert(all.end(), logits.Last(e).begin(), logits.Last(e).end());
+    }
+    std::vector<float> state(b->pool().slot_floats());
+    for (int e = 0; e < 9; ++e) {
+      EXPECT_TRUE(b->pool().Read(e, state).ok());
+      all.insert(all.end(), state.begin(), state.end());
+    }
+    return all;
+  };
+  const std::vector<float> graphed = run(true), eager = run(false);
+  ASSERT_EQ(graphed.size(), eager.size());
+  EXPECT_LT(RelL2(graphed, eager), 1e-5);
+}
+
 // Embedding rows (a VisualRWKV image's rows) through blocks.0.ln0 on the device backend: the
 // tiny VisualRWKV-7's language model with 4 rows, then 6 tokens, against the CPU backend at every
 // position and chunking (fp32 weights: 1e-4, the GEMM summation order, as the text-only parity).
-// Then one-token steps that carry a row and sample on the device, repeated past the graph
-// capture threshold: a step with rows must run eagerly (a replayed graph would drop the copy).
+// Then one-token steps that carry a row and sample on the device, of a size that has a captured
+// graph: a step with rows must run eagerly (a replayed graph would drop the copy).
 TEST(CudaRows, ImageRowsMatchTheCpuBackend) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("vision/tiny-visualrwkv7.safetensors"));

@@ -67,6 +67,65 @@ TEST(StepPlan, AllLogitsRowsMapToTheirPositions) {
   EXPECT_THAT(p.head_dest, ElementsAre(1, 2, 3)) << "entry 0 rows 1 and 2, then entry 1's row";
 }
 
+TEST(StepPlan, PaddingRowsRunOnTheScratchSlotAndAdvanceNothing) {
+  const std::vector<int32_t> a = {5}, b = {6};
+  const std::vector<BatchEntry> batch = {{3, a, false}, {1, b, false}};
+  Logits logits;
+  logits.Prepare(batch, 10);
+  StepPlan p;
+  std::vector<int> done(2, 0);
+  ASSERT_TRUE(p.Next(batch, done, 8, logits));
+  ASSERT_TRUE(p.IsDecode());
+  p.Pad(4, /*scratch_slot=*/9);
+  EXPECT_THAT(p.tokens, ElementsAre(5, 6, 0, 0));
+  EXPECT_THAT(p.row_piece, ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.piece_slot, ElementsAre(3, 1, 9, 9));
+  EXPECT_THAT(p.piece_entry, ElementsAre(0, 1, -1, -1));
+  EXPECT_THAT(p.head_rows, ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(p.head_dest, ElementsAre(0, 1, -1, -1));
+  EXPECT_TRUE(p.IsDecode());
+  EXPECT_EQ(p.rows(), 4);
+  EXPECT_EQ(p.real_rows(), 2);
+  p.Advance(&done);
+  EXPECT_THAT(done, ElementsAre(1, 1));
+  EXPECT_FALSE(p.Next(batch, done, 8, logits));
+}
+
+TEST(StepPlan, PrefillIsNotADecodeStep) {
+  const std::vector<int32_t> a = {1, 2}, b = {3};
+  const std::vector<BatchEntry> batch = {{0, a, false}, {1, b, false}};
+  Logits logits;
+  logits.Prepare(batch, 10);
+  StepPlan p;
+  ASSERT_TRUE(p.Next(batch, {0, 0}, 8, logits));
+  EXPECT_FALSE(p.IsDecode()) << "a piece of two rows";
+  // One row, but the first of a two-token prompt split by the scratch size: no logits wanted.
+  const std::vector<BatchEntry> one = {{0, a, false}};
+  logits.Prepare(one, 10);
+  ASSERT_TRUE(p.Next(one, {0}, 1, logits));
+  EXPECT_EQ(p.rows(), 1);
+  EXPECT_FALSE(p.IsDecode());
+}
+
+TEST(StepPlan, GraphLadderStepsByAQuarterOfADoublingPastEight) {
+  EXPECT_THAT(GraphLadder(1), ElementsAre(1));
+  EXPECT_THAT(GraphLadder(6), ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_THAT(GraphLadder(8), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(GraphLadder(33), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 33));
+  EXPECT_THAT(GraphLadder(64), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64));
+  const std::vector<int> big = GraphLadder(1024);
+  EXPECT_EQ(big.size(), 8u + 4 * 7);
+  EXPECT_EQ(big.back(), 1024);
+  for (size_t i = 8; i < big.size(); ++i) {
+    EXPECT_LE(big[i] * 4, big[i - 1] * 5) << "a padded step runs at most 25% more rows: " << big[i];
+  }
+  EXPECT_EQ(LadderSize(big, 1), 1);
+  EXPECT_EQ(LadderSize(big, 9), 10);
+  EXPECT_EQ(LadderSize(big, 129), 160);
+  EXPECT_EQ(LadderSize(big, 1024), 1024);
+  EXPECT_EQ(LadderSize(big, 1025), 0);
+}
+
 TEST(StepPlan, PackOrderIsWhatTheDeviceCarves) {
   const std::vector<int32_t> a = {8, 9};
   const std::vector<BatchEntry> batch = {{4, a, false}};

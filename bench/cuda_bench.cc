@@ -4,11 +4,14 @@
 // the same run (a device-to-device copy for bandwidth, a large GEMM for the FLOP rate).
 //
 //   cuda_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--shapes 0.1b,1.5b,7.2b]
-//              [--batches 1,8,32,128,256,512,1024] [--dtype f16]
+//              [--batches 1,2,4,8,32,128,256,512,1024] [--dtype f16]
 //              [--seconds 2] [--device 0] [--json FILE]
 //
 // A decode step here is what the server runs per token: the whole model over the batch, one token
-// per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph.
+// per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph (the
+// batch padded to the graph ladder's next size). Batches of 1 to 8 run their projections through
+// our GEMV kernel; they are timed again with cuBLAS GEMMs instead ("dec-blas" rows), and the
+// graphs' capture time at creation is printed per shape.
 // Prefill rows time Forward over the prompt (the last logits of each to the host). Per row: the
 // bytes a decode step moves (weights once, each sequence's state read and written) per second and
 // as a fraction of the measured copy bandwidth, FLOP/s as a fraction of the measured GEMM rate,
@@ -53,7 +56,7 @@ std::optional<ModelConfig> Shape(const std::string& arch, const std::string& nam
 struct Args {
   std::string arch = "rwkv7";
   std::vector<std::string> shapes = {"0.1b", "1.5b", "7.2b"};
-  std::vector<int> batches = {1, 8, 32, 128, 256, 512, 1024};
+  std::vector<int> batches = {1, 2, 4, 8, 32, 128, 256, 512, 1024};
   std::string dtype = "f16";
   double seconds = 2;
   int device = 0;
@@ -215,12 +218,17 @@ int Main(int argc, char** argv) {
     const size_t scratch = size_t{static_cast<size_t>(o.max_step_tokens)} * (c.vocab * 4 + c.n_embd * 100 + c.ffn_dim * 8);
     const int fit = static_cast<int>((free_b > scratch ? free_b - scratch : 0) * 0.9 / c.StateBytes());
     o.pool_slots = std::max(1, std::min(std::max(max_batch, 32), fit));
+    const auto created = Clock::now();
     absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> be = cuda::CudaBackend::Create(std::move(*w), o, stream);
     if (!be.ok()) {
       std::printf("%-6s skipped: %s\n", shape.c_str(), std::string(be.status().message()).c_str());
       continue;
     }
     cuda::CudaBackend& cb = **be;
+    const double create_s = Seconds(created, Clock::now());
+    const std::vector<int> graphs = cb.graph_sizes();
+    std::printf("%-6s created in %.2f s with %zu decode graphs (batch 1 .. %d)\n", shape.c_str(), create_s,
+                graphs.size(), graphs.empty() ? 0 : graphs.back());
     Backend& b = cb;
     std::vector<int> slots;
     for (int i = 0; i < o.pool_slots; ++i) slots.push_back(*b.pool().Acquire());
@@ -242,14 +250,19 @@ int Main(int argc, char** argv) {
                       {"achieved_gbs", gbs}, {"bandwidth_fraction", gbs * 1e9 / bandwidth},
                       {"flops_fraction", tps * flop_per_token / flops}, {"launches_per_step", launches}});
     };
-    for (int batch : args.batches) {
+    auto decode = [&](const char* mode, int batch) {
       if (batch > o.pool_slots) {
-        std::printf("%-6s %-8s %6d   skipped: %d slots fit\n", shape.c_str(), "decode", batch, o.pool_slots);
-        continue;
+        std::printf("%-6s %-8s %6d   skipped: %d slots fit\n", shape.c_str(), mode, batch, o.pool_slots);
+        return;
       }
       std::vector<BatchEntry> entries;
       for (int i = 0; i < batch; ++i) entries.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
-      report("decode", std::to_string(batch), batch, TimeSteps(b, entries, args.seconds, true), true);
+      report(mode, std::to_string(batch), batch, TimeSteps(b, entries, args.seconds, true), true);
+    };
+    for (int batch : args.batches) decode("decode", batch);
+    CHECK_OK(cb.SetGemvRows(0));  // The same small batches through cuBLAS.
+    for (int batch : args.batches) {
+      if (batch <= cuda::kGemvMaxRows) decode("dec-blas", batch);
     }
     {
       std::vector<BatchEntry> one = {{slots[0], std::span<const int32_t>(tokens).subspan(0, 1024), false}};
@@ -265,6 +278,8 @@ int Main(int argc, char** argv) {
                             {"weight_bytes_per_step", step_bytes},
                             {"state_bytes", c.StateBytes()},
                             {"slots", o.pool_slots},
+                            {"create_seconds", create_s},
+                            {"graph_sizes", graphs},
                             {"rows", rows}};
   }
   if (!args.json.empty()) std::ofstream(args.json) << out.dump(1) << "\n";

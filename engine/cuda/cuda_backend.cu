@@ -65,6 +65,7 @@ CudaBackend::~CudaBackend() {
   if (pinned_jobs_ != nullptr) cudaFreeHost(pinned_jobs_);
   if (pinned_lists_ != nullptr) cudaFreeHost(pinned_lists_);
   if (pinned_rows_ != nullptr) cudaFreeHost(pinned_rows_);
+  if (uploaded_ != nullptr) cudaEventDestroy(uploaded_);
   // The members follow, the stream last (stream_owner_).
 }
 
@@ -111,6 +112,8 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_tables_, table_ints * 4));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_jobs_, T * sizeof(SampleJob)));
   RWKV_CUDA_RETURN_IF_ERROR(cudaMallocHost(&pinned_rows_, T * C * 4));
+  RWKV_RETURN_IF_ERROR(rows_dev_.Allocate(T * C * 4, "embedding rows"));
+  RWKV_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
   graphs_enabled_ = options.cuda_graphs;
   gemv_rows_ = std::clamp(options.cuda_gemv_rows, 0, kGemvMaxRows);
   return absl::OkStatus();
@@ -232,8 +235,8 @@ absl::Status CudaBackend::UploadLists() {
         "a step samples %d rows with %d logit_bias and %d banned_tokens entries; the tables hold %d rows of %d and %d",
         sj.jobs.size(), bias, ban, max_jobs_, kMaxLogitBias, kMaxBannedTokens));
   }
-  // The staging area (rewritten only after the stream synchronize at the start of each step):
-  // bias ids, bias values, ban ids.
+  // The staging area (rewritten only after the previous step's uploads are done): bias ids, bias
+  // values, ban ids.
   int32_t* ids = pinned_lists_;
   float* values = reinterpret_cast<float*>(pinned_lists_ + max_jobs_ * kMaxLogitBias);
   int32_t* bans = pinned_lists_ + 2 * max_jobs_ * kMaxLogitBias;
@@ -274,8 +277,10 @@ void CudaBackend::StageRows() {
 }
 
 absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampling) {
-  // The staging buffers are rewritten below: whatever still reads them must be done.
-  RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  // The page-locked staging is rewritten below: the previous step's uploads must be done. Its
+  // kernels may still run; this step's work queues behind them, so the host plans step n + 1
+  // while the device computes step n.
+  RWKV_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(uploaded_));
   StageRows();
   // A decode step runs the graph captured for the smallest ladder size that holds it, padded with
   // rows on the scratch slot. Steps with image rows copy them between kernels: eager.
@@ -324,7 +329,15 @@ absl::Status CudaBackend::Upload(int rows, int pieces, int jobs) {
     RWKV_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(jobs_.get(), pinned_jobs_, jobs * sizeof(SampleJob), cudaMemcpyHostToDevice, stream_));
   }
-  return UploadLists();
+  RWKV_RETURN_IF_ERROR(UploadLists());
+  if (!row_runs_.empty()) {
+    const RowRun& last = row_runs_.back();
+    RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows_dev_.get(), pinned_rows_,
+                                              static_cast<size_t>(last.staged + last.count) * config().n_embd * 4,
+                                              cudaMemcpyHostToDevice, stream_));
+  }
+  RWKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(uploaded_, stream_));  // The staging is free after this.
+  return absl::OkStatus();
 }
 
 void CudaBackend::Carve(int rows, int pieces) {
@@ -393,8 +406,8 @@ absl::Status CudaBackend::Enqueue(int rows, int pieces, int heads, int jobs) {
   RWKV_CUDA_LAUNCH(Embed, weights_->emb(), weights_->type(), dt_.tokens, rows, c.n_embd, x_, stream_);
   for (const RowRun& run : row_runs_) {  // Image rows over their placeholders' embeddings.
     RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_ + static_cast<int64_t>(run.row) * c.n_embd,
-                                              pinned_rows_ + static_cast<int64_t>(run.staged) * c.n_embd,
-                                              static_cast<size_t>(run.count) * c.n_embd * 4, cudaMemcpyHostToDevice,
+                                              rows_dev_.as<float>() + static_cast<int64_t>(run.staged) * c.n_embd,
+                                              static_cast<size_t>(run.count) * c.n_embd * 4, cudaMemcpyDeviceToDevice,
                                               stream_));
   }
   for (int l = 0; l < c.n_layer; ++l) {

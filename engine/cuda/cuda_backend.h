@@ -164,6 +164,9 @@ class CudaBackend final : public Backend {
     int row, staged, count;
   };
   std::vector<RowRun> row_runs_;
+  DeviceBuffer rows_dev_;  // The staged rows on the device, copied over x_ after the embedding.
+  // Recorded after each step's uploads: the page-locked staging may be rewritten once it is done.
+  cudaEvent_t uploaded_ = nullptr;
   // Stages the current step's embedding rows (row_runs_ empty when it has none).
   void StageRows();
   // Device sampling: penalty counts and seen flags [slots, V], the step's jobs, the bias and ban

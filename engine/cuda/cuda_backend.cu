@@ -521,11 +521,17 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   if (!value_lora) {
     RWKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(v_first_, v_, int64_t{rows} * C * 4, cudaMemcpyDeviceToDevice, stream_));
   }
-  RWKV_CUDA_LAUNCH(TimeMixPrep, PrepArgs{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a}, rows, C,
-              N, stream_);
+  const PrepArgs prep{v_, d_, alpha_, k_, vg_, l == 0 ? nullptr : v_first_, w.w0, w.a0, w.v0, w.k_k, w.k_a};
   const StateView S{pool_->device_data(), pool_->slot_floats(), layer_off + C};
-  RWKV_CUDA_LAUNCH(Wkv7, S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
-  RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N, yt_, wt, stream_);
+  if (rows == pieces) {  // Decode: one kernel.
+    RWKV_CUDA_LAUNCH(Wkv7Decode, S, dt_, pieces, H, N, C, prep, r_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps,
+                     yt_, wt, stream_);
+  } else {  // Prefill: the preparation and the group norm parallel over rows, the recurrence over pieces.
+    RWKV_CUDA_LAUNCH(TimeMixPrep, prep, rows, C, N, stream_);
+    RWKV_CUDA_LAUNCH(Wkv7, S, dt_, pieces, H, N, C, r_, d_, k_, v_, /*a=*/alpha_, /*b=*/vg_, y_, stream_);
+    RWKV_CUDA_LAUNCH(GroupNormBonusGate, y_, r_, k_, v_, g_, w.r_k, w.ln_x_w, w.ln_x_b, cpu::kGroupNormEps, rows, C, N,
+                     yt_, wt, stream_);
+  }
   return Project(rows, {{yt_, C, &w.output, x_, C, Act::kNone, GemvOut::kF32Add}});
 }
 

@@ -1,5 +1,5 @@
 #include "engine/cuda/ops.h"
-#include "engine/cuda/type_cast.cuh"
+#include "engine/cuda/rwkv7_head.cuh"
 
 namespace rwkv::cuda {
 namespace {
@@ -13,16 +13,11 @@ __global__ void GroupNormBonusGateKernel(const float* y, const float* r, const f
   const bool on = j < N;
   const int c = h * N + j;
   const int64_t o = static_cast<int64_t>(row) * C + c;
-  const float x = on ? y[o] : 0.0f;
-  const float mean = BlockSum(x) / N;
-  const float dev = on ? x - mean : 0.0f;
-  const float inv = rsqrtf(BlockSum(dev * dev) / N + eps);
-  float val = dev * inv * (on ? w[c] : 0.0f) + (on ? b[c] : 0.0f);
-  if (r_k != nullptr) {  // Uniform across the grid: every thread takes the same branch.
-    const float bonus = BlockSum(on ? r[o] * k[o] * r_k[c] : 0.0f);
-    if (on) val += bonus * v[o];
-  }
-  if (on) out[o] = FromFloat<T>(g != nullptr ? val * g[o] : val);
+  const bool bonus = r_k != nullptr;
+  const float val = GroupNormChannel(on ? y[o] : 0.0f, bonus && on ? r[o] : 0.0f, bonus && on ? k[o] : 0.0f,
+                                     bonus && on ? v[o] : 0.0f, g != nullptr ? g + o : nullptr, {r_k, w, b, eps}, c, N,
+                                     on);
+  if (on) out[o] = FromFloat<T>(val);
 }
 
 }  // namespace

@@ -85,6 +85,13 @@ inline bool WkvHeadSizeSupported(int n) { return n == 16 || n == 32 || n == 64 |
 void Wkv7(StateView S, DeviceTables t, int pieces, int H, int N, int C, const float* r, const float* d, const float* k,
           const float* v, const float* a, const float* b, float* y, cudaStream_t s);
 
+// Decode steps (every piece one row): TimeMixPrep, Wkv7 and GroupNormBonusGate (r_k, w, b, eps;
+// gate g) in one kernel per (piece, head), equal to the three bit for bit: `out` in the GEMM input
+// type, the state updated in place; prep's vectors are read, not written.
+void Wkv7Decode(StateView S, DeviceTables t, int pieces, int H, int N, int C, PrepArgs prep, const float* r,
+                const float* g, const float* r_k, const float* w, const float* b, float eps, void* out, WeightType wt,
+                cudaStream_t s);
+
 // out = (GroupNorm_N(y) * w + b + (sum_j r k r_k per head) * v) * g, in the GEMM input type.
 // RWKV-5/6 pass r_k null (no bonus term; r, k, v unread) and RWKV-5.0 passes g null (no gate).
 void GroupNormBonusGate(const float* y, const float* r, const float* k, const float* v, const float* g,

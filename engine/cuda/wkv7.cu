@@ -1,42 +1,10 @@
 #include "engine/cuda/ops.h"
-#include "engine/cuda/type_cast.cuh"
+#include "engine/cuda/rwkv7_head.cuh"
 
 namespace rwkv::cuda {
 namespace {
 
 constexpr int kMaxN = 128;
-
-// The state moves between global memory and the threads' rows through a shared tile of kTileRows
-// rows at a time: the block reads and writes consecutive addresses (coalesced), and thread i's
-// row sits at stride N + 1 floats so that the threads' reads of the tile hit distinct banks.
-// (Reading row i straight from global memory made each warp touch 32 cache lines per load: above
-// batch ~110 the state traffic, not the weights, is a 1.5B decode step's floor.)
-constexpr int kTileRows = 32;
-
-template <int N, bool kStore>
-__device__ __forceinline__ void MoveState(float* Sh, float (&s)[N], float (*tile)[N + 1]) {
-  const int i = threadIdx.x;
-  constexpr int R = N < kTileRows ? N : kTileRows;
-  for (int r0 = 0; r0 < N; r0 += R) {
-    if constexpr (kStore) {
-      if (i >= r0 && i < r0 + R) {
-#pragma unroll
-        for (int j = 0; j < N; ++j) tile[i - r0][j] = s[j];
-      }
-      __syncthreads();
-      for (int e = i; e < R * N; e += N) Sh[r0 * N + e] = tile[e / N][e % N];
-      __syncthreads();
-    } else {
-      for (int e = i; e < R * N; e += N) tile[e / N][e % N] = Sh[r0 * N + e];
-      __syncthreads();
-      if (i >= r0 && i < r0 + R) {
-#pragma unroll
-        for (int j = 0; j < N; ++j) s[j] = tile[i - r0][j];
-      }
-      __syncthreads();
-    }
-  }
-}
 
 // One block per (piece, head); thread i owns value row i of S, kept in registers across the
 // piece's tokens, and the per-token vectors are staged in shared memory.
@@ -46,7 +14,7 @@ __global__ void Wkv7Kernel(StateView S, DeviceTables t, int H, int C, const floa
   const int p = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
   float* Sh =
       S.pool + static_cast<int64_t>(t.piece_slot[p]) * S.slot_floats + S.offset + static_cast<int64_t>(h) * N * N;
-  __shared__ float tile[N < kTileRows ? N : kTileRows][N + 1];
+  __shared__ float tile[N < kWkvTileRows ? N : kWkvTileRows][N + 1];
   float s[N];
   MoveState<N, false>(Sh, s, tile);
   __shared__ float rs[N], ds[N], ks[N], as[N], bs[N];
@@ -60,16 +28,7 @@ __global__ void Wkv7Kernel(StateView S, DeviceTables t, int H, int C, const floa
     as[i] = a[o + i];
     bs[i] = b[o + i];
     __syncthreads();
-    float sa = 0.0f;
-#pragma unroll
-    for (int j = 0; j < N; ++j) sa += s[j] * as[j];
-    const float vi = v[o + i];
-    float acc = 0.0f;
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      s[j] = s[j] * ds[j] + sa * bs[j] + vi * ks[j];
-      acc += s[j] * rs[j];
-    }
+    const float acc = Wkv7Row<N>(s, rs, ds, ks, as, bs, v[o + i]);
     y[o + i] = acc;
   }
   __syncthreads();

@@ -476,6 +476,62 @@ TEST(CudaOps, GemvMatchesFloat64ForEveryOutputAndType) {
   }
 }
 
+// The decode kernel that fuses the RWKV-7 preparation, recurrence and group norm (with bonus and
+// gate) against the three kernels it replaces, run on copies of the same inputs: equal bit for
+// bit (the same device code in the same block shape), output and state, in every weight type,
+// for layer 0 (no value residual) and later layers, with N = 64 and N = 16 (a block of a whole
+// warp with 16 threads off). Three pieces of one row each, in slots 2, 0 and 1.
+TEST(CudaOps, Wkv7DecodeEqualsPrepWkvAndGroupNorm) {
+  SKIP_WITHOUT_GPU();
+  for (int N : {64, 16}) {
+    for (cuda::WeightType wt : {cuda::WeightType::kF32, cuda::WeightType::kF16, cuda::WeightType::kBF16}) {
+      for (bool layer0 : {true, false}) {
+        const int rows = 3, H = 2, C = H * N, slots = 3;
+        const int64_t slot_floats = int64_t{H} * N * N + 7;  // An offset inside the slot, as layers have.
+        uint32_t seed = 200;
+        auto vec = [&](int n, float lo, float hi) { return Random(n, lo, hi, seed++); };
+        const auto r = vec(rows * C, -1, 1), v = vec(rows * C, -1, 1), vf = vec(rows * C, -1, 1),
+                   vg = vec(rows * C, -1, 1), dd = vec(rows * C, -1, 1), al = vec(rows * C, -1, 1),
+                   k = vec(rows * C, -1, 1), g = vec(rows * C, 0, 1), w0 = vec(C, -1, 1), a0 = vec(C, -1, 1),
+                   v0 = vec(C, -1, 1), k_k = vec(C, 0.5f, 1.5f), k_a = vec(C, 0, 1), r_k = vec(C, -1, 1),
+                   lw = vec(C, 0.5f, 1.5f), lb = vec(C, -1, 1), pool0 = vec(slots * slot_floats, -0.5f, 0.5f);
+        auto run = [&](bool fused) {
+          Dev d;
+          float* pool = d.Put(pool0);
+          float *gv = d.Put(v), *gd = d.Put(dd), *ga = d.Put(al), *gk = d.Put(k), *gvg = d.Put(vg), *gr = d.Put(r);
+          const cuda::PrepArgs prep{gv,          gd,          ga,          gk,          gvg, layer0 ? nullptr : d.Put(vf),
+                                    d.Put(w0),   d.Put(a0),   d.Put(v0),   d.Put(k_k), d.Put(k_a)};
+          cuda::DeviceTables t;
+          t.piece_slot = d.PutInts({2, 0, 1});
+          t.piece_row = d.PutInts({0, 1, 2});
+          t.piece_count = d.PutInts({1, 1, 1});
+          const cuda::StateView S{pool, slot_floats, 7};
+          float* out = d.Put(std::vector<float>(rows * C));  // Room for any output type.
+          float *gg = d.Put(g), *grk = d.Put(r_k), *glw = d.Put(lw), *glb = d.Put(lb);
+          if (fused) {
+            cuda::Wkv7Decode(S, t, rows, H, N, C, prep, gr, gg, grk, glw, glb, cpu::kGroupNormEps, out, wt, nullptr);
+          } else {
+            float* y = d.Put(std::vector<float>(rows * C));
+            cuda::TimeMixPrep(prep, rows, C, N, nullptr);
+            cuda::Wkv7(S, t, rows, H, N, C, gr, gd, gk, gv, ga, gvg, y, nullptr);
+            cuda::GroupNormBonusGate(y, gr, gk, gv, gg, grk, glw, glb, cpu::kGroupNormEps, rows, C, N, out, wt, nullptr);
+          }
+          EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+          std::vector<float> all = Dev::Get(out, rows * C);
+          const std::vector<float> state = Dev::Get(pool, slots * slot_floats);
+          all.insert(all.end(), state.begin(), state.end());
+          return all;
+        };
+        const std::vector<float> fused = run(true), separate = run(false);
+        ASSERT_EQ(fused.size(), separate.size());
+        EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4))
+            << "N " << N << " " << cuda::WeightTypeName(wt) << (layer0 ? " layer 0" : " layer > 0");
+        EXPECT_NE(std::vector<float>(fused.begin(), fused.begin() + rows * C / 2), std::vector<float>(rows * C / 2, 0.0f));
+      }
+    }
+  }
+}
+
 TEST(CudaOps, TimeMixPrepMatchesTheCpuBackendsRowLoop) {
   SKIP_WITHOUT_GPU();
   const int rows = 3, H = 2, N = 16, C = H * N;

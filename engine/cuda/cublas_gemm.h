@@ -27,8 +27,20 @@ class Cublas {
   // float32 accumulation. X's leading dimension is ldx (0: k).
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, WeightType t, float* Y, int ldy, bool accumulate,
                     int ldx = 0);
+  // The same with Y in type t (float32 sums rounded once): no cast kernel after it.
+  absl::Status GemmTyped(const void* X, int rows, const DeviceMatrix& W, WeightType t, void* Y, int ldy, int ldx = 0);
+  // `count` GEMMs of W's shape in one call: the i-th reads X + i * x_stride and W.data + i *
+  // w_stride (elements of type t) and writes Y + i * y_stride (floats). UNIMPLEMENTED when this
+  // cuBLAS does not take the types batched (the caller then runs them one by one).
+  absl::Status GemmStrided(const void* X, int rows, const DeviceMatrix& W, int count, int64_t x_stride,
+                           int64_t w_stride, int64_t y_stride, WeightType t, float* Y, int ldy, bool accumulate,
+                           int ldx);
 
  private:
+  // Y's type is a cudaDataType_t.
+  absl::Status GemmInto(const void* X, int rows, const DeviceMatrix& W, WeightType t, void* Y, int y_type, int ldy,
+                        bool accumulate, int ldx);
+
   void* handle_ = nullptr;  // cublasHandle_t
   DeviceBuffer workspace_;  // Set explicitly so that GEMMs can be captured into CUDA graphs.
 };

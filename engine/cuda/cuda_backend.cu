@@ -156,8 +156,41 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
     }
     return flush();
   }
-  for (const Proj& p : ps) {
+  const int64_t tb = static_cast<int64_t>(WeightTypeBytes(wt));
+  for (size_t i = 0; i < ps.size();) {
+    // A run of projections of one shape whose inputs, weights and outputs lie at constant strides
+    // (RWKV-7's r, k and v: consecutive mixes, matrices and outputs) is one batched GEMM.
+    size_t j = i + 1;
+    auto delta = [](const void* a, const void* b) { return static_cast<const char*>(b) - static_cast<const char*>(a); };
+    while (strided_gemms_ && j < ps.size() && SameGemm(ps[i], ps[j]) && ps[i].out != GemvOut::kTyped &&
+           ps[i].act == Act::kNone &&
+           delta(ps[j - 1].x, ps[j].x) == delta(ps[i].x, ps[i + 1].x) &&
+           delta(ps[j - 1].w->data, ps[j].w->data) == delta(ps[i].w->data, ps[i + 1].w->data) &&
+           delta(ps[j - 1].y, ps[j].y) == delta(ps[i].y, ps[i + 1].y)) {
+      ++j;
+    }
+    if (j - i >= 2) {
+      const Proj& p = ps[i];
+      const int64_t dx = delta(p.x, ps[i + 1].x), dw = delta(p.w->data, ps[i + 1].w->data),
+                    dy = delta(p.y, ps[i + 1].y);
+      if (dx % tb == 0 && dw % tb == 0 && dy % 4 == 0) {
+        const absl::Status st = cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(j - i), dx / tb, dw / tb, dy / 4,
+                                                    wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add,
+                                                    p.ldx);
+        if (st.ok()) {
+          i = j;
+          continue;
+        }
+        if (!absl::IsUnimplemented(st)) return st;
+        strided_gemms_ = false;  // This cuBLAS runs them one by one from now on.
+      }
+    }
+    const Proj& p = ps[i++];
     const int n = p.w->n;
+    if (p.out == GemvOut::kTyped && p.act == Act::kNone) {  // Rounded to the type by cuBLAS itself.
+      RWKV_RETURN_IF_ERROR(cublas_.GemmTyped(p.x, rows, *p.w, wt, p.y, p.ldy, p.ldx));
+      continue;
+    }
     if ((p.out == GemvOut::kTyped || p.act != Act::kNone) && p.ldy != n) {
       return absl::InternalError(absl::StrFormat("projection to %d outputs with leading dimension %d: an activated or "
                                                  "typed result must be dense",
@@ -488,9 +521,10 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   const int64_t layer_off = LayerOffset(l);
   const StateView shift{pool_->device_data(), pool_->slot_floats(), layer_off};
 
-  MixSet mixes{{w.x_r, w.x_w, w.x_k, w.x_v, w.x_a, w.x_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4], mix_[5]}, 6};
+  // r, k and v's mixes side by side (as their matrices and outputs are): one batched GEMM.
+  MixSet mixes{{w.x_r, w.x_k, w.x_v, w.x_w, w.x_a, w.x_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4], mix_[5]}, 6};
   RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
-  void *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
+  void *xr = mix_[0], *xk = mix_[1], *xv = mix_[2], *xw = mix_[3], *xa = mix_[4], *xg = mix_[5];
 
   // r, k, v and the LoRA down-projections (activated, in the weight type, each hidden row in its
   // own region of lora_typed_) read only the mixes: one group; the up-projections a second.

@@ -118,6 +118,9 @@ class CudaBackend final : public Backend {
   // rows: a cuBLAS GEMM each, a typed or activated result through scratch_f32_ and an activation
   // kernel (so it must be dense: ldy == n).
   absl::Status Project(int rows, std::span<const Proj> ps);
+  static bool SameGemm(const Proj& a, const Proj& b) {
+    return a.w->n == b.w->n && a.w->k == b.w->k && a.ldx == b.ldx && a.ldy == b.ldy && a.out == b.out && a.act == b.act;
+  }
   absl::Status Project(int rows, std::initializer_list<Proj> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
@@ -187,6 +190,7 @@ class CudaBackend final : public Backend {
   std::map<int, GraphSlot> graphs_;
   bool graphs_enabled_ = true;
   int gemv_rows_ = kGemvMaxRows;  // Projections of at most this many rows run as GEMVs (0: never).
+  bool strided_gemms_ = true;     // Runs of like projections as one batched GEMM (off if cuBLAS refuses).
 };
 
 }  // namespace rwkv::cuda

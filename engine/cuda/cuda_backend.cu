@@ -385,6 +385,7 @@ void CudaBackend::Carve(int rows, int pieces) {
 
 absl::Status CudaBackend::CaptureGraphs() {
   ladder_ = GraphLadder(static_cast<int>(std::min<int64_t>({pool_->capacity(), max_tokens_, max_jobs_})));
+  row_runs_.clear();  // The last step's image rows are no part of a decode graph.
   for (int size : ladder_) {
     // A step of padding rows only, run once eagerly (kernels load, cuBLAS picks its algorithms for
     // the size), then captured. Nothing of a slot in use is touched.

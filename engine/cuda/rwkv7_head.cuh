@@ -68,6 +68,11 @@ __device__ __forceinline__ float GroupNormChannel(float x, float r, float k, flo
 // take no part but the barriers.
 constexpr int kWkvTileRows = 32;
 
+// Head h's N x N state in piece p's slot.
+__device__ __forceinline__ float* HeadState(const StateView& S, const DeviceTables& t, int p, int h, int N) {
+  return S.pool + static_cast<int64_t>(t.piece_slot[p]) * S.slot_floats + S.offset + static_cast<int64_t>(h) * N * N;
+}
+
 template <int N, bool kStore>
 __device__ __forceinline__ void MoveState(float* Sh, float (&s)[N], float (*tile)[N + 1]) {
   const int i = threadIdx.x;

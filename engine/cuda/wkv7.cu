@@ -12,8 +12,7 @@ template <int N>
 __global__ void Wkv7Kernel(StateView S, DeviceTables t, int H, int C, const float* r, const float* d, const float* k,
                            const float* v, const float* a, const float* b, float* y) {
   const int p = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
-  float* Sh =
-      S.pool + static_cast<int64_t>(t.piece_slot[p]) * S.slot_floats + S.offset + static_cast<int64_t>(h) * N * N;
+  float* Sh = HeadState(S, t, p, h, N);
   __shared__ float tile[N < kWkvTileRows ? N : kWkvTileRows][N + 1];
   float s[N];
   MoveState<N, false>(Sh, s, tile);

@@ -12,8 +12,7 @@ __global__ void Wkv7DecodeKernel(StateView S, DeviceTables t, int C, PrepArgs pr
                                  GroupNormArgs gn, T* out) {
   const int p = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
   const bool on = i < N;
-  float* Sh =
-      S.pool + static_cast<int64_t>(t.piece_slot[p]) * S.slot_floats + S.offset + static_cast<int64_t>(h) * N * N;
+  float* Sh = HeadState(S, t, p, h, N);
   __shared__ float tile[N < kWkvTileRows ? N : kWkvTileRows][N + 1];
   float s[N];
   MoveState<N, false>(Sh, s, tile);

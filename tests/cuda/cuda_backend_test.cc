@@ -830,6 +830,16 @@ TEST(CudaSamplingParity, DeviceAndHostDrawTheSameTokensOnEveryCombination) {
   EXPECT_EQ(differing, 0) << "of " << n << " combinations";
 }
 
+// The CUDA backend with fp32 weights and `slots` state slots.
+BackendOptions CudaF32(int slots, bool graphs = true) {
+  BackendOptions o;
+  o.kind = "cuda";
+  o.dtype = "f32";
+  o.pool_slots = slots;
+  o.cuda_graphs = graphs;
+  return o;
+}
+
 // Decode graphs are captured at creation for the ladder of batch sizes up to the pool's capacity.
 // Batches of 1 to 8 (our GEMV, whose per-row sums do not depend on the batch, so padding changes
 // no bit) replayed as graphs give the tokens eager steps give, with one entry sampled on the
@@ -838,12 +848,7 @@ TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
   auto decode = [&](bool graphs) {
-    BackendOptions o;
-    o.kind = "cuda";
-    o.dtype = "f32";
-    o.pool_slots = 12;
-    o.cuda_graphs = graphs;
-    auto b = *CreateBackend(model, o);
+    auto b = *CreateBackend(model, CudaF32(12, graphs));
     auto* cb = dynamic_cast<cuda::CudaBackend*>(b.get());
     EXPECT_EQ(cb->graph_sizes(), graphs ? std::vector<int>({1, 2, 3, 4, 5, 6, 7, 8, 10, 12}) : std::vector<int>());
     SamplingParams greedy;
@@ -889,12 +894,7 @@ TEST(CudaGraphs, APaddedBatchMatchesTheEagerStep) {
   SKIP_WITHOUT_GPU();
   std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
   auto run = [&](bool graphs) {
-    BackendOptions o;
-    o.kind = "cuda";
-    o.dtype = "f32";
-    o.pool_slots = 12;
-    o.cuda_graphs = graphs;
-    auto b = *CreateBackend(model, o);
+    auto b = *CreateBackend(model, CudaF32(12, graphs));
     std::vector<BatchEntry> batch;
     std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     std::vector<float> all;

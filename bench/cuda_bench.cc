@@ -10,8 +10,9 @@
 // A decode step here is what the server runs per token: the whole model over the batch, one token
 // per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph (the
 // batch padded to the graph ladder's next size). Batches of 1 to 8 run their projections through
-// our GEMV kernel; they are timed again with cuBLAS GEMMs instead ("dec-blas" rows), and the
-// graphs' capture time at creation is printed per shape.
+// our GEMV kernel; they are timed again without programmatic dependent launch ("dec-nopdl") and
+// with cuBLAS GEMMs instead of the GEMV ("dec-blas"), and the graphs' capture time at creation is
+// printed per shape.
 // Prefill rows time Forward over the prompt (the last logits of each to the host). Per row: the
 // bytes a decode step moves (weights once, each sequence's state read and written) per second and
 // as a fraction of the measured copy bandwidth, FLOP/s as a fraction of the measured GEMM rate,
@@ -185,7 +186,7 @@ int Main(int argc, char** argv) {
   out["dtype"] = args.dtype;
   out["bandwidth_gbs"] = bandwidth / 1e9;
   out["gemm_tflops"] = flops / 1e12;
-  std::printf("\n%-6s %-8s %6s %11s %12s %9s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
+  std::printf("\n%-6s %-9s %6s %11s %12s %9s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
               "of bw", "of flops", "launches");
   for (const std::string& shape : args.shapes) {
     const std::optional<ModelConfig> shape_config = Shape(args.arch, shape);
@@ -241,7 +242,7 @@ int Main(int argc, char** argv) {
       const double state_bytes = decode ? 2.0 * tokens_per_step * static_cast<double>(c.StateBytes()) : 0;
       const double gbs = decode ? (step_bytes + state_bytes) / sec / 1e9 : 0;
       const int64_t launches = cb.last_step_launches();
-      std::printf("%-6s %-8s %6s %11.3f %12.1f %9s %8.1f%% %8.1f%% %9lld\n", shape.c_str(), mode, label.c_str(),
+      std::printf("%-6s %-9s %6s %11.3f %12.1f %9s %8.1f%% %8.1f%% %9lld\n", shape.c_str(), mode, label.c_str(),
                   sec * 1e3, tps, decode ? std::to_string(static_cast<int>(gbs)).c_str() : "-",
                   decode ? 100 * gbs * 1e9 / bandwidth : 0.0, 100 * tps * flop_per_token / flops,
                   static_cast<long long>(launches));
@@ -252,7 +253,7 @@ int Main(int argc, char** argv) {
     };
     auto decode = [&](const char* mode, int batch) {
       if (batch > o.pool_slots) {
-        std::printf("%-6s %-8s %6d   skipped: %d slots fit\n", shape.c_str(), mode, batch, o.pool_slots);
+        std::printf("%-6s %-9s %6d   skipped: %d slots fit\n", shape.c_str(), mode, batch, o.pool_slots);
         return;
       }
       std::vector<BatchEntry> entries;
@@ -260,7 +261,12 @@ int Main(int argc, char** argv) {
       report(mode, std::to_string(batch), batch, TimeSteps(b, entries, args.seconds, true), true);
     };
     for (int batch : args.batches) decode("decode", batch);
-    CHECK_OK(cb.SetGemvRows(0));  // The same small batches through cuBLAS.
+    // The same small batches without programmatic dependent launch, then through cuBLAS.
+    CHECK_OK(cb.Reconfigure(cuda::kGemvMaxRows, false));
+    for (int batch : args.batches) {
+      if (batch <= cuda::kGemvMaxRows) decode("dec-nopdl", batch);
+    }
+    CHECK_OK(cb.Reconfigure(0, true));
     for (int batch : args.batches) {
       if (batch <= cuda::kGemvMaxRows) decode("dec-blas", batch);
     }

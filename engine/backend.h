@@ -119,6 +119,7 @@ struct BackendOptions {
   std::string dtype = "auto";
   bool cuda_graphs = true;    // CUDA: replay decode steps as graphs.
   int cuda_gemv_rows = 8;     // CUDA: projections of at most this many rows (0-8) skip cuBLAS for our GEMV kernel.
+  bool cuda_programmatic_launch = true;  // CUDA: decode kernels overlap their launch with the previous kernel (sm_90+).
 };
 
 // How to load the model for a backend: CPU, its matrices in options.dtype (auto: as stored);

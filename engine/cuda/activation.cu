@@ -1,4 +1,5 @@
 #include "engine/cuda/act.cuh"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/type_cast.cuh"
 
@@ -7,6 +8,7 @@ namespace {
 
 template <typename T>
 __global__ void ActivateKernel(const float* in, int64_t n, Act act, T* out) {
+  AfterPrevious();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = FromFloat<T>(ApplyAct(in[i], act));
@@ -21,13 +23,13 @@ void Activate(const float* in, int64_t n, Act act, void* out, WeightType wt, cud
   if (n == 0) return;
   DispatchType(wt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    ActivateKernel<T><<<Blocks(n), 256, 0, s>>>(in, n, act, static_cast<T*>(out));
+    LaunchAfterPrevious(ActivateKernel<T>, Blocks(n), 256, s, in, n, act, static_cast<T*>(out));
   });
 }
 
 void ActivateInPlace(float* x, int64_t n, Act act, cudaStream_t s) {
   if (n == 0) return;
-  ActivateKernel<float><<<Blocks(n), 256, 0, s>>>(x, n, act, x);
+  LaunchAfterPrevious(ActivateKernel<float>, Blocks(n), 256, s, static_cast<const float*>(x), n, act, x);
 }
 
 }  // namespace rwkv::cuda

@@ -4,6 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_device.h"
 #include "engine/cuda/ops.h"
 #include "engine/status.h"
 
@@ -53,6 +54,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr
   b->weights_ = std::move(weights);
   b->stream_ = stream;
   b->max_tokens_ = options.max_step_tokens;
+  SetProgrammaticLaunch(options.cuda_programmatic_launch && CudaComputeCapabilityMajor(options.device) >= 9);
   RWKV_RETURN_IF_ERROR(b->Allocate(options));
   if (b->graphs_enabled_) RWKV_RETURN_IF_ERROR(b->Check(b->CaptureGraphs()));
   return b;
@@ -428,9 +430,12 @@ void CudaBackend::DestroyGraphs() {
   graphs_.clear();
 }
 
-absl::Status CudaBackend::SetGemvRows(int rows) {
+absl::Status CudaBackend::Reconfigure(int gemv_rows, bool programmatic_launch) {
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  gemv_rows_ = std::clamp(rows, 0, kGemvMaxRows);
+  gemv_rows_ = std::clamp(gemv_rows, 0, kGemvMaxRows);
+  int device = 0;
+  RWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  SetProgrammaticLaunch(programmatic_launch && CudaComputeCapabilityMajor(device) >= 9);
   DestroyGraphs();
   return graphs_enabled_ ? CaptureGraphs() : absl::OkStatus();
 }

@@ -13,4 +13,13 @@ int CudaDeviceCount() {
   return n;
 }
 
+int CudaComputeCapabilityMajor(int device) {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return major;
+}
+
 }  // namespace rwkv

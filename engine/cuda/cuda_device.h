@@ -6,6 +6,8 @@ namespace rwkv {
 
 // Number of CUDA devices visible to this process; 0 when there is none or no driver.
 int CudaDeviceCount();
+// The device's compute capability major number (9 for Hopper); 0 when it cannot be read.
+int CudaComputeCapabilityMajor(int device);
 
 }  // namespace rwkv
 

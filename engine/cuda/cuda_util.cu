@@ -23,7 +23,11 @@ size_t WeightTypeBytes(WeightType t) { return t == WeightType::kF32 ? 4 : 2; }
 
 namespace {
 std::atomic<int64_t> launches{0};
+std::atomic<bool> programmatic{false};
 }  // namespace
+
+void SetProgrammaticLaunch(bool on) { programmatic.store(on, std::memory_order_relaxed); }
+bool ProgrammaticLaunch() { return programmatic.load(std::memory_order_relaxed); }
 
 int64_t KernelLaunches() { return launches.load(std::memory_order_relaxed); }
 void CountLaunch() { launches.fetch_add(1, std::memory_order_relaxed); }

@@ -40,6 +40,12 @@ bool IsStickyStatus(const absl::Status& s);
 int64_t KernelLaunches();
 void CountLaunch();
 
+// Whether the decode path's kernels launch programmatically dependent on the previous kernel
+// (engine/cuda/launch.cuh): on by default, off for devices before compute capability 9.0 (set by
+// CudaBackend::Create for its device) or by option. Process-wide.
+void SetProgrammaticLaunch(bool on);
+bool ProgrammaticLaunch();
+
 // Runs a kernel launcher (engine/cuda/ops.h) and checks its launch at once: INTERNAL naming the
 // op, so a bad configuration or a poisoned context is reported at the kernel that met it.
 #define RWKV_CUDA_LAUNCH(op, ...)                                                                         \

@@ -1,3 +1,4 @@
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/type_cast.cuh"
 
@@ -6,6 +7,7 @@ namespace {
 
 template <typename T>
 __global__ void EmbedKernel(const T* emb, const int32_t* tokens, int C, float* x) {
+  AfterPrevious();
   const int r = blockIdx.x;
   const T* src = emb + static_cast<int64_t>(tokens[r]) * C;
   float* dst = x + static_cast<int64_t>(r) * C;
@@ -18,7 +20,7 @@ void Embed(const void* emb, WeightType t, const int32_t* tokens, int rows, int C
   if (rows == 0) return;
   DispatchType(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EmbedKernel<T><<<rows, 256, 0, s>>>(static_cast<const T*>(emb), tokens, C, x);
+    LaunchAfterPrevious(EmbedKernel<T>, rows, 256, s, static_cast<const T*>(emb), tokens, C, x);
   });
 }
 

@@ -1,5 +1,6 @@
 #include "engine/cuda/act.cuh"
 #include "engine/cuda/gemv.h"
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/type_cast.cuh"
 
 namespace rwkv::cuda {
@@ -53,6 +54,7 @@ struct Vec<__nv_bfloat16> {
 // Groups past n compute nothing but stay for the shuffles (whole-warp masks).
 template <typename T>
 __global__ void __launch_bounds__(kGemvThreads) GemvKernel(const __grid_constant__ GemvBatch b, int rows) {
+  AfterPrevious();
   int ji = 0;
   while (ji + 1 < b.jobs && static_cast<int>(blockIdx.x) >= b.job[ji].block_end) ++ji;
   const GemvJob& j = b.job[ji];
@@ -122,7 +124,7 @@ void Gemv(const GemvBatch& b, int rows, WeightType wt, cudaStream_t s) {
   if (blocks == 0 || rows == 0) return;
   DispatchType(wt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    GemvKernel<T><<<blocks, kGemvThreads, 0, s>>>(b, rows);
+    LaunchAfterPrevious(GemvKernel<T>, blocks, kGemvThreads, s, b, rows);
   });
 }
 

@@ -1,3 +1,4 @@
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/type_cast.cuh"
 
@@ -7,6 +8,7 @@ namespace {
 // One block per row. Two passes over the row (mean, then centred variance), as the CPU oracle.
 __global__ void LayerNormKernel(const float* in, const int32_t* rows_index, int C, const float* w, const float* b,
                                 float eps, float* out) {
+  AfterPrevious();
   const int r = blockIdx.x;
   const float* x = in + static_cast<int64_t>(rows_index ? rows_index[r] : r) * C;
   float* y = out + static_cast<int64_t>(r) * C;
@@ -20,7 +22,7 @@ __global__ void LayerNormKernel(const float* in, const int32_t* rows_index, int 
 void LayerNorm(const float* in, const int32_t* rows_index, int rows, int C, const float* w, const float* b, float eps,
                float* out, cudaStream_t s) {
   if (rows == 0) return;
-  LayerNormKernel<<<rows, 256, 0, s>>>(in, rows_index, C, w, b, eps, out);
+  LaunchAfterPrevious(LayerNormKernel, rows, 256, s, in, rows_index, C, w, b, eps, out);
 }
 
 }  // namespace rwkv::cuda

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/sample_jobs.h"
 #include "engine/cuda/type_cast.cuh"
@@ -154,6 +155,7 @@ __device__ int NthSelectedId(int V, int n, Pred pred) {
 __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, const float* bias_values,
                              const int32_t* ban_ids, float* logits, int V, float* counts, uint8_t* seen,
                              int32_t* tokens) {
+  AfterPrevious();
   const SampleJob j = jobs[blockIdx.x];
   if (j.out < 0) return;  // The whole block: no barrier is left waiting.
   float* x = logits + static_cast<int64_t>(j.logits_row) * V;
@@ -274,7 +276,7 @@ __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, con
 void SampleRows(const SampleJob* jobs, int n, const int32_t* bias_ids, const float* bias_values, const int32_t* ban_ids,
                 float* logits, int V, float* counts, uint8_t* seen, int32_t* tokens, cudaStream_t s) {
   if (n == 0) return;
-  SampleKernel<<<n, kThreads, 0, s>>>(jobs, bias_ids, bias_values, ban_ids, logits, V, counts, seen, tokens);
+  LaunchAfterPrevious(SampleKernel, n, kThreads, s, jobs, bias_ids, bias_values, ban_ids, logits, V, counts, seen, tokens);
 }
 
 }  // namespace rwkv::cuda

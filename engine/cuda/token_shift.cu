@@ -1,3 +1,4 @@
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/type_cast.cuh"
 
@@ -35,6 +36,7 @@ __global__ void SaveShiftKernel(const float* z, int C, DeviceTables t, StateView
 template <typename T>
 __global__ void NormShiftMixSaveKernel(const float* x, int C, const float* w, const float* b, float eps,
                                        DeviceTables t, StateView shift, MixSet m) {
+  AfterPrevious();
   const int r = blockIdx.x;
   const float* xr = x + static_cast<int64_t>(r) * C;
   float mean, inv;
@@ -59,7 +61,7 @@ void NormShiftMixSave(const float* x, int rows, int C, const float* w, const flo
   if (rows == 0) return;
   DispatchType(wt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    NormShiftMixSaveKernel<T><<<rows, 256, 0, s>>>(x, C, w, b, eps, t, shift, mixes);
+    LaunchAfterPrevious(NormShiftMixSaveKernel<T>, rows, 256, s, x, C, w, b, eps, t, shift, mixes);
   });
 }
 

@@ -1,3 +1,4 @@
+#include "engine/cuda/launch.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/rwkv7_head.cuh"
 
@@ -10,6 +11,7 @@ namespace {
 template <int N, typename T>
 __global__ void Wkv7DecodeKernel(StateView S, DeviceTables t, int C, PrepArgs prep, const float* r, const float* g,
                                  GroupNormArgs gn, T* out) {
+  AfterPrevious();
   const int p = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
   const bool on = i < N;
   float* Sh = HeadState(S, t, p, h, N);
@@ -44,8 +46,8 @@ void Launch(StateView S, DeviceTables t, int pieces, int H, int C, PrepArgs prep
             GroupNormArgs gn, void* out, WeightType wt, cudaStream_t s) {
   DispatchType(wt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    Wkv7DecodeKernel<N, T>
-        <<<dim3(pieces, H), (N + 31) / 32 * 32, 0, s>>>(S, t, C, prep, r, g, gn, static_cast<T*>(out));
+    LaunchAfterPrevious(Wkv7DecodeKernel<N, T>, dim3(pieces, H), (N + 31) / 32 * 32, s, S, t, C, prep, r, g, gn,
+                        static_cast<T*>(out));
   });
 }
 

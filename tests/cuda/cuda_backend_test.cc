@@ -887,6 +887,43 @@ TEST(CudaGraphs, ReplayedDecodeStepsEqualEagerOnes) {
   EXPECT_EQ(decode(true), decode(false));
 }
 
+// Programmatic dependent launch (on an sm_90+ device) only lets a kernel be scheduled before the
+// previous one ends; every kernel waits for it before touching memory. So logits of decode steps
+// at batch 1 and 6 (replayed graphs, fp16) are bit-equal with it on and off, and eager steps too.
+TEST(CudaGraphs, ProgrammaticLaunchChangesNoBit) {
+  SKIP_WITHOUT_GPU();
+  std::shared_ptr<const Model> model = *Model::Load(testing::Fixture("tiny-rwkv7-f32.safetensors"));
+  auto run = [&](bool programmatic, bool graphs) {
+    BackendOptions o = CudaF32(8, graphs);
+    o.dtype = "f16";
+    o.cuda_programmatic_launch = programmatic;
+    auto b = *CreateBackend(model, o);
+    EXPECT_EQ(cuda::ProgrammaticLaunch(), programmatic && CudaComputeCapabilityMajor(0) >= 9);
+    std::vector<int> slots;
+    for (int i = 0; i < 6; ++i) slots.push_back(*b->pool().Acquire());
+    std::vector<int32_t> next = {1, 2, 3, 4, 5, 6};
+    std::vector<float> all;
+    Logits logits;
+    for (int step = 0; step < 8; ++step) {
+      const int n = step % 2 == 0 ? 6 : 1;
+      std::vector<BatchEntry> batch;
+      for (int e = 0; e < n; ++e) batch.push_back({slots[e], std::span<const int32_t>(&next[e], 1), false});
+      EXPECT_TRUE(b->Forward(batch, &logits).ok());
+      for (int e = 0; e < n; ++e) {
+        const auto row = logits.Last(e);
+        all.insert(all.end(), row.begin(), row.end());
+        next[e] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      }
+    }
+    return all;
+  };
+  for (bool graphs : {true, false}) {
+    const std::vector<float> on = run(true, graphs), off = run(false, graphs);
+    ASSERT_EQ(on.size(), off.size());
+    EXPECT_EQ(0, std::memcmp(on.data(), off.data(), on.size() * 4)) << (graphs ? "graphs" : "eager");
+  }
+}
+
 // Past 8 rows the projections are cuBLAS GEMMs, whose algorithm may change with the row count: a
 // batch of 9 padded to the ladder's 10 gives the eager step's logits within float32 summation
 // order (1e-5 relative L2), and the padding rows leave every slot in use as eager steps do.

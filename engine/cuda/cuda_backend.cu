@@ -175,7 +175,7 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
       const Proj& p = ps[i];
       const int64_t dx = delta(p.x, ps[i + 1].x), dw = delta(p.w->data, ps[i + 1].w->data),
                     dy = delta(p.y, ps[i + 1].y);
-      if (dx % tb == 0 && dw % tb == 0 && dy % 4 == 0) {
+      if (dx > 0 && dw > 0 && dy > 0 && dx % tb == 0 && dw % tb == 0 && dy % 4 == 0) {
         const absl::Status st = cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(j - i), dx / tb, dw / tb, dy / 4,
                                                     wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add,
                                                     p.ldx);

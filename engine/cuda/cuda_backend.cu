@@ -158,34 +158,24 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
     }
     return flush();
   }
-  const int64_t tb = static_cast<int64_t>(WeightTypeBytes(wt));
+  const int tb = static_cast<int>(WeightTypeBytes(wt));
   for (size_t i = 0; i < ps.size();) {
-    // A run of projections of one shape whose inputs, weights and outputs lie at constant strides
-    // (RWKV-7's r, k and v: consecutive mixes, matrices and outputs) is one batched GEMM.
-    size_t j = i + 1;
-    auto delta = [](const void* a, const void* b) { return static_cast<const char*>(b) - static_cast<const char*>(a); };
-    while (strided_gemms_ && j < ps.size() && SameGemm(ps[i], ps[j]) && ps[i].out != GemvOut::kTyped &&
-           ps[i].act == Act::kNone &&
-           delta(ps[j - 1].x, ps[j].x) == delta(ps[i].x, ps[i + 1].x) &&
-           delta(ps[j - 1].w->data, ps[j].w->data) == delta(ps[i].w->data, ps[i + 1].w->data) &&
-           delta(ps[j - 1].y, ps[j].y) == delta(ps[i].y, ps[i + 1].y)) {
-      ++j;
-    }
-    if (j - i >= 2) {
+    // RWKV-7's r, k and v (consecutive mixes, matrices and outputs) are one batched GEMM.
+    const size_t run = strided_gemms_ ? StridedRun(ps, i, tb) : 1;
+    if (run >= 2) {
       const Proj& p = ps[i];
-      const int64_t dx = delta(p.x, ps[i + 1].x), dw = delta(p.w->data, ps[i + 1].w->data),
-                    dy = delta(p.y, ps[i + 1].y);
-      if (dx > 0 && dw > 0 && dy > 0 && dx % tb == 0 && dw % tb == 0 && dy % 4 == 0) {
-        const absl::Status st = cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(j - i), dx / tb, dw / tb, dy / 4,
-                                                    wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add,
-                                                    p.ldx);
-        if (st.ok()) {
-          i = j;
-          continue;
-        }
-        if (!absl::IsUnimplemented(st)) return st;
-        strided_gemms_ = false;  // This cuBLAS runs them one by one from now on.
+      const auto delta = [](const void* a, const void* b) {
+        return static_cast<const char*>(b) - static_cast<const char*>(a);
+      };
+      const absl::Status st = cublas_.GemmStrided(
+          p.x, rows, *p.w, static_cast<int>(run), delta(p.x, ps[i + 1].x) / tb, delta(p.w->data, ps[i + 1].w->data) / tb,
+          delta(p.y, ps[i + 1].y) / 4, wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
+      if (st.ok()) {
+        i += run;
+        continue;
       }
+      if (!absl::IsUnimplemented(st)) return st;
+      strided_gemms_ = false;  // This cuBLAS runs them one by one from now on.
     }
     const Proj& p = ps[i++];
     const int n = p.w->n;

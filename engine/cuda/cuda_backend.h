@@ -105,24 +105,12 @@ class CudaBackend final : public Backend {
   absl::Status Wkv6Block(int l, int rows, int pieces, int64_t d_stride);
   // Float offset of layer l's state inside a slot (l == n_layer: the slot's end).
   int64_t LayerOffset(int l) const;
-  // A projection of the step's rows: y (+)= act(x W^T), the result float32 or in the weight type.
-  struct Proj {
-    const void* x = nullptr;
-    int ldx = 0;
-    const DeviceMatrix* w = nullptr;
-    void* y = nullptr;
-    int ldy = 0;
-    Act act = Act::kNone;
-    GemvOut out = GemvOut::kF32;
-  };
+  using Proj = Projection;
   // Independent projections (none reads another's output). Up to gemv_rows_ rows: one GEMV launch
   // for every kGemvMaxJobs of them, activation and cast applied as results are written. More
   // rows: a cuBLAS GEMM each, a typed or activated result through scratch_f32_ and an activation
   // kernel (so it must be dense: ldy == n).
   absl::Status Project(int rows, std::span<const Proj> ps);
-  static bool SameGemm(const Proj& a, const Proj& b) {
-    return a.w->n == b.w->n && a.w->k == b.w->k && a.ldx == b.ldx && a.ldy == b.ldy && a.out == b.out && a.act == b.act;
-  }
   absl::Status Project(int rows, std::initializer_list<Proj> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);

@@ -11,7 +11,10 @@
 
 #include <cstdint>
 
+#include <span>
+
 #include "absl/status/status.h"
+#include "engine/cuda/cublas_gemm.h"
 #include "engine/cuda/ops.h"
 
 namespace rwkv::cuda {
@@ -56,6 +59,23 @@ inline int GemvBlocks(const GemvBatch& b) { return b.jobs == 0 ? 0 : b.job[b.job
 
 // Runs a planned batch over `rows` rows (1 to kGemvMaxRows).
 void Gemv(const GemvBatch& b, int rows, WeightType wt, cudaStream_t s);
+
+// A projection of a step's rows, as the backend states it: y (+)= act(x W^T), the result float32
+// or in the weight type.
+struct Projection {
+  const void* x = nullptr;
+  int ldx = 0;
+  const DeviceMatrix* w = nullptr;
+  void* y = nullptr;
+  int ldy = 0;
+  Act act = Act::kNone;
+  GemvOut out = GemvOut::kF32;
+};
+
+// How many projections from ps[i] on form one strided-batched GEMM: float32 results without an
+// activation, one shape, and inputs, weights and outputs at constant increasing strides that are
+// whole elements (`elem_bytes` for x and w). 1 when ps[i] stands alone.
+size_t StridedRun(std::span<const Projection> ps, size_t i, int elem_bytes);
 
 }  // namespace rwkv::cuda
 

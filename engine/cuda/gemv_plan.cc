@@ -41,4 +41,28 @@ absl::Status PlanGemv(GemvBatch* b, int elem_bytes) {
   return absl::OkStatus();
 }
 
+namespace {
+
+int64_t Delta(const void* a, const void* b) { return static_cast<const char*>(b) - static_cast<const char*>(a); }
+
+bool SameGemm(const Projection& a, const Projection& b) {
+  return a.w->n == b.w->n && a.w->k == b.w->k && a.ldx == b.ldx && a.ldy == b.ldy && a.out == b.out && a.act == b.act;
+}
+
+}  // namespace
+
+size_t StridedRun(std::span<const Projection> ps, size_t i, int elem_bytes) {
+  if (i + 1 >= ps.size()) return 1;
+  const Projection& p = ps[i];
+  if (p.out == GemvOut::kTyped || p.act != Act::kNone) return 1;
+  const int64_t dx = Delta(p.x, ps[i + 1].x), dw = Delta(p.w->data, ps[i + 1].w->data), dy = Delta(p.y, ps[i + 1].y);
+  if (dx <= 0 || dw <= 0 || dy <= 0 || dx % elem_bytes != 0 || dw % elem_bytes != 0 || dy % 4 != 0) return 1;
+  size_t j = i + 1;
+  while (j < ps.size() && SameGemm(p, ps[j]) && Delta(ps[j - 1].x, ps[j].x) == dx &&
+         Delta(ps[j - 1].w->data, ps[j].w->data) == dw && Delta(ps[j - 1].y, ps[j].y) == dy) {
+    ++j;
+  }
+  return j - i;
+}
+
 }  // namespace rwkv::cuda

@@ -96,5 +96,43 @@ TEST(CudaHost, GemvPlanRefusesShapesTheKernelCannotRun) {
   EXPECT_TRUE(PlanGemv(&b, 2).ok());
 }
 
+// Which projections run as one strided-batched GEMM above the GEMV's rows: RWKV-7's r, k and v
+// (mixes T*C elements apart, matrices C*C apart in the arena, outputs T*C floats apart); not the
+// LoRA down-projection after them (another shape), not typed or activated results, not
+// decreasing or uneven strides.
+TEST(CudaHost, StridedRunsAreLikeProjectionsAtConstantIncreasingStrides) {
+  const int T = 4, C = 8, tb = 2;
+  static char mix[6 * T * C * tb], arena[4 * C * C * tb];
+  static float out[3 * T * C], lora[T * 4];
+  const DeviceMatrix r{arena, C, C}, k{arena + C * C * tb, C, C}, v{arena + 2 * C * C * tb, C, C},
+      w1{arena + 3 * C * C * tb, 4, C};
+  const Projection rkv[] = {
+      {mix, C, &r, out, C},
+      {mix + T * C * tb, C, &k, out + T * C, C},
+      {mix + 2 * T * C * tb, C, &v, out + 2 * T * C, C},
+      {mix + 3 * T * C * tb, C, &w1, lora, 4, Act::kTanh, GemvOut::kTyped},
+  };
+  EXPECT_EQ(StridedRun(rkv, 0, tb), 3u);
+  EXPECT_EQ(StridedRun(rkv, 1, tb), 2u);
+  EXPECT_EQ(StridedRun(rkv, 2, tb), 1u) << "w1 has another shape";
+  EXPECT_EQ(StridedRun(rkv, 3, tb), 1u) << "the last";
+  // RWKV-5's order (r from the third mix, k from the first): the x stride changes sign.
+  const Projection rwkv5[] = {
+      {mix + 2 * T * C * tb, C, &r, out, C}, {mix, C, &k, out + T * C, C}, {mix + T * C * tb, C, &v, out + 2 * T * C, C}};
+  EXPECT_EQ(StridedRun(rwkv5, 0, tb), 1u);
+  EXPECT_EQ(StridedRun(rwkv5, 1, tb), 2u) << "k and v are still side by side";
+  // An activation, or an accumulate mixed with an overwrite, breaks the run.
+  Projection act[] = {rkv[0], rkv[1], rkv[2]};
+  act[0].act = Act::kSigmoid;
+  EXPECT_EQ(StridedRun(act, 0, tb), 1u);
+  act[0].act = Act::kNone;
+  act[2].out = GemvOut::kF32Add;
+  EXPECT_EQ(StridedRun(act, 0, tb), 2u);
+  // Uneven output spacing.
+  Projection uneven[] = {rkv[0], rkv[1], rkv[2]};
+  uneven[2].y = out + 2 * T * C + 1;
+  EXPECT_EQ(StridedRun(uneven, 0, tb), 2u);
+}
+
 }  // namespace
 }  // namespace rwkv::cuda

@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 VOCAB    := engine/vocab/rwkv_vocab_v20230424.txt
 DEMO_MODEL := $(BUILD)/demo/rwkv7-demo.safetensors
 
-.PHONY: all deps configure build test sanitize fuzz demo bench bench-serve bench-durable bench-http bench-dtypes bench-vision gpu-bundle fixtures clean
+.PHONY: all deps configure build test sanitize fuzz demo bench bench-serve bench-durable bench-http bench-dtypes bench-vision bench-scheduler gpu-bundle fixtures clean
 
 all: build
 
@@ -83,6 +83,11 @@ bench-dtypes: build
 # VisualRWKV-7's image encoder on the CPU at its real sizes (random weights), seconds per stage.
 bench-vision: build
 	$(BUILD)/bench/vision_bench --json $(BUILD)/bench/vision_bench.json
+
+# The scheduler's host time per decode step (batch 1 to 256) over a backend doing only the CUDA
+# backend's host-side planning: what a GPU waits for each step without host/device overlap.
+bench-scheduler: build
+	$(BUILD)/bench/scheduler_bench --json $(BUILD)/bench/scheduler_bench.json
 
 # The GPU-side binaries and the libraries a bare CUDA machine lacks, for scripts/gpu-check.sh.
 gpu-bundle: build

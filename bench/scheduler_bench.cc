@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,7 @@
 #include "engine/state_pool.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "rwkv/v1/rwkv.pb.h"
 #include "server/core/scheduler.h"
 
 namespace rwkv {
@@ -110,9 +112,20 @@ class HostOnlyBackend final : public Backend {
   std::vector<Call> calls_;
 };
 
-class CountingSink : public server::SequenceSink {
+// What the gRPC stream's sink does with a chunk on the scheduler thread, short of gRPC itself: the
+// response message built and queued under the stream's lock (its writes are drained here at once;
+// StartWrite's own cost, when no write is in flight, is not counted).
+class StreamLikeSink : public server::SequenceSink {
  public:
-  void OnChunk(server::ChunkEvent chunk) override { bytes_ += chunk.text.size(); }
+  void OnChunk(server::ChunkEvent c) override {
+    v1::GenerateResponse msg;
+    v1::Chunk* out = msg.mutable_chunk();
+    out->set_text(std::move(c.text));
+    out->mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(msg));
+    if (queue_.size() > 4) queue_.pop_front();
+  }
   void OnFinish(server::FinalEvent) override {
     std::lock_guard<std::mutex> lock(mu_);
     done_ = true;
@@ -126,7 +139,7 @@ class CountingSink : public server::SequenceSink {
   }
 
  private:
-  size_t bytes_ = 0;
+  std::deque<v1::GenerateResponse> queue_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -175,7 +188,7 @@ int Main(int argc, char** argv) {
     so.prefix_cache.max_bytes = 0;
     server::Scheduler sched(std::move(backend), tok->get(), so);
     sched.Start();
-    std::vector<std::shared_ptr<CountingSink>> sinks;
+    std::vector<std::shared_ptr<StreamLikeSink>> sinks;
     for (int i = 0; i < batch; ++i) {
       server::SequenceRequest r;
       r.prompt = prompt;
@@ -183,7 +196,7 @@ int Main(int argc, char** argv) {
       r.sampling.top_p = 0.85f;
       r.stop_strings = {"\n\nUser:"};
       r.stop_tokens = {0};
-      auto sink = std::make_shared<CountingSink>();
+      auto sink = std::make_shared<StreamLikeSink>();
       if (!sched.Submit(std::move(r), sink).ok()) {
         std::fprintf(stderr, "scheduler_bench: submit failed\n");
         return 1;

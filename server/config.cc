@@ -171,6 +171,8 @@ const std::vector<Flag>& Flags() {
       {"grace", "seconds running streams get to finish after SIGTERM (default 30)", Seconds(&ServerConfig::grace, 1e6)},
       {"stream-buffer", "responses queued per stream before its sequence pauses (default 16)",
        Int(&ServerConfig::stream_buffer, 1, 1 << 16)},
+      {"stream-write-threads", "threads that start gRPC streams' writes, off the scheduler's thread (default 2)",
+       Int(&ServerConfig::stream_write_threads, 1, 64)},
       {"access-log", "one log line per finished request (default true)", Bool(&ServerConfig::access_log)},
       {"states",
        "start states requests may name, NAME=PATH,...: state-tuning files (blocks.N.att.time_state) or exported "

@@ -52,6 +52,7 @@ struct ServerConfig {
   double default_deadline = 600;  // Seconds, for requests without a deadline; 0 = none.
   double grace = 30;           // Seconds running streams get to finish on SIGTERM.
   int stream_buffer = 16;      // Responses queued per stream before the sequence pauses.
+  int stream_write_threads = 2;  // Threads starting gRPC stream writes.
   bool access_log = true;
   std::string states;         // "NAME=PATH,...": start states requests may name.
   std::string default_state;  // One of them, for requests that name none.

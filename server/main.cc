@@ -298,6 +298,7 @@ int Run(int argc, char** argv) {
   frontend.SetApiKeys(keys);
   ServiceOptions so;
   so.stream_buffer = cfg.stream_buffer;
+  so.write_threads = cfg.stream_write_threads;
   so.access_log = cfg.access_log;
   RwkvService service(so, &frontend, &metrics);
 

@@ -32,11 +32,11 @@ v1::FinishReason ToProto(FinishReason r) {
 // Events of one sequence on their way to one stream: a bounded queue drained by one write at a
 // time. The scheduler pushes; gRPC's write completions pull. Outlives the reactor (the scheduler
 // may hold it after the RPC ended).
-class RwkvService::StreamSink final : public SequenceSink {
+class RwkvService::StreamSink final : public SequenceSink, public std::enable_shared_from_this<StreamSink> {
  public:
   StreamSink(grpc::ServerWriteReactor<v1::GenerateResponse>* reactor, Scheduler* scheduler, Metrics* metrics,
-             size_t buffer)
-      : reactor_(reactor), scheduler_(scheduler), metrics_(metrics), buffer_(buffer) {}
+             size_t buffer, std::weak_ptr<WritePump> pump)
+      : reactor_(reactor), scheduler_(scheduler), metrics_(metrics), buffer_(buffer), pump_(std::move(pump)) {}
 
   // Fields of the access log line; empty `request_id` = no line.
   void SetAccessLog(std::string request_id, std::string session_id) {
@@ -65,9 +65,9 @@ class RwkvService::StreamSink final : public SequenceSink {
         tp->set_logprob(t.logprob);
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     queue_.push_back(std::move(msg));
-    PumpLocked();
+    PumpSoonLocked(lock);
   }
 
   void OnFinish(FinalEvent f) override {
@@ -86,7 +86,7 @@ class RwkvService::StreamSink final : public SequenceSink {
                           f.prompt_tokens, f.generated_tokens, f.queue_seconds, f.first_token_seconds, f.total_seconds,
                           f.status.ok() ? "" : absl::StrCat(" error=", LogValue(std::string(f.status.message())))));
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (f.status.ok()) {
       v1::GenerateResponse msg;
       v1::Final* out = msg.mutable_final();
@@ -103,7 +103,7 @@ class RwkvService::StreamSink final : public SequenceSink {
       queue_.push_back(std::move(msg));
     }
     status_ = ToGrpcStatus(f.status);
-    PumpLocked();
+    PumpSoonLocked(lock);
   }
 
   bool Cancelled() const override { return cancelled_.load(); }
@@ -131,6 +131,21 @@ class RwkvService::StreamSink final : public SequenceSink {
   }
 
  private:
+  // The scheduler's thread: the write (or the finish) this stream is ready for starts on the
+  // pump's threads, not here. Releases the lock.
+  void PumpSoonLocked(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || pump_posted_ || reactor_ == nullptr || finished_) return;
+    std::shared_ptr<WritePump> pump = pump_.lock();
+    if (pump == nullptr) return PumpLocked();
+    pump_posted_ = true;
+    lock.unlock();
+    pump->Post([self = shared_from_this()] {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->pump_posted_ = false;
+      self->PumpLocked();
+    });
+  }
+
   void PumpLocked() {
     if (writing_ || reactor_ == nullptr || finished_) return;
     if (!queue_.empty()) {
@@ -150,9 +165,11 @@ class RwkvService::StreamSink final : public SequenceSink {
   Scheduler* scheduler_;  // Null when the call was refused before the model was attached.
   Metrics* metrics_;
   const size_t buffer_;
+  const std::weak_ptr<WritePump> pump_;
   std::deque<v1::GenerateResponse> queue_;
   v1::GenerateResponse current_;  // The write in flight.
   bool writing_ = false;
+  bool pump_posted_ = false;  // A Post to the pump is on its way.
   bool finished_ = false;
   std::optional<grpc::Status> status_;
   std::atomic<bool> cancelled_{false};
@@ -163,8 +180,8 @@ class RwkvService::StreamSink final : public SequenceSink {
 
 class RwkvService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  GenerateReactor(Scheduler* scheduler, Metrics* metrics, size_t buffer)
-      : sink_(std::make_shared<StreamSink>(this, scheduler, metrics, buffer)) {}
+  GenerateReactor(Scheduler* scheduler, Metrics* metrics, size_t buffer, std::weak_ptr<WritePump> pump)
+      : sink_(std::make_shared<StreamSink>(this, scheduler, metrics, buffer, std::move(pump))) {}
   std::shared_ptr<StreamSink> sink() { return sink_; }
 
   void OnWriteDone(bool ok) override { sink_->WriteDone(ok); }
@@ -325,7 +342,8 @@ void RwkvService::FillSession(const Session& s, const std::string& tenant, v1::S
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::CallbackServerContext* ctx,
                                                                        const v1::GenerateRequest* req) {
-  auto* reactor = new GenerateReactor(frontend_->ready() ? &frontend_->scheduler() : nullptr, metrics_, options_.stream_buffer);
+  auto* reactor =
+      new GenerateReactor(frontend_->ready() ? &frontend_->scheduler() : nullptr, metrics_, options_.stream_buffer, pump_);
   std::shared_ptr<StreamSink> sink = reactor->sink();
   if (options_.access_log) {
     static std::atomic<uint64_t> counter{0};

@@ -21,6 +21,7 @@
 #include "server/core/auth.h"
 #include "server/core/frontend.h"
 #include "rwkv/v1/rwkv.grpc.pb.h"
+#include "server/grpc/write_pump.h"
 #include "server/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/core/start_states.h"
@@ -33,13 +34,18 @@ struct ServiceOptions {
   int stream_buffer = 16;                          // Responses queued per stream before it pauses.
   size_t export_chunk_bytes = 1 << 20;
   bool access_log = false;                         // One log line per finished Generate.
+  // Threads that start Generate streams' writes (the scheduler's thread only queues them).
+  int write_threads = 2;
 };
 
 class RwkvService final : public v1::Rwkv::CallbackService {
  public:
   // REQUIRES: frontend and metrics outlive the service.
   RwkvService(ServiceOptions options, Frontend* frontend, Metrics* metrics)
-      : options_(options), frontend_(frontend), metrics_(metrics) {}
+      : options_(options),
+        frontend_(frontend),
+        metrics_(metrics),
+        pump_(std::make_shared<WritePump>(options.write_threads)) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
                                                            const v1::GenerateRequest* req) override;
@@ -84,6 +90,8 @@ class RwkvService final : public v1::Rwkv::CallbackService {
   ServiceOptions options_;
   Frontend* frontend_;
   Metrics* metrics_;
+  // Streams hold it weakly: a chunk made after the service is gone starts its write inline.
+  std::shared_ptr<WritePump> pump_;
 };
 
 }  // namespace rwkv::server

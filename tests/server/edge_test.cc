@@ -1,7 +1,11 @@
 // The gRPC edge without a server: request validation, the status map, configuration and the
 // state export format.
 #include <cstring>
+#include <atomic>
 #include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -14,6 +18,7 @@
 #include "server/core/state_codec.h"
 #include "server/grpc/status_map.h"
 #include "server/grpc/validation.h"
+#include "server/grpc/write_pump.h"
 
 namespace rwkv::server {
 namespace {
@@ -388,6 +393,36 @@ TEST_F(CodecTest, SessionFieldsRoundTrip) {
   EXPECT_EQ(d.last_used_unix_ms, 1700000009999);
   EXPECT_EQ(d.pending, 7);
   EXPECT_EQ(d.token_count, 70);
+}
+
+// The threads that start gRPC stream writes: tasks run off the posting thread, in order on one
+// thread, and every task posted before the pump is destroyed runs (a stream's last write and its
+// finish are never dropped at shutdown).
+TEST(WritePumpTest, RunsEveryTaskOffThePostingThreadInOrder) {
+  std::vector<int> order;
+  std::mutex mu;
+  std::atomic<int> on_caller{0};
+  const std::thread::id caller = std::this_thread::get_id();
+  {
+    WritePump pump(1);
+    for (int i = 0; i < 1000; ++i) {
+      pump.Post([&, i] {
+        if (std::this_thread::get_id() == caller) ++on_caller;
+        std::lock_guard<std::mutex> lock(mu);
+        order.push_back(i);
+      });
+    }
+  }
+  EXPECT_EQ(on_caller.load(), 0);
+  ASSERT_EQ(order.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(order[i], i);
+  // Several threads: each task once.
+  std::atomic<int> runs{0};
+  {
+    WritePump pump(3);
+    for (int i = 0; i < 5000; ++i) pump.Post([&] { ++runs; });
+  }
+  EXPECT_EQ(runs.load(), 5000);
 }
 
 }  // namespace

@@ -230,6 +230,10 @@ TEST(Security, PassedDeadlinesAreDeadlineExceeded) {
     EXPECT_EQ(s.final.status().code(), absl::StatusCode::kDeadlineExceeded);
   }
   ASSERT_TRUE(h.WaitFor([&] { return h.scheduler->active() == 0; }));
+  // An RPC is counted when it finishes, on the thread that starts its last write: wait for it.
+  EXPECT_TRUE(h.WaitFor([&] {
+    return h.Counter("rwkv_requests_total", {{"method", "Generate"}, {"code", "deadline_exceeded"}}) == kRuns;
+  }));
   EXPECT_EQ(h.Counter("rwkv_requests_total", {{"method", "Generate"}, {"code", "deadline_exceeded"}}), kRuns);
   EXPECT_EQ(h.Counter("rwkv_requests_total", {{"method", "Generate"}, {"code", "cancelled"}}), 0);
 }

@@ -18,15 +18,15 @@ WritePump::~WritePump() {
 }
 
 void WritePump::Post(std::function<void()> task) {
-  bool was_empty;
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    was_empty = tasks_.empty();
     tasks_.push_back(std::move(task));
+    // A thread that is not waiting looks at the queue before it waits again: a wake-up (a system
+    // call) only when every thread sleeps, about once a step rather than once a chunk.
+    wake = waiting_ == static_cast<int>(threads_.size());
   }
-  // A thread woke for the first task drains the queue before it waits again: no wake-up (a system
-  // call) per task while it is busy.
-  if (was_empty) cv_.notify_one();
+  if (wake) cv_.notify_one();
 }
 
 void WritePump::Loop() {
@@ -34,7 +34,9 @@ void WritePump::Loop() {
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      ++waiting_;
       cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+      --waiting_;
       if (tasks_.empty()) return;  // Stopping, and nothing left to run.
       task = std::move(tasks_.front());
       tasks_.pop_front();

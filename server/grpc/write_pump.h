@@ -32,6 +32,7 @@ class WritePump {
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;
+  int waiting_ = 0;  // Threads asleep on cv_.
   std::vector<std::thread> threads_;
 };
 

@@ -5,7 +5,7 @@
 //
 //   cuda_bench [--arch rwkv7|rwkv6|rwkv5.2|rwkv4] [--shapes 0.1b,1.5b,7.2b]
 //              [--batches 1,2,4,8,32,128,256,512,1024] [--dtype f16]
-//              [--seconds 2] [--device 0] [--json FILE]
+//              [--seconds 2] [--device 0] [--json FILE] [--pdl 1] [--gemv-rows 8]
 //
 // A decode step here is what the server runs per token: the whole model over the batch, one token
 // per sequence sampled on the device (only ids cross to the host), replayed as a CUDA graph (the
@@ -62,6 +62,8 @@ struct Args {
   double seconds = 2;
   int device = 0;
   std::string json;
+  bool pdl = true;    // Programmatic dependent launch (sm_90+).
+  int gemv_rows = 8;  // Projections of up to this many rows through our GEMV (0: cuBLAS only).
 };
 
 Args Parse(int argc, char** argv) {
@@ -86,6 +88,10 @@ Args Parse(int argc, char** argv) {
       a.device = std::stoi(v);
     } else if (k == "--json") {
       a.json = v;
+    } else if (k == "--pdl") {
+      a.pdl = v != "0";
+    } else if (k == "--gemv-rows") {
+      a.gemv_rows = std::stoi(v);
     } else {
       std::fprintf(stderr, "cuda_bench: unknown flag %s\n", k.c_str());
       std::exit(2);
@@ -186,6 +192,8 @@ int Main(int argc, char** argv) {
   out["dtype"] = args.dtype;
   out["bandwidth_gbs"] = bandwidth / 1e9;
   out["gemm_tflops"] = flops / 1e12;
+  out["pdl"] = args.pdl;
+  out["gemv_rows"] = args.gemv_rows;
   std::printf("\n%-6s %-9s %6s %11s %12s %9s %9s %9s %9s\n", "shape", "mode", "batch", "median ms", "tok/s", "GB/s",
               "of bw", "of flops", "launches");
   for (const std::string& shape : args.shapes) {
@@ -216,6 +224,8 @@ int Main(int argc, char** argv) {
     o.kind = "cuda";
     o.device = args.device;
     o.max_step_tokens = std::max(1024, max_batch);
+    o.cuda_programmatic_launch = args.pdl;
+    o.cuda_gemv_rows = args.gemv_rows;
     const size_t scratch = size_t{static_cast<size_t>(o.max_step_tokens)} * (c.vocab * 4 + c.n_embd * 100 + c.ffn_dim * 8);
     const int fit = static_cast<int>((free_b > scratch ? free_b - scratch : 0) * 0.9 / c.StateBytes());
     o.pool_slots = std::max(1, std::min(std::max(max_batch, 32), fit));
@@ -262,13 +272,17 @@ int Main(int argc, char** argv) {
     };
     for (int batch : args.batches) decode("decode", batch);
     // The same small batches without programmatic dependent launch, then through cuBLAS.
-    CHECK_OK(cb.Reconfigure(cuda::kGemvMaxRows, false));
-    for (int batch : args.batches) {
-      if (batch <= cuda::kGemvMaxRows) decode("dec-nopdl", batch);
+    if (args.pdl) {
+      CHECK_OK(cb.Reconfigure(args.gemv_rows, false));
+      for (int batch : args.batches) {
+        if (batch <= cuda::kGemvMaxRows) decode("dec-nopdl", batch);
+      }
     }
-    CHECK_OK(cb.Reconfigure(0, true));
-    for (int batch : args.batches) {
-      if (batch <= cuda::kGemvMaxRows) decode("dec-blas", batch);
+    if (args.gemv_rows > 0) {
+      CHECK_OK(cb.Reconfigure(0, args.pdl));
+      for (int batch : args.batches) {
+        if (batch <= cuda::kGemvMaxRows) decode("dec-blas", batch);
+      }
     }
     {
       std::vector<BatchEntry> one = {{slots[0], std::span<const int32_t>(tokens).subspan(0, 1024), false}};

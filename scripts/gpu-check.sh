@@ -6,7 +6,8 @@
 #      the toolkit has it),
 #   3. the engine benchmark (cuda_bench: 0.1B / 1.5B / 7.2B shapes, decode batch 1..1024, prefill),
 #      whose table is printed last.
-# Logs and JSON go to $OUT (or build/gpu-check). Budget: well under 8 minutes on an H200.
+# Logs and JSON go to $OUT (or build/gpu-check). Budget: well under 8 minutes on an H200 (the
+# benchmark rerun on its plainest path when the first run fails included).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -47,7 +48,14 @@ fi
 
 echo; echo "== benchmark"
 timeout 300 "$BUNDLE/bin/cuda_bench" --seconds 1 --json "$OUT/cuda_bench.json" 2>&1 | tee "$OUT/cuda_bench.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+  status=1
+  # The first device run of this code: rather than no table, one on the plainest path (cuBLAS for
+  # every projection, no programmatic dependent launch), the failure above kept in the log.
+  echo; echo "== benchmark again without the GEMV and programmatic launch"
+  timeout 240 "$BUNDLE/bin/cuda_bench" --seconds 1 --pdl 0 --gemv-rows 0 --json "$OUT/cuda_bench_plain.json" 2>&1 |
+    tee -a "$OUT/cuda_bench.log"
+fi
 
 echo; echo "== summary"
 grep -E "^\[  (PASSED|FAILED)" "$OUT/cuda_backend_test.log"

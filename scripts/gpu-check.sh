@@ -6,9 +6,9 @@
 #      the toolkit has it),
 #   3. the engine benchmark (cuda_bench: 0.1B / 1.5B / 7.2B shapes, decode batch 1..1024, prefill),
 #      whose table is printed last.
-# Logs and JSON go to $OUT (or build/gpu-check). Budget: well under 8 minutes on an H200; at most 590 s
-# of timeouts in all (the
-# benchmark rerun on its plainest path when the first run fails included).
+# Logs and JSON go to $OUT (or build/gpu-check). Budget: well under 8 minutes on an H200; its
+# timeouts add up to 590 s (the benchmark's rerun on its plainest path included), under one
+# 600 s device call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

@@ -32,7 +32,12 @@ __global__ void SaveShiftKernel(const float* z, int C, DeviceTables t, StateView
 
 // Decode (every piece one row): the layer norm, the token-shift mixes and the save in one pass,
 // each element's old shift read before the same thread overwrites it. The norm is
-// LayerNormKernel's arithmetic, so results equal the three separate kernels bit for bit.
+// LayerNormKernel's arithmetic, so results equal the three separate kernels bit for bit. Each
+// row is spread over blockIdx.y slices of kSlice channels, each block working out the row's
+// statistics itself (the same sums in the same order): a batch-1 step's row runs on C / 256
+// multiprocessors rather than one.
+constexpr int kSlice = 256;
+
 template <typename T>
 __global__ void NormShiftMixSaveKernel(const float* x, int C, const float* w, const float* b, float eps,
                                        DeviceTables t, StateView shift, MixSet m) {
@@ -42,7 +47,8 @@ __global__ void NormShiftMixSaveKernel(const float* x, int C, const float* w, co
   float mean, inv;
   RowMeanInv(xr, C, eps, &mean, &inv);  // LayerNormKernel's statistics.
   float* state = shift.pool + static_cast<int64_t>(t.piece_slot[t.row_piece[r]]) * shift.slot_floats + shift.offset;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+  const int end = min(C, static_cast<int>(blockIdx.y + 1) * kSlice);
+  for (int i = blockIdx.y * kSlice + threadIdx.x; i < end; i += blockDim.x) {
     const float c = (xr[i] - mean) * inv * w[i] + b[i];
     const float d = state[i] - c;
     const int64_t o = static_cast<int64_t>(r) * C + i;
@@ -61,7 +67,8 @@ void NormShiftMixSave(const float* x, int rows, int C, const float* w, const flo
   if (rows == 0) return;
   DispatchType(wt, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    LaunchAfterPrevious(NormShiftMixSaveKernel<T>, rows, 256, s, x, C, w, b, eps, t, shift, mixes);
+    LaunchAfterPrevious(NormShiftMixSaveKernel<T>, dim3(rows, (C + kSlice - 1) / kSlice), 256, s, x, C, w, b, eps, t,
+                        shift, mixes);
   });
 }
 

@@ -269,46 +269,50 @@ TEST(CudaOps, TokenShiftReadsTheSlotForAPiecesFirstRowAndSavesItsLast) {
 }
 
 // The decode kernel that fuses LayerNorm, TokenShiftMix and SaveShift equals the three, bit for
-// bit (the same arithmetic in the same order), in f32 and f16 outputs, with an `add` term.
+// bit (the same arithmetic in the same order), in f32 and f16 outputs, with an `add` term; with
+// C = 96 in one block a row and C = 600 spread over three (the last one partly filled).
 TEST(CudaOps, NormShiftMixSaveEqualsTheThreeKernelsItFuses) {
   SKIP_WITHOUT_GPU();
-  const int C = 96, rows = 3, slot_floats = 200, offset = 20;
-  const auto x = Random(rows * C, -2, 2, 50), w = Random(C, 0.5, 1.5, 51), b = Random(C, -0.1, 0.1, 52);
-  const auto mix0 = Random(C, 0, 1, 53), mix1 = Random(C, 0, 1, 54), add = Random(rows * C, -0.2, 0.2, 55);
-  const std::vector<float> pool = Random(4 * slot_floats, -1, 1, 56);
-  for (cuda::WeightType wt : {cuda::WeightType::kF32, cuda::WeightType::kF16}) {
-    Dev d;
-    cuda::DeviceTables t;  // Decode: rows 0, 1, 2 are pieces 0, 1, 2 in slots 3, 0, 2.
-    t.row_piece = d.PutInts({0, 1, 2});
-    t.piece_slot = d.PutInts({3, 0, 2});
-    t.piece_row = d.PutInts({0, 1, 2});
-    t.piece_count = d.PutInts({1, 1, 1});
-    const float* dx = d.Put(x);
-    const float *dw = d.Put(w), *db = d.Put(b), *dm0 = d.Put(mix0), *dm1 = d.Put(mix1), *dadd = d.Put(add);
-    auto run = [&](bool fused) {
-      float* dpool = d.Put(pool);
-      float* out0 = d.Put(std::vector<float>(rows * C));  // Room for f32; f16 uses half of it.
-      float* out1 = d.Put(std::vector<float>(rows * C));
-      cuda::MixSet m{{dm0, dm1}, {out0, out1}, 2};
-      m.add[1] = dadd;
-      const cuda::StateView shift{dpool, slot_floats, offset};
-      if (fused) {
-        cuda::NormShiftMixSave(dx, rows, C, dw, db, 1e-5f, t, shift, m, wt, nullptr);
-      } else {
-        float* z = d.Put(std::vector<float>(rows * C));
-        cuda::LayerNorm(dx, nullptr, rows, C, dw, db, 1e-5f, z, nullptr);
-        cuda::TokenShiftMix(z, rows, C, t, shift, m, wt, nullptr);
-        cuda::SaveShift(z, rows, C, t, shift, nullptr);
-      }
-      std::vector<float> all = Dev::Get(out0, rows * C), o1 = Dev::Get(out1, rows * C), p = Dev::Get(dpool, 4 * slot_floats);
-      all.insert(all.end(), o1.begin(), o1.end());
-      all.insert(all.end(), p.begin(), p.end());
-      return all;
-    };
-    const std::vector<float> fused = run(true), separate = run(false);
-    ASSERT_EQ(fused.size(), separate.size());
-    EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4)) << cuda::WeightTypeName(wt);
-    EXPECT_NE(fused, std::vector<float>(fused.size(), 0.0f));
+  for (int C : {96, 600}) {
+    const int rows = 3, offset = 20, slot_floats = C + 2 * offset;
+    const auto x = Random(rows * C, -2, 2, 50), w = Random(C, 0.5, 1.5, 51), b = Random(C, -0.1, 0.1, 52);
+    const auto mix0 = Random(C, 0, 1, 53), mix1 = Random(C, 0, 1, 54), add = Random(rows * C, -0.2, 0.2, 55);
+    const std::vector<float> pool = Random(4 * slot_floats, -1, 1, 56);
+    for (cuda::WeightType wt : {cuda::WeightType::kF32, cuda::WeightType::kF16}) {
+      Dev d;
+      cuda::DeviceTables t;  // Decode: rows 0, 1, 2 are pieces 0, 1, 2 in slots 3, 0, 2.
+      t.row_piece = d.PutInts({0, 1, 2});
+      t.piece_slot = d.PutInts({3, 0, 2});
+      t.piece_row = d.PutInts({0, 1, 2});
+      t.piece_count = d.PutInts({1, 1, 1});
+      const float* dx = d.Put(x);
+      const float *dw = d.Put(w), *db = d.Put(b), *dm0 = d.Put(mix0), *dm1 = d.Put(mix1), *dadd = d.Put(add);
+      auto run = [&](bool fused) {
+        float* dpool = d.Put(pool);
+        float* out0 = d.Put(std::vector<float>(rows * C));  // Room for f32; f16 uses half of it.
+        float* out1 = d.Put(std::vector<float>(rows * C));
+        cuda::MixSet m{{dm0, dm1}, {out0, out1}, 2};
+        m.add[1] = dadd;
+        const cuda::StateView shift{dpool, slot_floats, offset};
+        if (fused) {
+          cuda::NormShiftMixSave(dx, rows, C, dw, db, 1e-5f, t, shift, m, wt, nullptr);
+        } else {
+          float* z = d.Put(std::vector<float>(rows * C));
+          cuda::LayerNorm(dx, nullptr, rows, C, dw, db, 1e-5f, z, nullptr);
+          cuda::TokenShiftMix(z, rows, C, t, shift, m, wt, nullptr);
+          cuda::SaveShift(z, rows, C, t, shift, nullptr);
+        }
+        std::vector<float> all = Dev::Get(out0, rows * C), o1 = Dev::Get(out1, rows * C),
+                           p = Dev::Get(dpool, 4 * slot_floats);
+        all.insert(all.end(), o1.begin(), o1.end());
+        all.insert(all.end(), p.begin(), p.end());
+        return all;
+      };
+      const std::vector<float> fused = run(true), separate = run(false);
+      ASSERT_EQ(fused.size(), separate.size());
+      EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4)) << cuda::WeightTypeName(wt) << " C " << C;
+      EXPECT_NE(fused, std::vector<float>(fused.size(), 0.0f));
+    }
   }
 }
 

@@ -161,17 +161,14 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
   const int tb = static_cast<int>(WeightTypeBytes(wt));
   for (size_t i = 0; i < ps.size();) {
     // RWKV-7's r, k and v (consecutive mixes, matrices and outputs) are one batched GEMM.
-    const size_t run = strided_gemms_ ? StridedRun(ps, i, tb) : 1;
-    if (run >= 2) {
+    const StridedRun run = strided_gemms_ ? FindStridedRun(ps, i, tb) : StridedRun{};
+    if (run.count >= 2) {
       const Proj& p = ps[i];
-      const auto delta = [](const void* a, const void* b) {
-        return static_cast<const char*>(b) - static_cast<const char*>(a);
-      };
-      const absl::Status st = cublas_.GemmStrided(
-          p.x, rows, *p.w, static_cast<int>(run), delta(p.x, ps[i + 1].x) / tb, delta(p.w->data, ps[i + 1].w->data) / tb,
-          delta(p.y, ps[i + 1].y) / 4, wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
+      const absl::Status st =
+          cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(run.count), run.x_stride, run.w_stride, run.y_stride, wt,
+                              static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
       if (st.ok()) {
-        i += run;
+        i += run.count;
         continue;
       }
       if (!absl::IsUnimplemented(st)) return st;

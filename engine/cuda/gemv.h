@@ -72,10 +72,15 @@ struct Projection {
   GemvOut out = GemvOut::kF32;
 };
 
-// How many projections from ps[i] on form one strided-batched GEMM: float32 results without an
+// The projections from ps[i] on that form one strided-batched GEMM: float32 results without an
 // activation, one shape, and inputs, weights and outputs at constant increasing strides that are
-// whole elements (`elem_bytes` for x and w). 1 when ps[i] stands alone.
-size_t StridedRun(std::span<const Projection> ps, size_t i, int elem_bytes);
+// whole elements (`elem_bytes` for x and w). count 1 when ps[i] stands alone.
+struct StridedRun {
+  size_t count = 1;
+  int64_t x_stride = 0, w_stride = 0;  // Elements of the weight type.
+  int64_t y_stride = 0;                // Floats.
+};
+StridedRun FindStridedRun(std::span<const Projection> ps, size_t i, int elem_bytes);
 
 }  // namespace rwkv::cuda
 

@@ -51,18 +51,19 @@ bool SameGemm(const Projection& a, const Projection& b) {
 
 }  // namespace
 
-size_t StridedRun(std::span<const Projection> ps, size_t i, int elem_bytes) {
-  if (i + 1 >= ps.size()) return 1;
+StridedRun FindStridedRun(std::span<const Projection> ps, size_t i, int elem_bytes) {
+  if (i + 1 >= ps.size()) return {};
   const Projection& p = ps[i];
-  if (p.out == GemvOut::kTyped || p.act != Act::kNone) return 1;
+  if (p.out == GemvOut::kTyped || p.act != Act::kNone) return {};
   const int64_t dx = Delta(p.x, ps[i + 1].x), dw = Delta(p.w->data, ps[i + 1].w->data), dy = Delta(p.y, ps[i + 1].y);
-  if (dx <= 0 || dw <= 0 || dy <= 0 || dx % elem_bytes != 0 || dw % elem_bytes != 0 || dy % 4 != 0) return 1;
+  if (dx <= 0 || dw <= 0 || dy <= 0 || dx % elem_bytes != 0 || dw % elem_bytes != 0 || dy % 4 != 0) return {};
   size_t j = i + 1;
   while (j < ps.size() && SameGemm(p, ps[j]) && Delta(ps[j - 1].x, ps[j].x) == dx &&
          Delta(ps[j - 1].w->data, ps[j].w->data) == dw && Delta(ps[j - 1].y, ps[j].y) == dy) {
     ++j;
   }
-  return j - i;
+  if (j - i < 2) return {};
+  return {j - i, dx / elem_bytes, dw / elem_bytes, dy / 4};
 }
 
 }  // namespace rwkv::cuda

@@ -112,26 +112,30 @@ TEST(CudaHost, StridedRunsAreLikeProjectionsAtConstantIncreasingStrides) {
       {mix + 2 * T * C * tb, C, &v, out + 2 * T * C, C},
       {mix + 3 * T * C * tb, C, &w1, lora, 4, Act::kTanh, GemvOut::kTyped},
   };
-  EXPECT_EQ(StridedRun(rkv, 0, tb), 3u);
-  EXPECT_EQ(StridedRun(rkv, 1, tb), 2u);
-  EXPECT_EQ(StridedRun(rkv, 2, tb), 1u) << "w1 has another shape";
-  EXPECT_EQ(StridedRun(rkv, 3, tb), 1u) << "the last";
+  const StridedRun run = FindStridedRun(rkv, 0, tb);
+  EXPECT_EQ(run.count, 3u);
+  EXPECT_EQ(run.x_stride, T * C);  // Elements.
+  EXPECT_EQ(run.w_stride, C * C);
+  EXPECT_EQ(run.y_stride, T * C);  // Floats.
+  EXPECT_EQ(FindStridedRun(rkv, 1, tb).count, 2u);
+  EXPECT_EQ(FindStridedRun(rkv, 2, tb).count, 1u) << "w1 has another shape";
+  EXPECT_EQ(FindStridedRun(rkv, 3, tb).count, 1u) << "the last";
   // RWKV-5's order (r from the third mix, k from the first): the x stride changes sign.
   const Projection rwkv5[] = {
       {mix + 2 * T * C * tb, C, &r, out, C}, {mix, C, &k, out + T * C, C}, {mix + T * C * tb, C, &v, out + 2 * T * C, C}};
-  EXPECT_EQ(StridedRun(rwkv5, 0, tb), 1u);
-  EXPECT_EQ(StridedRun(rwkv5, 1, tb), 2u) << "k and v are still side by side";
+  EXPECT_EQ(FindStridedRun(rwkv5, 0, tb).count, 1u);
+  EXPECT_EQ(FindStridedRun(rwkv5, 1, tb).count, 2u) << "k and v are still side by side";
   // An activation, or an accumulate mixed with an overwrite, breaks the run.
   Projection act[] = {rkv[0], rkv[1], rkv[2]};
   act[0].act = Act::kSigmoid;
-  EXPECT_EQ(StridedRun(act, 0, tb), 1u);
+  EXPECT_EQ(FindStridedRun(act, 0, tb).count, 1u);
   act[0].act = Act::kNone;
   act[2].out = GemvOut::kF32Add;
-  EXPECT_EQ(StridedRun(act, 0, tb), 2u);
+  EXPECT_EQ(FindStridedRun(act, 0, tb).count, 2u);
   // Uneven output spacing.
   Projection uneven[] = {rkv[0], rkv[1], rkv[2]};
   uneven[2].y = out + 2 * T * C + 1;
-  EXPECT_EQ(StridedRun(uneven, 0, tb), 2u);
+  EXPECT_EQ(FindStridedRun(uneven, 0, tb).count, 2u);
 }
 
 }  // namespace

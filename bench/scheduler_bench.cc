@@ -71,15 +71,7 @@ class HostOnlyBackend final : public Backend {
     while (plan_.Next(batch, done_, 4096, *out)) {
       if (plan_.IsDecode()) plan_.Pad(cuda::LadderSize(ladder_, plan_.rows()), pool_.capacity());
       plan_.Pack(&packed_);
-      jobs_.Clear();
-      for (size_t i = 0; i < plan_.head_rows.size(); ++i) {
-        const int e = plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]];
-        if (e >= 0 && !sampling.empty() && sampling[e].sample) {
-          jobs_.Add(static_cast<int>(i), batch[e].slot, e, sampling[e].first, *sampling[e].params, sampling[e].uniform);
-        } else {
-          jobs_.AddSkip(static_cast<int>(i));
-        }
-      }
+      jobs_.Fill(plan_, sampling, /*skips=*/plan_.IsDecode());
       plan_.Advance(&done_);
     }
     for (size_t e = 0; e < tokens.size(); ++e) tokens[e] = cycle_[(next_++) % cycle_.size()];

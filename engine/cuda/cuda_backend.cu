@@ -315,17 +315,7 @@ absl::Status CudaBackend::Step(Logits* out, std::span<const DeviceSample> sampli
     }
   }
   const int rows = plan_.rows(), pieces = plan_.pieces(), heads = static_cast<int>(plan_.head_rows.size());
-  sample_jobs_.Clear();
-  for (int i = 0; i < heads; ++i) {
-    const int piece = plan_.row_piece[plan_.head_rows[i]];
-    const int e = plan_.piece_entry[piece];
-    if (e >= 0 && OnDevice(sampling, e)) {
-      const DeviceSample& d = sampling[e];
-      sample_jobs_.Add(i, plan_.piece_slot[piece], e, d.first, *d.params, d.uniform);
-    } else if (graph != nullptr) {
-      sample_jobs_.AddSkip(i);  // A graph samples a job for every row it was captured with.
-    }
-  }
+  sample_jobs_.Fill(plan_, sampling, /*skips=*/graph != nullptr);
   const int jobs = static_cast<int>(sample_jobs_.jobs.size());
   RWKV_RETURN_IF_ERROR(Upload(rows, pieces, jobs));
   if (graph != nullptr) {
@@ -380,8 +370,7 @@ absl::Status CudaBackend::CaptureGraphs() {
     // the size), then captured. Nothing of a slot in use is touched.
     plan_ = StepPlan();
     plan_.Pad(size, pool_->scratch_slot());
-    sample_jobs_.Clear();
-    for (int i = 0; i < size; ++i) sample_jobs_.AddSkip(i);
+    sample_jobs_.Fill(plan_, {}, /*skips=*/true);
     RWKV_RETURN_IF_ERROR(Upload(size, size, size));
     RWKV_RETURN_IF_ERROR(Enqueue(size, size, size, size));
     RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -473,7 +462,7 @@ absl::Status CudaBackend::CopyLogits(Logits* out, std::span<const DeviceSample> 
   const int V = config().vocab, heads = static_cast<int>(plan_.head_rows.size());
   auto to_host = [&](int i) {
     const int e = plan_.piece_entry[plan_.row_piece[plan_.head_rows[i]]];
-    return e >= 0 && !OnDevice(sampling, e);
+    return e >= 0 && !SamplesOnDevice(sampling, e);
   };
   for (int i = 0; i < heads;) {
     if (!to_host(i)) {

@@ -81,9 +81,6 @@ class CudaBackend final : public Backend {
   absl::Status Enqueue(int rows, int pieces, int heads, int jobs);
   // The logits of rows sampled on the host, to `out`.
   absl::Status CopyLogits(Logits* out, std::span<const DeviceSample> sampling);
-  static bool OnDevice(std::span<const DeviceSample> sampling, int entry) {
-    return !sampling.empty() && sampling[entry].sample;
-  }
   // Captures a decode graph for every size of the ladder (up to the pool's capacity): each size
   // is run once over padding rows on the scratch slot, then captured.
   absl::Status CaptureGraphs();

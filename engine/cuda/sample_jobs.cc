@@ -29,6 +29,20 @@ void SampleJobs::Add(int logits_row, int slot, int out, bool first, const Sampli
   jobs.push_back(j);
 }
 
+void SampleJobs::Fill(const StepPlan& plan, std::span<const DeviceSample> sampling, bool skips) {
+  Clear();
+  for (size_t i = 0; i < plan.head_rows.size(); ++i) {
+    const int piece = plan.row_piece[plan.head_rows[i]];
+    const int e = plan.piece_entry[piece];
+    if (SamplesOnDevice(sampling, e)) {
+      const DeviceSample& d = sampling[e];
+      Add(static_cast<int>(i), plan.piece_slot[piece], e, d.first, *d.params, d.uniform);
+    } else if (skips) {
+      AddSkip(static_cast<int>(i));
+    }
+  }
+}
+
 void SampleJobs::AddSkip(int logits_row) {
   SampleJob j;
   j.logits_row = logits_row;

@@ -4,8 +4,11 @@
 #define RWKV_ENGINE_CUDA_SAMPLE_JOBS_H_
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
+#include "engine/backend.h"
+#include "engine/cuda/step_plan.h"
 #include "engine/sampler.h"
 
 namespace rwkv::cuda {
@@ -22,6 +25,11 @@ struct SampleJob {         // Copied to the device as is: plain data only.
   int32_t greedy = 0;
 };
 
+// Whether batch entry `entry` has its token drawn on the device this step.
+inline bool SamplesOnDevice(std::span<const DeviceSample> sampling, int entry) {
+  return entry >= 0 && !sampling.empty() && sampling[entry].sample;
+}
+
 struct SampleJobs {
   std::vector<SampleJob> jobs;
   std::vector<int32_t> bias_ids, ban_ids;
@@ -36,6 +44,10 @@ struct SampleJobs {
   void Add(int logits_row, int slot, int out, bool first, const SamplingParams& p, double uniform);
   // A job that draws nothing, holding a place in a graph's fixed-size job list.
   void AddSkip(int logits_row);
+  // The step's jobs: one for each head row of `plan` whose entry samples on the device, and with
+  // `skips` a skip job for every other head row (padding included), as a replayed graph samples a
+  // job for every row it was captured with.
+  void Fill(const StepPlan& plan, std::span<const DeviceSample> sampling, bool skips);
 };
 
 }  // namespace rwkv::cuda

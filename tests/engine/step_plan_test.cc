@@ -1,6 +1,8 @@
 // The CUDA backend's host-side step planning, tested without a GPU.
 #include "engine/cuda/step_plan.h"
 
+#include <algorithm>
+
 #include "engine/cuda/sample_jobs.h"
 
 #include "gmock/gmock.h"
@@ -89,6 +91,38 @@ TEST(StepPlan, PaddingRowsRunOnTheScratchSlotAndAdvanceNothing) {
   p.Advance(&done);
   EXPECT_THAT(done, ElementsAre(1, 1));
   EXPECT_FALSE(p.Next(batch, done, 8, logits));
+}
+
+// One job for each head row whose entry samples on the device; with skips, a job that draws
+// nothing for each other row, padding included (a graph samples every row it was captured with).
+TEST(SampleJobs, FillDrawsForDeviceRowsAndSkipsTheRest) {
+  const std::vector<int32_t> a = {5}, b = {6};
+  const std::vector<BatchEntry> batch = {{3, a, false}, {1, b, false}};
+  Logits logits;
+  logits.Prepare(batch, 10);
+  StepPlan p;
+  ASSERT_TRUE(p.Next(batch, {0, 0}, 8, logits));
+  p.Pad(4, /*scratch_slot=*/9);
+  SamplingParams params;
+  std::vector<DeviceSample> sampling(2);
+  sampling[1] = {true, &params, true, 0.25};  // Entry 0 is sampled on the host.
+  SampleJobs jobs;
+  jobs.Fill(p, sampling, /*skips=*/false);
+  ASSERT_EQ(jobs.jobs.size(), 1u);
+  EXPECT_EQ(jobs.jobs[0].logits_row, 1);
+  EXPECT_EQ(jobs.jobs[0].slot, 1);
+  EXPECT_EQ(jobs.jobs[0].out, 1);
+  EXPECT_EQ(jobs.jobs[0].first, 1);
+  jobs.Fill(p, sampling, /*skips=*/true);
+  ASSERT_EQ(jobs.jobs.size(), 4u);
+  EXPECT_THAT((std::vector<int>{jobs.jobs[0].out, jobs.jobs[1].out, jobs.jobs[2].out, jobs.jobs[3].out}),
+              ElementsAre(-1, 1, -1, -1));
+  EXPECT_THAT((std::vector<int>{jobs.jobs[0].logits_row, jobs.jobs[1].logits_row, jobs.jobs[2].logits_row,
+                                jobs.jobs[3].logits_row}),
+              ElementsAre(0, 1, 2, 3));
+  jobs.Fill(p, {}, /*skips=*/true);  // Forward: nothing sampled on the device.
+  EXPECT_EQ(jobs.jobs.size(), 4u);
+  EXPECT_TRUE(std::all_of(jobs.jobs.begin(), jobs.jobs.end(), [](const SampleJob& j) { return j.out < 0; }));
 }
 
 TEST(StepPlan, PrefillIsNotADecodeStep) {

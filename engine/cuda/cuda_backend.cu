@@ -54,9 +54,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr
   b->weights_ = std::move(weights);
   b->stream_ = stream;
   b->max_tokens_ = options.max_step_tokens;
-  SetProgrammaticLaunch(options.cuda_programmatic_launch && CudaComputeCapabilityMajor(options.device) >= 9);
+  b->device_ = options.device;
   RWKV_RETURN_IF_ERROR(b->Allocate(options));
-  if (b->graphs_enabled_) RWKV_RETURN_IF_ERROR(b->Check(b->CaptureGraphs()));
+  RWKV_RETURN_IF_ERROR(b->Check(b->Reconfigure(options.cuda_gemv_rows, options.cuda_programmatic_launch)));
   return b;
 }
 
@@ -117,7 +117,6 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   RWKV_RETURN_IF_ERROR(rows_dev_.Allocate(T * C * 4, "embedding rows"));
   RWKV_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
   graphs_enabled_ = options.cuda_graphs;
-  gemv_rows_ = std::clamp(options.cuda_gemv_rows, 0, kGemvMaxRows);
   return absl::OkStatus();
 }
 
@@ -409,9 +408,7 @@ void CudaBackend::DestroyGraphs() {
 absl::Status CudaBackend::Reconfigure(int gemv_rows, bool programmatic_launch) {
   RWKV_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   gemv_rows_ = std::clamp(gemv_rows, 0, kGemvMaxRows);
-  int device = 0;
-  RWKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  SetProgrammaticLaunch(programmatic_launch && CudaComputeCapabilityMajor(device) >= 9);
+  SetProgrammaticLaunch(programmatic_launch && CudaComputeCapabilityMajor(device_) >= 9);
   DestroyGraphs();
   return graphs_enabled_ ? CaptureGraphs() : absl::OkStatus();
 }

@@ -51,10 +51,10 @@ class CudaBackend final : public Backend {
   bool takes_embedding_rows() const override { return !ln0_w_.empty(); }
   // Kernel launches (cuBLAS calls count one) of the last engine step, replayed graphs included.
   int64_t last_step_launches() const { return last_step_launches_; }
-  // Benchmarks: projections of at most `gemv_rows` rows through the GEMV (0: none), programmatic
-  // dependent launch on or off (BackendOptions); the graphs are captured again.
+  // Projections of at most `gemv_rows` rows through the GEMV (0: none), programmatic dependent
+  // launch on or off (BackendOptions; Create applies them, benchmarks change them); the decode
+  // graphs are captured again.
   absl::Status Reconfigure(int gemv_rows, bool programmatic_launch);
-  int gemv_rows() const { return gemv_rows_; }
   // The batch sizes with a captured decode graph (a size whose capture failed runs eagerly).
   std::vector<int> graph_sizes() const {
     std::vector<int> sizes;
@@ -131,6 +131,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   Cublas cublas_;
   int max_tokens_ = 0;
+  int device_ = 0;
   absl::Status broken_;  // Sticky error: every later Forward fails with it.
 
   StepPlan plan_;

@@ -55,14 +55,6 @@ void StepPlan::Pad(int target, int scratch_slot) {
   }
 }
 
-int StepPlan::real_rows() const {
-  int n = 0;
-  for (int p = 0; p < pieces(); ++p) {
-    if (piece_entry[p] >= 0) n += piece_count[p];
-  }
-  return n;
-}
-
 std::vector<int> GraphLadder(int max) {
   std::vector<int> ladder;
   for (int n = 1; n <= std::min(max, 8); ++n) ladder.push_back(n);

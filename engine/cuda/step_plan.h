@@ -35,8 +35,6 @@ struct StepPlan {
   // entry (piece_entry and head_dest -1), so that it runs the graph captured for that size.
   // REQUIRES: IsDecode(), rows >= this->rows().
   void Pad(int rows, int scratch_slot);
-  // Rows of the step that are not padding.
-  int real_rows() const;
 
   // The tables as one int32 buffer, in the order the device copy is carved:
   // tokens, row_piece, piece_slot, piece_row, piece_count, head_rows.

@@ -87,7 +87,8 @@ TEST(StepPlan, PaddingRowsRunOnTheScratchSlotAndAdvanceNothing) {
   EXPECT_THAT(p.head_dest, ElementsAre(0, 1, -1, -1));
   EXPECT_TRUE(p.IsDecode());
   EXPECT_EQ(p.rows(), 4);
-  EXPECT_EQ(p.real_rows(), 2);
+  EXPECT_EQ(std::count_if(p.piece_entry.begin(), p.piece_entry.end(), [](int32_t e) { return e >= 0; }), 2)
+      << "two rows that are not padding";
   p.Advance(&done);
   EXPECT_THAT(done, ElementsAre(1, 1));
   EXPECT_FALSE(p.Next(batch, done, 8, logits));

@@ -240,6 +240,10 @@ int Main(int argc, char** argv) {
     const std::vector<int> graphs = cb.graph_sizes();
     std::printf("%-6s created in %.2f s with %zu decode graphs (batch 1 .. %d)\n", shape.c_str(), create_s,
                 graphs.size(), graphs.empty() ? 0 : graphs.back());
+    if (const absl::Status capture = cb.graph_capture_error(); !capture.ok()) {
+      std::printf("%-6s a graph capture failed (those sizes run eagerly): %s\n", shape.c_str(),
+                  std::string(capture.message()).c_str());
+    }
     Backend& b = cb;
     std::vector<int> slots;
     for (int i = 0; i < o.pool_slots; ++i) slots.push_back(*b.pool().Acquire());

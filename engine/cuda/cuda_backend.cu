@@ -130,7 +130,7 @@ absl::Status CudaBackend::Check(absl::Status s) {
   return s;
 }
 
-absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
+absl::Status CudaBackend::Project(int rows, std::span<const Projection> ps) {
   if (rows == 0) return absl::OkStatus();
   const WeightType wt = weights_->type();
   if (rows <= gemv_rows_) {
@@ -142,7 +142,7 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
       b = GemvBatch();
       return absl::OkStatus();
     };
-    for (const Proj& p : ps) {
+    for (const Projection& p : ps) {
       if (b.jobs == kGemvMaxJobs) RWKV_RETURN_IF_ERROR(flush());
       GemvJob& j = b.job[b.jobs++];
       j.x = p.x;
@@ -162,7 +162,7 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
     // RWKV-7's r, k and v (consecutive mixes, matrices and outputs) are one batched GEMM.
     const StridedRun run = strided_gemms_ ? FindStridedRun(ps, i, tb) : StridedRun{};
     if (run.count >= 2) {
-      const Proj& p = ps[i];
+      const Projection& p = ps[i];
       const absl::Status st =
           cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(run.count), run.x_stride, run.w_stride, run.y_stride, wt,
                               static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
@@ -173,7 +173,7 @@ absl::Status CudaBackend::Project(int rows, std::span<const Proj> ps) {
       if (!absl::IsUnimplemented(st)) return st;
       strided_gemms_ = false;  // This cuBLAS runs them one by one from now on.
     }
-    const Proj& p = ps[i++];
+    const Projection& p = ps[i++];
     const int n = p.w->n;
     if (p.out == GemvOut::kTyped && p.act == Act::kNone) {  // Rounded to the type by cuBLAS itself.
       RWKV_RETURN_IF_ERROR(cublas_.GemmTyped(p.x, rows, *p.w, wt, p.y, p.ldy, p.ldx));
@@ -514,7 +514,7 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
   char* hg = ha + T * w.a1.n * tb;
   char* hv = hg + T * w.g1.n * tb;
   const bool value_lora = l > 0;  // Layer 0's value is v_first itself.
-  const Proj down[] = {
+  const Projection down[] = {
       {xr, C, &w.receptance, r_, C},
       {xk, C, &w.key, k_, C},
       {xv, C, &w.value, v_, C},
@@ -524,7 +524,7 @@ absl::Status CudaBackend::TimeMix(int l, int rows, int pieces) {
       {xv, C, &w.v1, hv, w.v1.n, Act::kNone, GemvOut::kTyped},
   };
   RWKV_RETURN_IF_ERROR(Project(rows, std::span(down, value_lora ? 7 : 6)));
-  const Proj up[] = {
+  const Projection up[] = {
       {hw, w.w1.n, &w.w2, d_, C},
       {ha, w.a1.n, &w.a2, alpha_, C},
       {hg, w.g1.n, &w.g2, g_, C},
@@ -576,7 +576,7 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   char* h = lora_typed_.as<char>();
   RWKV_RETURN_IF_ERROR(Project(rows, {{mix_[5], C, &w.maa_w1, h, 5 * Dm, Act::kTanh, GemvOut::kTyped}}));
   float* m[] = {d_, k_, v_, r_, g_};
-  Proj terms[5];
+  Projection terms[5];
   for (int j = 0; j < 5; ++j) terms[j] = {h + j * Dm * tb, 5 * Dm, &w.maa_w2[j], m[j], C};
   RWKV_RETURN_IF_ERROR(Project(rows, terms));
   MixSet mixes{{w.maa_w, w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3], mix_[4]}, 5};
@@ -584,7 +584,7 @@ absl::Status CudaBackend::TimeMix6(int l, int rows, int pieces) {
   RWKV_CUDA_LAUNCH(TokenShiftMix, z_, rows, C, dt_, shift, mixes, wt, stream_);
   RWKV_CUDA_LAUNCH(SaveShift, z_, pieces, C, dt_, shift, stream_);
   void *xw = mix_[0], *xk = mix_[1], *xv = mix_[2], *xr = mix_[3], *xg = mix_[4];
-  const Proj projections[] = {
+  const Projection projections[] = {
       {xr, C, &w.receptance, r_, C},
       {xk, C, &w.key, k_, C},
       {xv, C, &w.value, v_, C},
@@ -606,7 +606,7 @@ absl::Status CudaBackend::TimeMix5(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
   MixSet mixes{{w.mix_k, w.mix_v, w.mix_r, w.mix_g}, {mix_[0], mix_[1], mix_[2], mix_[3]}, gated ? 4 : 3};
   RWKV_RETURN_IF_ERROR(NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, mixes));
-  const Proj projections[] = {
+  const Projection projections[] = {
       {mix_[2], C, &w.receptance, r_, C},
       {mix_[0], C, &w.key, k_, C},
       {mix_[1], C, &w.value, v_, C},
@@ -636,7 +636,7 @@ absl::Status CudaBackend::TimeMix4(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l)};
   RWKV_RETURN_IF_ERROR(
       NormShift(rows, pieces, w.ln1_w, w.ln1_b, shift, MixSet{{w.mix_k, w.mix_v, w.mix_r}, {mix_[0], mix_[1], mix_[2]}, 3}));
-  const Proj projections[] = {
+  const Projection projections[] = {
       {mix_[2], C, &w.receptance, r_, C, Act::kSigmoid},
       {mix_[0], C, &w.key, k_, C},
       {mix_[1], C, &w.value, v_, C},
@@ -655,7 +655,7 @@ absl::Status CudaBackend::ChannelMixKRV(int l, int rows, int pieces) {
   const StateView shift{pool_->device_data(), pool_->slot_floats(), LayerOffset(l + 1) - C};
   RWKV_RETURN_IF_ERROR(
       NormShift(rows, pieces, w.ln2_w, w.ln2_b, shift, MixSet{{w.ffn_mix_k, w.ffn_mix_r}, {mix_[0], mix_[1]}, 2}));
-  const Proj in[] = {
+  const Projection in[] = {
       {mix_[0], C, &w.ffn_key, ffn_typed_.get(), c.ffn_dim, Act::kReluSquare, GemvOut::kTyped},
       {mix_[1], C, &w.ffn_receptance, r_, C},
   };

@@ -55,13 +55,20 @@ class CudaBackend final : public Backend {
   // launch on or off (BackendOptions; Create applies them, benchmarks change them); the decode
   // graphs are captured again.
   absl::Status Reconfigure(int gemv_rows, bool programmatic_launch);
-  // The batch sizes with a captured decode graph (a size whose capture failed runs eagerly).
+  // The batch sizes with a captured decode graph (a size whose capture failed runs eagerly), and
+  // why the first size that failed did (OK when none did).
   std::vector<int> graph_sizes() const {
     std::vector<int> sizes;
     for (const auto& [size, g] : graphs_) {
       if (g.exec != nullptr) sizes.push_back(size);
     }
     return sizes;
+  }
+  absl::Status graph_capture_error() const {
+    for (const auto& [size, g] : graphs_) {
+      if (!g.capture_error.ok()) return g.capture_error;
+    }
+    return absl::OkStatus();
   }
 
   const CudaWeights& weights() const { return *weights_; }
@@ -102,13 +109,13 @@ class CudaBackend final : public Backend {
   absl::Status Wkv6Block(int l, int rows, int pieces, int64_t d_stride);
   // Float offset of layer l's state inside a slot (l == n_layer: the slot's end).
   int64_t LayerOffset(int l) const;
-  using Proj = Projection;
   // Independent projections (none reads another's output). Up to gemv_rows_ rows: one GEMV launch
   // for every kGemvMaxJobs of them, activation and cast applied as results are written. More
-  // rows: a cuBLAS GEMM each, a typed or activated result through scratch_f32_ and an activation
-  // kernel (so it must be dense: ldy == n).
-  absl::Status Project(int rows, std::span<const Proj> ps);
-  absl::Status Project(int rows, std::initializer_list<Proj> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
+  // rows: cuBLAS, a strided run (FindStridedRun) as one batched GEMM, a typed result without an
+  // activation rounded by cuBLAS, any other typed or activated result through scratch_f32_ and an
+  // activation kernel (so it must be dense: ldy == n).
+  absl::Status Project(int rows, std::span<const Projection> ps);
+  absl::Status Project(int rows, std::initializer_list<Projection> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
   }
@@ -142,7 +149,7 @@ class CudaBackend final : public Backend {
   // Scratch, sized for max_tokens_ rows. float32: x z r k v d alpha g vg y v_first head_in.
   DeviceBuffer f32_, typed_, lora_typed_, scratch_f32_, ffn_typed_, logits_;
   float *x_, *z_, *r_, *k_, *v_, *d_, *alpha_, *g_, *vg_, *y_, *v_first_, *head_in_;
-  void* mix_[6];  // Typed token-shift outputs xr xw xk xv xa xg.
+  void* mix_[6];  // Typed token-shift outputs (RWKV-7: xr xk xv xw xa xg; r, k, v side by side).
   void *yt_, *head_typed_;
   std::vector<int> done_;
   // Embedding rows: ln0's weight and bias (host), the batch of the running Forward, the step's

@@ -271,7 +271,8 @@ int Main(int argc, char** argv) {
         return;
       }
       std::vector<BatchEntry> entries;
-      for (int i = 0; i < batch; ++i) entries.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
+      for (int i = 0; i < batch; ++i)
+        entries.push_back({slots[i], std::span<const int32_t>(tokens).subspan(i, 1), false});
       report(mode, std::to_string(batch), batch, TimeSteps(b, entries, args.seconds, true), true);
     };
     for (int batch : args.batches) decode("decode", batch);

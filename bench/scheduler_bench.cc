@@ -206,7 +206,10 @@ int Main(int argc, char** argv) {
     }
     const double gap = Median(gaps), call = Median(inside);
     std::printf("%6d %10zu %14.1f %14.1f %14.2f\n", batch, gaps.size(), gap, call, (gap + call) / batch);
-    rows.push_back({{"batch", batch}, {"steps", gaps.size()}, {"gap_us", gap}, {"call_us", call},
+    rows.push_back({{"batch", batch},
+                    {"steps", gaps.size()},
+                    {"gap_us", gap},
+                    {"call_us", call},
                     {"host_us_per_token", (gap + call) / batch}});
   }
   if (!json_path.empty()) std::ofstream(json_path) << nlohmann::json{{"rows", rows}}.dump(1) << "\n";

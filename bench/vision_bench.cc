@@ -14,16 +14,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <condition_variable>
-#include <memory>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
@@ -331,7 +330,8 @@ int Main(int argc, char** argv) {
                       {"sam_s", Median(sam)},       {"project_s", Median(proj)}, {"total_s", Median(total)}};
   {
     // The attention's softmax alone, one thread: SAM's global block size (4096 x 4096 scores of
-    // one head), the std::exp loop (SoftmaxRowScalar, what the attention ran before) against SoftmaxRow, interleaved, medians.
+    // one head), the std::exp loop (SoftmaxRowScalar, what the attention ran before) against SoftmaxRow, interleaved,
+    // medians.
     const int n = 4096;
     std::vector<float> base(static_cast<size_t>(n) * n), rows;
     std::mt19937 rng(5);
@@ -348,8 +348,10 @@ int Main(int argc, char** argv) {
       for (int t = 0; t < n; ++t) vision::SoftmaxRow(rows.data() + static_cast<size_t>(t) * n, n);
       vec.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
     }
-    std::printf("\nsoftmax of 4096 rows of 4096 scores, 1 thread, medians of 3: std::exp loop %.3f s, SoftmaxRow %.3f s "
-                "(%.1fx)\n", Median(scalar), Median(vec), Median(scalar) / Median(vec));
+    std::printf(
+        "\nsoftmax of 4096 rows of 4096 scores, 1 thread, medians of 3: std::exp loop %.3f s, SoftmaxRow %.3f s "
+        "(%.1fx)\n",
+        Median(scalar), Median(vec), Median(scalar) / Median(vec));
     j["softmax_scalar_s"] = Median(scalar);
     j["softmax_vector_s"] = Median(vec);
   }

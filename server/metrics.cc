@@ -108,7 +108,8 @@ Metrics::Metrics()
                            "Lookups that found a cached prefix (its state replaced computing it)")),
       prefix_tokens_(Counter(*registry_, "rwkv_prefix_cache_tokens_saved_total",
                              "Prompt tokens not computed because their state came from the prefix cache")),
-      prefix_bytes_(Gauge(*registry_, "rwkv_prefix_cache_bytes", "Bytes the prefix-state cache holds (states and keys)")),
+      prefix_bytes_(
+          Gauge(*registry_, "rwkv_prefix_cache_bytes", "Bytes the prefix-state cache holds (states and keys)")),
       prefix_entries_(Gauge(*registry_, "rwkv_prefix_cache_entries", "States in the prefix-state cache")),
       prefix_evictions_(Counter(*registry_, "rwkv_prefix_cache_evictions_total",
                                 "Prefix-cache states dropped to keep --prefix-cache-bytes")),

@@ -62,10 +62,10 @@ absl::Status Cublas::GemmInto(const void* X, int rows, const DeviceMatrix& W, We
   if (rows == 0) return absl::OkStatus();
   // Column-major view: Y^T[n, rows] = W[n, k] (row-major = W^T col-major, so op T) x X^T[k, rows].
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  const cublasStatus_t s = cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k,
-                                        &alpha, W.data, DataType(t), W.k, X, DataType(t), ldx > 0 ? ldx : W.k, &beta, Y,
-                                        static_cast<cudaDataType_t>(y_type), ldy, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t s =
+      cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k, &alpha, W.data,
+                   DataType(t), W.k, X, DataType(t), ldx > 0 ? ldx : W.k, &beta, Y, static_cast<cudaDataType_t>(y_type),
+                   ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return CublasError(s, "cublasGemmEx");
   return absl::OkStatus();
 }
@@ -75,11 +75,12 @@ absl::Status Cublas::GemmStrided(const void* X, int rows, const DeviceMatrix& W,
                                  int ldx) {
   if (rows == 0) return absl::OkStatus();
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  const cublasStatus_t s = cublasGemmStridedBatchedEx(
-      static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k, &alpha, W.data, DataType(t), W.k,
-      w_stride, X, DataType(t), ldx > 0 ? ldx : W.k, x_stride, &beta, Y, CUDA_R_32F, ldy, y_stride, count,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (s == CUBLAS_STATUS_NOT_SUPPORTED) return absl::UnimplementedError("cublasGemmStridedBatchedEx: types not supported");
+  const cublasStatus_t s =
+      cublasGemmStridedBatchedEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, W.n, rows, W.k, &alpha,
+                                 W.data, DataType(t), W.k, w_stride, X, DataType(t), ldx > 0 ? ldx : W.k, x_stride,
+                                 &beta, Y, CUDA_R_32F, ldy, y_stride, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED)
+    return absl::UnimplementedError("cublasGemmStridedBatchedEx: types not supported");
   if (s != CUBLAS_STATUS_SUCCESS) return CublasError(s, "cublasGemmStridedBatchedEx");
   CountLaunch();
   return absl::OkStatus();

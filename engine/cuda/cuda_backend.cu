@@ -76,8 +76,8 @@ absl::Status CudaBackend::Allocate(const BackendOptions& options) {
   const int64_t T = max_tokens_, C = c.n_embd, F = c.ffn_dim, V = c.vocab;
   // The LoRA hidden rows: RWKV-7's four side by side (each in a region of its own, read by the
   // up-projections after), RWKV-6's five mix terms, or its decay's.
-  const int64_t lora = std::max({int64_t{c.lora_decay} + c.lora_iclr + c.lora_value + c.lora_gate, 5 * int64_t{c.lora_mix},
-                                 int64_t{1}});
+  const int64_t lora =
+      std::max({int64_t{c.lora_decay} + c.lora_iclr + c.lora_value + c.lora_gate, 5 * int64_t{c.lora_mix}, int64_t{1}});
   const size_t tb = WeightTypeBytes(weights_->type());
   RWKV_ASSIGN_OR_RETURN(pool_, CudaStatePool::Create(options.pool_slots, c.StateFloats(), stream_));
   RWKV_RETURN_IF_ERROR(cublas_.Init(stream_));
@@ -164,8 +164,8 @@ absl::Status CudaBackend::Project(int rows, std::span<const Projection> ps) {
     if (run.count >= 2) {
       const Projection& p = ps[i];
       const absl::Status st =
-          cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(run.count), run.x_stride, run.w_stride, run.y_stride, wt,
-                              static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
+          cublas_.GemmStrided(p.x, rows, *p.w, static_cast<int>(run.count), run.x_stride, run.w_stride, run.y_stride,
+                              wt, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx);
       if (st.ok()) {
         i += run.count;
         continue;
@@ -180,9 +180,10 @@ absl::Status CudaBackend::Project(int rows, std::span<const Projection> ps) {
       continue;
     }
     if ((p.out == GemvOut::kTyped || p.act != Act::kNone) && p.ldy != n) {
-      return absl::InternalError(absl::StrFormat("projection to %d outputs with leading dimension %d: an activated or "
-                                                 "typed result must be dense",
-                                                 n, p.ldy));
+      return absl::InternalError(
+          absl::StrFormat("projection to %d outputs with leading dimension %d: an activated or "
+                          "typed result must be dense",
+                          n, p.ldy));
     }
     if (p.out == GemvOut::kTyped) {
       RWKV_RETURN_IF_ERROR(Gemm(p.x, rows, *p.w, scratch_f32_.as<float>(), n, false, p.ldx));
@@ -190,7 +191,8 @@ absl::Status CudaBackend::Project(int rows, std::span<const Projection> ps) {
       continue;
     }
     RWKV_RETURN_IF_ERROR(Gemm(p.x, rows, *p.w, static_cast<float*>(p.y), p.ldy, p.out == GemvOut::kF32Add, p.ldx));
-    if (p.act != Act::kNone) RWKV_CUDA_LAUNCH(ActivateInPlace, static_cast<float*>(p.y), int64_t{rows} * n, p.act, stream_);
+    if (p.act != Act::kNone)
+      RWKV_CUDA_LAUNCH(ActivateInPlace, static_cast<float*>(p.y), int64_t{rows} * n, p.act, stream_);
   }
   return absl::OkStatus();
 }

@@ -115,7 +115,9 @@ class CudaBackend final : public Backend {
   // activation rounded by cuBLAS, any other typed or activated result through scratch_f32_ and an
   // activation kernel (so it must be dense: ldy == n).
   absl::Status Project(int rows, std::span<const Projection> ps);
-  absl::Status Project(int rows, std::initializer_list<Projection> ps) { return Project(rows, std::span(ps.begin(), ps.size())); }
+  absl::Status Project(int rows, std::initializer_list<Projection> ps) {
+    return Project(rows, std::span(ps.begin(), ps.size()));
+  }
   absl::Status Gemm(const void* X, int rows, const DeviceMatrix& W, float* Y, int ldy, bool accumulate, int ldx = 0) {
     return cublas_.Gemm(X, rows, W, weights_->type(), Y, ldy, accumulate, ldx);
   }

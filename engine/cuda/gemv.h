@@ -10,7 +10,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-
 #include <span>
 
 #include "absl/status/status.h"

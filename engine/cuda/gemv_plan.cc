@@ -18,8 +18,8 @@ absl::Status PlanGemv(GemvBatch* b, int elem_bytes) {
     GemvJob& j = b->job[i];
     if (j.x == nullptr || j.w == nullptr || j.y == nullptr || j.n < 1 || j.k < 1 || j.ldx < j.k || j.ldy < j.n) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "gemv job %d: n %d, k %d, ldx %d, ldy %d (need n, k >= 1, ldx >= k, ldy >= n, no null pointer)", i, j.n,
-          j.k, j.ldx, j.ldy));
+          "gemv job %d: n %d, k %d, ldx %d, ldy %d (need n, k >= 1, ldx >= k, ldy >= n, no null pointer)", i, j.n, j.k,
+          j.ldx, j.ldy));
     }
     if (j.out == GemvOut::kF32Add && j.act != Act::kNone) {
       return absl::InvalidArgumentError(absl::StrFormat("gemv job %d: an activation on an accumulated output", i));

@@ -14,9 +14,9 @@ __global__ void GroupNormBonusGateKernel(const float* y, const float* r, const f
   const int c = h * N + j;
   const int64_t o = static_cast<int64_t>(row) * C + c;
   const bool bonus = r_k != nullptr;
-  const float val = GroupNormChannel(on ? y[o] : 0.0f, bonus && on ? r[o] : 0.0f, bonus && on ? k[o] : 0.0f,
-                                     bonus && on ? v[o] : 0.0f, g != nullptr ? g + o : nullptr, {r_k, w, b, eps}, c, N,
-                                     on);
+  const float val =
+      GroupNormChannel(on ? y[o] : 0.0f, bonus && on ? r[o] : 0.0f, bonus && on ? k[o] : 0.0f,
+                       bonus && on ? v[o] : 0.0f, g != nullptr ? g + o : nullptr, {r_k, w, b, eps}, c, N, on);
   if (on) out[o] = FromFloat<T>(val);
 }
 

@@ -276,7 +276,8 @@ __global__ void SampleKernel(const SampleJob* jobs, const int32_t* bias_ids, con
 void SampleRows(const SampleJob* jobs, int n, const int32_t* bias_ids, const float* bias_values, const int32_t* ban_ids,
                 float* logits, int V, float* counts, uint8_t* seen, int32_t* tokens, cudaStream_t s) {
   if (n == 0) return;
-  LaunchAfterPrevious(SampleKernel, n, kThreads, s, jobs, bias_ids, bias_values, ban_ids, logits, V, counts, seen, tokens);
+  LaunchAfterPrevious(SampleKernel, n, kThreads, s, jobs, bias_ids, bias_values, ban_ids, logits, V, counts, seen,
+                      tokens);
 }
 
 }  // namespace rwkv::cuda

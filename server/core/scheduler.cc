@@ -391,7 +391,9 @@ void Scheduler::Enqueue(std::unique_ptr<Seq> seq) {
     images_->Encode(
         im.pixels,
         [this, digest = im.digest](absl::StatusOr<std::vector<float>> rows, double seconds) {
-          Post([this, digest, rows = std::move(rows), seconds]() mutable { OnImageRows(digest, std::move(rows), seconds); });
+          Post([this, digest, rows = std::move(rows), seconds]() mutable {
+            OnImageRows(digest, std::move(rows), seconds);
+          });
         },
         job->second.cancelled);
   }

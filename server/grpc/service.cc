@@ -342,8 +342,8 @@ void RwkvService::FillSession(const Session& s, const std::string& tenant, v1::S
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* RwkvService::Generate(grpc::CallbackServerContext* ctx,
                                                                        const v1::GenerateRequest* req) {
-  auto* reactor =
-      new GenerateReactor(frontend_->ready() ? &frontend_->scheduler() : nullptr, metrics_, options_.stream_buffer, pump_);
+  auto* reactor = new GenerateReactor(frontend_->ready() ? &frontend_->scheduler() : nullptr, metrics_,
+                                      options_.stream_buffer, pump_);
   std::shared_ptr<StreamSink> sink = reactor->sink();
   if (options_.access_log) {
     static std::atomic<uint64_t> counter{0};

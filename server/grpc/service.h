@@ -18,15 +18,15 @@
 #include <string>
 
 #include "engine/tokenizer.h"
+#include "rwkv/v1/rwkv.grpc.pb.h"
 #include "server/core/auth.h"
 #include "server/core/frontend.h"
-#include "rwkv/v1/rwkv.grpc.pb.h"
-#include "server/grpc/write_pump.h"
-#include "server/metrics.h"
 #include "server/core/scheduler.h"
 #include "server/core/start_states.h"
 #include "server/core/state_codec.h"
 #include "server/grpc/validation.h"
+#include "server/grpc/write_pump.h"
+#include "server/metrics.h"
 
 namespace rwkv::server {
 

@@ -1,5 +1,7 @@
 // The CUDA backend against the CPU backend (the oracle), op by op and for the whole model. Every
 // test skips itself when no CUDA device is visible.
+#include "engine/cuda/cuda_backend.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -14,7 +16,6 @@
 #include "absl/strings/match.h"
 #include "engine/backend.h"
 #include "engine/cpu/kernels.h"
-#include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_device.h"
 #include "engine/cuda/cuda_util.h"
 #include "engine/cuda/gemv.h"
@@ -310,7 +311,8 @@ TEST(CudaOps, NormShiftMixSaveEqualsTheThreeKernelsItFuses) {
       };
       const std::vector<float> fused = run(true), separate = run(false);
       ASSERT_EQ(fused.size(), separate.size());
-      EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4)) << cuda::WeightTypeName(wt) << " C " << C;
+      EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4))
+          << cuda::WeightTypeName(wt) << " C " << C;
       EXPECT_NE(fused, std::vector<float>(fused.size(), 0.0f));
     }
   }
@@ -452,7 +454,8 @@ TEST(CudaOps, GemvMatchesFloat64ForEveryOutputAndType) {
             }
             double dot = 0, mag = 0;
             for (int i = 0; i < sh.k; ++i) {
-              const double t = double{h.x[static_cast<size_t>(r) * sh.ldx + i]} * h.w[static_cast<size_t>(o) * sh.k + i];
+              const double t =
+                  double{h.x[static_cast<size_t>(r) * sh.ldx + i]} * h.w[static_cast<size_t>(o) * sh.k + i];
               dot += t;
               mag += std::abs(t);
             }
@@ -467,8 +470,8 @@ TEST(CudaOps, GemvMatchesFloat64ForEveryOutputAndType) {
             if (typed && wt == cuda::WeightType::kBF16) tol += std::abs(want) * std::ldexp(1.0, -8);
             if (!(std::abs(g - want) <= tol)) {
               if (++bad <= 3) {
-                ADD_FAILURE() << cuda::WeightTypeName(wt) << " rows " << rows << " job " << ji << " [" << r << ","
-                              << o << "]: got " << g << " want " << want << " tol " << tol;
+                ADD_FAILURE() << cuda::WeightTypeName(wt) << " rows " << rows << " job " << ji << " [" << r << "," << o
+                              << "]: got " << g << " want " << want << " tol " << tol;
               }
             }
           }
@@ -503,8 +506,9 @@ TEST(CudaOps, Wkv7DecodeEqualsPrepWkvAndGroupNorm) {
           Dev d;
           float* pool = d.Put(pool0);
           float *gv = d.Put(v), *gd = d.Put(dd), *ga = d.Put(al), *gk = d.Put(k), *gvg = d.Put(vg), *gr = d.Put(r);
-          const cuda::PrepArgs prep{gv,          gd,          ga,          gk,          gvg, layer0 ? nullptr : d.Put(vf),
-                                    d.Put(w0),   d.Put(a0),   d.Put(v0),   d.Put(k_k), d.Put(k_a)};
+          const cuda::PrepArgs prep{
+              gv,        gd,        ga,        gk,         gvg,       layer0 ? nullptr : d.Put(vf),
+              d.Put(w0), d.Put(a0), d.Put(v0), d.Put(k_k), d.Put(k_a)};
           cuda::DeviceTables t;
           t.piece_slot = d.PutInts({2, 0, 1});
           t.piece_row = d.PutInts({0, 1, 2});
@@ -518,7 +522,8 @@ TEST(CudaOps, Wkv7DecodeEqualsPrepWkvAndGroupNorm) {
             float* y = d.Put(std::vector<float>(rows * C));
             cuda::TimeMixPrep(prep, rows, C, N, nullptr);
             cuda::Wkv7(S, t, rows, H, N, C, gr, gd, gk, gv, ga, gvg, y, nullptr);
-            cuda::GroupNormBonusGate(y, gr, gk, gv, gg, grk, glw, glb, cpu::kGroupNormEps, rows, C, N, out, wt, nullptr);
+            cuda::GroupNormBonusGate(y, gr, gk, gv, gg, grk, glw, glb, cpu::kGroupNormEps, rows, C, N, out, wt,
+                                     nullptr);
           }
           EXPECT_EQ(cudaGetLastError(), cudaSuccess);
           std::vector<float> all = Dev::Get(out, rows * C);
@@ -530,7 +535,8 @@ TEST(CudaOps, Wkv7DecodeEqualsPrepWkvAndGroupNorm) {
         ASSERT_EQ(fused.size(), separate.size());
         EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * 4))
             << "N " << N << " " << cuda::WeightTypeName(wt) << (layer0 ? " layer 0" : " layer > 0");
-        EXPECT_NE(std::vector<float>(fused.begin(), fused.begin() + rows * C / 2), std::vector<float>(rows * C / 2, 0.0f));
+        EXPECT_NE(std::vector<float>(fused.begin(), fused.begin() + rows * C / 2),
+                  std::vector<float>(rows * C / 2, 0.0f));
       }
     }
   }

@@ -58,8 +58,8 @@ TEST(CudaHost, GemvPlanCoversEveryJobWithAlignedLoadsWhereTheyFit) {
   b.jobs = 4;
   b.job[0] = {x, w, y, /*n=*/2048, /*k=*/2048, /*ldx=*/2048, /*ldy=*/2048};  // fp16: 256 vectors a row
   b.job[1] = {x, w, y, 96, 64, 64, 96, Act::kTanh, GemvOut::kTyped};         // 8 vectors a row
-  b.job[2] = {x, w, y, 10, 1000, 1003, 10};                                   // ldx not whole vectors
-  b.job[3] = {x + 2, w, y, 5, 16, 16, 5};                                     // x misaligned
+  b.job[2] = {x, w, y, 10, 1000, 1003, 10};                                  // ldx not whole vectors
+  b.job[3] = {x + 2, w, y, 5, 16, 16, 5};                                    // x misaligned
   ASSERT_TRUE(PlanGemv(&b, 2).ok());
   EXPECT_EQ(b.job[0].vec, 1);
   EXPECT_EQ(b.job[0].lanes, 32);
@@ -121,8 +121,9 @@ TEST(CudaHost, StridedRunsAreLikeProjectionsAtConstantIncreasingStrides) {
   EXPECT_EQ(FindStridedRun(rkv, 2, tb).count, 1u) << "w1 has another shape";
   EXPECT_EQ(FindStridedRun(rkv, 3, tb).count, 1u) << "the last";
   // RWKV-5's order (r from the third mix, k from the first): the x stride changes sign.
-  const Projection rwkv5[] = {
-      {mix + 2 * T * C * tb, C, &r, out, C}, {mix, C, &k, out + T * C, C}, {mix + T * C * tb, C, &v, out + 2 * T * C, C}};
+  const Projection rwkv5[] = {{mix + 2 * T * C * tb, C, &r, out, C},
+                              {mix, C, &k, out + T * C, C},
+                              {mix + T * C * tb, C, &v, out + 2 * T * C, C}};
   EXPECT_EQ(FindStridedRun(rwkv5, 0, tb).count, 1u);
   EXPECT_EQ(FindStridedRun(rwkv5, 1, tb).count, 2u) << "k and v are still side by side";
   // An activation, or an accumulate mixed with an overwrite, breaks the run.

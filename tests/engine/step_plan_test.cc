@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "engine/cuda/sample_jobs.h"
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -1,18 +1,18 @@
 // The gRPC edge without a server: request validation, the status map, configuration and the
 // state export format.
-#include <cstring>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "absl/strings/escaping.h"
-#include "server/core/auth.h"
 #include "server/config.h"
+#include "server/core/auth.h"
 #include "server/core/log.h"
 #include "server/core/session_store.h"
 #include "server/core/state_codec.h"

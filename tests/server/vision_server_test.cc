@@ -346,8 +346,8 @@ TEST(VisionServerTest, ARequestThatEndsBeforeItsImageIsEncodedLeavesNothingBehin
   const std::string a = ImageA();
   client::CallOptions o;
   o.timeout = std::chrono::milliseconds(1);
-  const absl::StatusOr<v1::Final> f =
-      h.client->Generate(Greedy("User: <image>\nHi\n\nAssistant:", {a}, /*n=*/4000), [](const v1::Chunk&) { return true; }, o);
+  const absl::StatusOr<v1::Final> f = h.client->Generate(
+      Greedy("User: <image>\nHi\n\nAssistant:", {a}, /*n=*/4000), [](const v1::Chunk&) { return true; }, o);
   EXPECT_FALSE(f.ok());
   const Result r = Call(*h.client, Greedy("User: <image>\nHi\n\nAssistant:", {a}));
   ASSERT_TRUE(r.final.ok()) << r.final.status();
@@ -361,14 +361,16 @@ TEST(ImageWorkerTest, AnImageNobodyWaitsForIsNotEncoded) {
   const std::string bytes = ImageA();
   VisionLimits v;
   v.tokens = kImageTokens;
-  absl::StatusOr<PromptImage> im =
-      ReadPromptImage(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), "image", v);
+  absl::StatusOr<PromptImage> im = ReadPromptImage(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), "image", v);
   ASSERT_TRUE(im.ok()) << im.status();
   std::atomic<int> dropped_called{0};
   auto cancelled = std::make_shared<std::atomic<bool>>(true);
-  worker.Encode(im->pixels, [&](absl::StatusOr<std::vector<float>>, double) { ++dropped_called; }, cancelled);
+  worker.Encode(
+      im->pixels, [&](absl::StatusOr<std::vector<float>>, double) { ++dropped_called; }, cancelled);
   std::promise<size_t> rows;
-  worker.Encode(im->pixels, [&](absl::StatusOr<std::vector<float>> r, double) { rows.set_value(r.ok() ? r->size() : 0); });
+  worker.Encode(im->pixels,
+                [&](absl::StatusOr<std::vector<float>> r, double) { rows.set_value(r.ok() ? r->size() : 0); });
   EXPECT_EQ(rows.get_future().get(), static_cast<size_t>(kImageTokens) * worker.width());
   EXPECT_EQ(dropped_called.load(), 0);
   EXPECT_EQ(worker.skipped(), 1);
